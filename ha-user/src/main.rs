@@ -1,7 +1,24 @@
-static OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ha"));
-fn main() {
-    let mut ebpf = aya::Ebpf::load(OBJ).unwrap();
-    let prog: &mut aya::programs::Xdp = ebpf.program_mut("ha_steer").unwrap().try_into().unwrap();
-    prog.load().unwrap();
-    println!("loaded");
+use std::io::IsTerminal as _;
+
+use clap::Parser as _;
+use ha_user::cli::Cli;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    match cli.execute().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ha-user: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,653 @@
+//! The configuration file (TOML, default `/etc/ha/ha.toml`).
+//!
+//! Parsing happens in two stages: serde reads the file into `Raw*` structs that keep
+//! the span of every value (unknown keys and wrong types fail here, with a line),
+//! then [`Config::from_raw`] checks everything that crosses fields (hosts named by
+//! prefixes, overlapping prefixes, zero intervals, ...) and collects every problem,
+//! each naming the file, the line and the field. Nothing is applied before the whole
+//! file is valid.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Default location of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/ha/ha.toml";
+
+/// A fully validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Interface facing the web servers; `--iface` overrides it.
+    pub lan: Option<String>,
+    /// More ingress interfaces whose steered traffic is redirected to `lan`.
+    pub ingress: Vec<String>,
+    pub xdp_mode: XdpMode,
+    /// bpffs directory holding the pinned maps and links.
+    pub pin_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub state_file: PathBuf,
+    /// Optional Prometheus text endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// Hosts in file order; a host's index is its id in the data path.
+    pub hosts: Vec<Host>,
+    /// Prefixes in file order; a prefix's index is its statistics id in the data path.
+    pub prefixes: Vec<Prefix>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver: fastest. veth needs the preparation the README describes.
+    #[default]
+    Native,
+    /// Generic (skb) mode: works on any interface, slower.
+    Skb,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// Configured MAC; otherwise learned from the neighbour table.
+    pub mac: Option<Mac>,
+    pub health: HealthCheck,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub cidr: Ipv4Net,
+    /// Index into [`Config::hosts`].
+    pub owner: usize,
+    /// Indices into [`Config::hosts`], in failover order.
+    pub backups: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Tcp,
+    Http,
+    Icmp,
+}
+
+/// One host's health check, defaults and overrides merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub port: u16,
+    pub path: String,
+    pub expect_status: u16,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failures before a host is down.
+    pub fall: u32,
+    /// Consecutive successes before it is up again.
+    pub rise: u32,
+    /// Hold-down before a recovered owner takes its prefixes back.
+    pub failback_delay_ms: u64,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            kind: CheckKind::Http,
+            port: 80,
+            path: "/".to_owned(),
+            expect_status: 200,
+            interval_ms: 10,
+            timeout_ms: 10,
+            fall: 3,
+            rise: 5,
+            failback_delay_ms: 2000,
+        }
+    }
+}
+
+/// An Ethernet address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!("`{s}` is not a MAC address (expected six hex bytes like 02:00:00:00:00:02)")
+        };
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut mac {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// Parses `A.B.C.D/N` and insists that no host bits are set, so a typo such as
+/// `192.168.1.65/27` is caught instead of silently meaning `192.168.1.64/27`.
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IPv4 prefix (expected A.B.C.D/N, N from 0 to 32)"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "`{s}` has host bits set; the prefix is {}",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Every problem found in a configuration file, each on its own line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+/// One problem at one place of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            path,
+            line,
+            field,
+            message,
+        } = self;
+        write!(f, "{}:{line}: {field}: {message}", path.display())
+    }
+}
+
+// ---- raw file shape ----------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    lan: Option<Spanned<String>>,
+    #[serde(default)]
+    ingress: Vec<Spanned<String>>,
+    #[serde(default)]
+    xdp_mode: XdpMode,
+    pin_dir: Option<PathBuf>,
+    control_socket: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    metrics: Option<Spanned<String>>,
+    health: Option<Spanned<RawHealth>>,
+    #[serde(default, rename = "host")]
+    hosts: Vec<Spanned<RawHost>>,
+    #[serde(default, rename = "prefix")]
+    prefixes: Vec<Spanned<RawPrefix>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    kind: Option<CheckKind>,
+    port: Option<u16>,
+    path: Option<String>,
+    expect_status: Option<u16>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    fall: Option<u32>,
+    rise: Option<u32>,
+    failback_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    mac: Option<Spanned<String>>,
+    health: Option<Spanned<RawHealth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrefix {
+    cidr: Spanned<String>,
+    owner: Spanned<String>,
+    backups: Option<Vec<Spanned<String>>>,
+}
+
+impl RawHealth {
+    /// `self` laid over `base`.
+    fn merge(&self, base: &HealthCheck) -> HealthCheck {
+        let Self {
+            kind,
+            port,
+            path,
+            expect_status,
+            interval_ms,
+            timeout_ms,
+            fall,
+            rise,
+            failback_delay_ms,
+        } = self;
+        HealthCheck {
+            kind: kind.unwrap_or(base.kind),
+            port: port.unwrap_or(base.port),
+            path: path.clone().unwrap_or_else(|| base.path.clone()),
+            expect_status: expect_status.unwrap_or(base.expect_status),
+            interval_ms: interval_ms.unwrap_or(base.interval_ms),
+            timeout_ms: timeout_ms.unwrap_or(base.timeout_ms),
+            fall: fall.unwrap_or(base.fall),
+            rise: rise.unwrap_or(base.rise),
+            failback_delay_ms: failback_delay_ms.unwrap_or(base.failback_delay_ms),
+        }
+    }
+}
+
+// ---- validation --------------------------------------------------------------------
+
+/// Collects problems with their line numbers.
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn report(
+        &mut self,
+        span: std::ops::Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let line = self.line_of(span.start);
+        self.problems.push(Problem {
+            path: self.path.to_owned(),
+            line,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The index of the host named `name`, or a problem listing the known hosts.
+    fn host(&mut self, hosts: &[Host], name: &Spanned<String>, field: String) -> Option<usize> {
+        let index = hosts.iter().position(|h| h.name == *name.get_ref());
+        if index.is_none() {
+            let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            let message = format!(
+                "unknown host `{}` (hosts: {})",
+                name.get_ref(),
+                known.join(", ")
+            );
+            self.report(name.span(), field, message);
+        }
+        index
+    }
+
+    fn health(&mut self, raw: &Spanned<RawHealth>, base: &HealthCheck, field: &str) -> HealthCheck {
+        let health = raw.get_ref().merge(base);
+        let span = raw.span();
+        for (name, value) in [
+            ("interval_ms", health.interval_ms),
+            ("timeout_ms", health.timeout_ms),
+            ("fall", u64::from(health.fall)),
+            ("rise", u64::from(health.rise)),
+        ] {
+            if value == 0 {
+                self.report(
+                    span.clone(),
+                    format!("{field}.{name}"),
+                    "must be at least 1",
+                );
+            }
+        }
+        if health.kind == CheckKind::Http && !health.path.starts_with('/') {
+            self.report(
+                span.clone(),
+                format!("{field}.path"),
+                format!("`{}` must start with `/`", health.path),
+            );
+        }
+        if health.kind != CheckKind::Icmp && health.port == 0 {
+            self.report(span, format!("{field}.port"), "must be 1 to 65535");
+        }
+        health
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text`, naming `path` in every problem.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut checker = Checker {
+            path,
+            text,
+            problems: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(err) => {
+                let span = err.span().unwrap_or(0..0);
+                let message = err.message().to_owned();
+                checker.report(span, "syntax", message);
+                return Err(ConfigError::Invalid {
+                    problems: checker.problems,
+                });
+            }
+        };
+        let config = Config::from_raw(&mut checker, raw);
+        if checker.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                problems: checker.problems,
+            })
+        }
+    }
+
+    fn from_raw(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
+        let RawConfig {
+            lan,
+            ingress,
+            xdp_mode,
+            pin_dir,
+            control_socket,
+            state_file,
+            metrics,
+            health,
+            hosts: raw_hosts,
+            prefixes: raw_prefixes,
+        } = raw;
+
+        let defaults = match &health {
+            Some(health) => checker.health(health, &HealthCheck::default(), "health"),
+            None => HealthCheck::default(),
+        };
+
+        let lan = lan.map(|lan| {
+            check_iface_name(checker, &lan, "lan");
+            lan.into_inner()
+        });
+        let ingress = ingress
+            .into_iter()
+            .map(|iface| {
+                check_iface_name(checker, &iface, "ingress");
+                iface.into_inner()
+            })
+            .collect();
+
+        let metrics = metrics.and_then(|m| match m.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let message = format!(
+                    "`{}` is not an address:port such as 127.0.0.1:9120",
+                    m.get_ref()
+                );
+                checker.report(m.span(), "metrics", message);
+                None
+            }
+        });
+
+        let hosts = hosts_from_raw(checker, &raw_hosts, &defaults);
+        let prefixes = prefixes_from_raw(checker, &raw_prefixes, &hosts);
+
+        Config {
+            lan,
+            ingress,
+            xdp_mode,
+            pin_dir: pin_dir.unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/ha")),
+            control_socket: control_socket.unwrap_or_else(|| PathBuf::from("/run/ha/ha.sock")),
+            state_file: state_file.unwrap_or_else(|| PathBuf::from("/var/lib/ha/state.json")),
+            metrics,
+            hosts,
+            prefixes,
+        }
+    }
+
+    /// The host named `name_or_address` (its name, or its address in dotted form).
+    pub fn host_index(&self, name_or_address: &str) -> Option<usize> {
+        self.hosts
+            .iter()
+            .position(|h| h.name == name_or_address || h.address.to_string() == name_or_address)
+    }
+}
+
+fn check_iface_name(checker: &mut Checker<'_>, name: &Spanned<String>, field: &str) {
+    let value = name.get_ref();
+    // IFNAMSIZ is 16 with the terminating NUL.
+    if value.is_empty() || value.len() > 15 || value.contains(['/', ' ', '\0']) {
+        let message =
+            format!("`{value}` is not an interface name (1 to 15 characters, no `/` or spaces)");
+        checker.report(name.span(), field, message);
+    }
+}
+
+fn hosts_from_raw(
+    checker: &mut Checker<'_>,
+    raw_hosts: &[Spanned<RawHost>],
+    defaults: &HealthCheck,
+) -> Vec<Host> {
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut seen_names = HashMap::new();
+    let mut seen_addresses = HashMap::new();
+    for (i, raw) in raw_hosts.iter().enumerate() {
+        let RawHost {
+            name,
+            address,
+            mac,
+            health,
+        } = raw.get_ref();
+        let field = |f: &str| format!("host[{i}].{f}");
+        if name.get_ref().is_empty() {
+            checker.report(name.span(), field("name"), "must not be empty");
+        }
+        if let Some(first) =
+            seen_names.insert(name.get_ref().clone(), checker.line_of(name.span().start))
+        {
+            checker.report(
+                name.span(),
+                field("name"),
+                format!(
+                    "duplicate host name `{}` (first at line {first})",
+                    name.get_ref()
+                ),
+            );
+        }
+        let parsed_address = match address.get_ref().parse::<Ipv4Addr>() {
+            Ok(addr) => {
+                if let Some(first) =
+                    seen_addresses.insert(addr, checker.line_of(address.span().start))
+                {
+                    checker.report(
+                        address.span(),
+                        field("address"),
+                        format!("duplicate host address {addr} (first at line {first})"),
+                    );
+                }
+                addr
+            }
+            Err(_) => {
+                let message = format!("`{}` is not an IPv4 address", address.get_ref());
+                checker.report(address.span(), field("address"), message);
+                Ipv4Addr::UNSPECIFIED
+            }
+        };
+        let mac = mac
+            .as_ref()
+            .and_then(|mac| match mac.get_ref().parse::<Mac>() {
+                Ok(parsed) => Some(parsed),
+                Err(message) => {
+                    checker.report(mac.span(), field("mac"), message);
+                    None
+                }
+            });
+        let health = match health {
+            Some(h) => checker.health(h, defaults, &field("health")),
+            None => defaults.clone(),
+        };
+        hosts.push(Host {
+            name: name.get_ref().clone(),
+            address: parsed_address,
+            mac,
+            health,
+        });
+    }
+    if hosts.len() > ha_common::MAX_HOSTS as usize {
+        let message = format!(
+            "{} hosts; at most {} are supported",
+            hosts.len(),
+            ha_common::MAX_HOSTS
+        );
+        checker.report(0..0, "host", message);
+    }
+    hosts
+}
+
+fn prefixes_from_raw(
+    checker: &mut Checker<'_>,
+    raw_prefixes: &[Spanned<RawPrefix>],
+    hosts: &[Host],
+) -> Vec<Prefix> {
+    let mut prefixes: Vec<(Prefix, usize)> = Vec::new();
+    for (i, raw) in raw_prefixes.iter().enumerate() {
+        let RawPrefix {
+            cidr,
+            owner,
+            backups,
+        } = raw.get_ref();
+        let field = |f: &str| format!("prefix[{i}].{f}");
+        let line = checker.line_of(cidr.span().start);
+        let net = match parse_cidr(cidr.get_ref()) {
+            Ok(net) => Some(net),
+            Err(message) => {
+                checker.report(cidr.span(), field("cidr"), message);
+                None
+            }
+        };
+        let owner_index = checker.host(hosts, owner, field("owner"));
+        let backup_indices: Vec<usize> = match backups {
+            Some(list) => {
+                let mut indices = Vec::new();
+                for backup in list {
+                    let Some(index) = checker.host(hosts, backup, field("backups")) else {
+                        continue;
+                    };
+                    if Some(index) == owner_index {
+                        checker.report(
+                            backup.span(),
+                            field("backups"),
+                            format!(
+                                "`{}` is the owner; a backup must be another host",
+                                backup.get_ref()
+                            ),
+                        );
+                    } else if indices.contains(&index) {
+                        checker.report(
+                            backup.span(),
+                            field("backups"),
+                            format!("`{}` is listed twice", backup.get_ref()),
+                        );
+                    } else {
+                        indices.push(index);
+                    }
+                }
+                indices
+            }
+            // Default: the other hosts in configuration order.
+            None => (0..hosts.len())
+                .filter(|&h| Some(h) != owner_index)
+                .collect(),
+        };
+        let (Some(net), Some(owner)) = (net, owner_index) else {
+            continue;
+        };
+        if let Some((other, other_line)) = prefixes
+            .iter()
+            .find(|(p, _)| p.cidr.contains(&net.network()) || net.contains(&p.cidr.network()))
+        {
+            let message = if other.cidr == net {
+                format!("duplicate prefix {net} (first at line {other_line})")
+            } else {
+                format!(
+                    "{net} overlaps {} (line {other_line}); each address must have one owner",
+                    other.cidr
+                )
+            };
+            checker.report(cidr.span(), field("cidr"), message);
+            continue;
+        }
+        prefixes.push((
+            Prefix {
+                cidr: net,
+                owner,
+                backups: backup_indices,
+            },
+            line,
+        ));
+    }
+    if prefixes.len() > ha_common::MAX_PREFIXES as usize {
+        let message = format!(
+            "{} prefixes; at most {} are supported",
+            prefixes.len(),
+            ha_common::MAX_PREFIXES
+        );
+        checker.report(0..0, "prefix", message);
+    }
+    prefixes.into_iter().map(|(p, _)| p).collect()
+}

@@ -1,0 +1,383 @@
+//! The data path as the controller sees it: load and attach the XDP program, and
+//! typed handles to every map, opened once.
+//!
+//! Maps are pinned under the pin directory (`<pin_dir>/<MAP>`) and each attachment's
+//! XDP link under `<pin_dir>/link_<iface>`, so the fast path outlives the controller
+//! and a new controller adopts what it finds instead of flushing it.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{
+        ProgramError, Xdp,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::{XdpLink, XdpMode as AyaXdpMode},
+    },
+};
+use ha_common::{
+    Counter, GLOBAL_LOG_PACKETS, HostEntry, IfaceEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS,
+    MAP_IFACES, MAP_PFX_STATS, MAP_PREFIXES, MAP_TX_PORTS, PINNED_MAPS, PROG_STEER, PrefixEntry,
+    Traffic,
+};
+use ipnet::Ipv4Net;
+
+use crate::config::XdpMode;
+
+/// Filesystem magic of bpffs (`BPF_FS_MAGIC` in linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("{} is not on a mounted bpffs; mount it with `mount -t bpf bpf /sys/fs/bpf`", path.display())]
+    NotBpffs { path: PathBuf },
+    #[error("cannot create the pin directory {}", path.display())]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no ha data path is pinned at {} (is `ha-user run` up?)", path.display())]
+    NotPinned { path: PathBuf },
+    #[error("cannot load the eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("the XDP program `{PROG_STEER}` is missing from the object")]
+    MissingProgram,
+    #[error("cannot load the XDP program into the kernel")]
+    Program(#[source] ProgramError),
+    #[error(
+        "cannot attach XDP to {iface} in {mode} mode; another XDP program may be attached (see `bpftool net`), or try --xdp-mode skb"
+    )]
+    Attach {
+        iface: String,
+        mode: XdpMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot take over the pinned XDP link {}", path.display())]
+    Adopt {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error("cannot replace the program behind the pinned link {}", path.display())]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot pin {}", path.display())]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("cannot open map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot remove {}", path.display())]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Typed handles to every map of the data path.
+pub struct Maps {
+    pub prefixes: LpmTrie<MapData, [u8; 4], PrefixEntry>,
+    pub hosts: Array<MapData, HostEntry>,
+    pub ifaces: HashMap<MapData, u32, IfaceEntry>,
+    pub tx_ports: DevMapHash<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub host_stats: PerCpuArray<MapData, Traffic>,
+    pub pfx_stats: PerCpuArray<MapData, Traffic>,
+}
+
+/// Where a pin lives.
+pub fn map_pin_path(pin_dir: &Path, map: &str) -> PathBuf {
+    pin_dir.join(map)
+}
+
+pub fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{iface}"))
+}
+
+/// Fails unless `dir` is on a bpffs (the pins would be lost or fail otherwise).
+pub fn ensure_bpffs(dir: &Path) -> Result<(), DatapathError> {
+    let probe = if dir.exists() {
+        dir
+    } else {
+        dir.parent().unwrap_or(dir)
+    };
+    let c_path = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).map_err(|_| {
+        DatapathError::NotBpffs {
+            path: dir.to_owned(),
+        }
+    })?;
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` a valid out-pointer.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 || stat.f_type as i64 != BPF_FS_MAGIC {
+        return Err(DatapathError::NotBpffs {
+            path: probe.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl Maps {
+    /// Opens the maps pinned under `pin_dir` by a running (or crashed) controller.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Maps, DatapathError> {
+        let open = |name: &'static str| -> Result<Map, DatapathError> {
+            let path = map_pin_path(pin_dir, name);
+            if !path.exists() {
+                return Err(DatapathError::NotPinned { path });
+            }
+            let data =
+                MapData::from_pin(&path).map_err(|source| DatapathError::Map { name, source })?;
+            Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })
+        };
+        Maps::from_maps(open)
+    }
+
+    /// Takes the maps out of a loaded object.
+    fn take(ebpf: &mut Ebpf) -> Result<Maps, DatapathError> {
+        Maps::from_maps(|name| {
+            ebpf.take_map(name).ok_or(DatapathError::Map {
+                name,
+                source: MapError::InvalidName {
+                    name: name.to_owned(),
+                },
+            })
+        })
+    }
+
+    fn from_maps(
+        mut get: impl FnMut(&'static str) -> Result<Map, DatapathError>,
+    ) -> Result<Maps, DatapathError> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(
+            name: &'static str,
+            map: Map,
+        ) -> Result<T, DatapathError> {
+            T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+        }
+        Ok(Maps {
+            prefixes: typed(MAP_PREFIXES, get(MAP_PREFIXES)?)?,
+            hosts: typed(MAP_HOSTS, get(MAP_HOSTS)?)?,
+            ifaces: typed(MAP_IFACES, get(MAP_IFACES)?)?,
+            tx_ports: typed(MAP_TX_PORTS, get(MAP_TX_PORTS)?)?,
+            counters: typed(MAP_COUNTERS, get(MAP_COUNTERS)?)?,
+            host_stats: typed(MAP_HOST_STATS, get(MAP_HOST_STATS)?)?,
+            pfx_stats: typed(MAP_PFX_STATS, get(MAP_PFX_STATS)?)?,
+        })
+    }
+
+    /// Every prefix entry in the map, ordered by prefix.
+    pub fn prefix_entries(&self) -> Result<Vec<(Ipv4Net, PrefixEntry)>, MapError> {
+        let mut entries = Vec::new();
+        for item in self.prefixes.iter() {
+            let (key, value) = item?;
+            // The kernel returns exactly the keys it was given; lengths are <= 32.
+            let net = Ipv4Net::new(key.data().into(), key.prefix_len() as u8)
+                .map_err(|_| MapError::KeyNotFound)?;
+            entries.push((net, value));
+        }
+        entries.sort_by_key(|(net, _)| (u32::from(net.network()), net.prefix_len()));
+        Ok(entries)
+    }
+
+    pub fn prefix_key(net: Ipv4Net) -> Key<[u8; 4]> {
+        Key::new(u32::from(net.prefix_len()), net.network().octets())
+    }
+
+    /// Sum over CPUs of every verdict counter.
+    pub fn counter_totals(&self) -> Result<Vec<(Counter, u64)>, MapError> {
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                let per_cpu = self.counters.get(&(counter as u32), 0)?;
+                Ok((counter, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Sum over CPUs of one slot of a traffic map.
+    pub fn traffic(map: &PerCpuArray<MapData, Traffic>, index: u32) -> Result<Traffic, MapError> {
+        let per_cpu = map.get(&index, 0)?;
+        Ok(per_cpu.iter().fold(Traffic::default(), |acc, t| Traffic {
+            packets: acc.packets + t.packets,
+            bytes: acc.bytes + t.bytes,
+        }))
+    }
+}
+
+/// A loaded program with its pinned maps; attach it to interfaces with [`Loaded::attach`].
+pub struct Loaded {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl Loaded {
+    /// Loads the embedded object; maps already pinned under `pin_dir` are reused (their
+    /// contents survive), missing ones are created and pinned.
+    pub fn load(pin_dir: &Path, log_packets: bool) -> Result<Loaded, DatapathError> {
+        ensure_bpffs(pin_dir.parent().unwrap_or(pin_dir))?;
+        std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        ensure_bpffs(pin_dir)?;
+        let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
+            .iter()
+            .map(|&name| (name, map_pin_path(pin_dir, name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let log_packets = u8::from(log_packets);
+        loader.override_global(GLOBAL_LOG_PACKETS, &log_packets, true);
+        let mut ebpf = loader
+            .load(crate::EBPF_OBJECT)
+            .map_err(DatapathError::Load)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROG_STEER)
+            .ok_or(DatapathError::MissingProgram)?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        program.load().map_err(DatapathError::Program)?;
+        Ok(Loaded {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+        })
+    }
+
+    /// The aya-log receiver, when packet logging was switched on.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Attaches the program to `iface`: atomically replaces the program behind an
+    /// existing pinned link of ours, or attaches afresh and pins the new link. The link
+    /// stays attached while its pin exists, whatever happens to this process.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<Attachment, DatapathError> {
+        let pin = link_pin_path(&self.pin_dir, iface);
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_STEER)
+            .ok_or(DatapathError::MissingProgram)?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        if pin.exists() {
+            let adopt = |source| DatapathError::Adopt {
+                path: pin.clone(),
+                source,
+            };
+            let fd_link: FdLink = PinnedLink::from_pin(&pin).map_err(adopt)?.into();
+            let link = XdpLink::try_from(fd_link).map_err(adopt)?;
+            let id = program
+                .attach_to_link(link)
+                .map_err(|source| DatapathError::Replace {
+                    path: pin.clone(),
+                    source,
+                })?;
+            // Hand the link back to nobody: the pin keeps it attached.
+            let link = program.take_link(id).map_err(DatapathError::Program)?;
+            drop(link);
+            return Ok(Attachment {
+                iface: iface.to_owned(),
+                pin,
+                adopted: true,
+            });
+        }
+        let aya_mode = match mode {
+            XdpMode::Native => AyaXdpMode::Driver,
+            XdpMode::Skb => AyaXdpMode::Skb,
+        };
+        let attach_err = |source| DatapathError::Attach {
+            iface: iface.to_owned(),
+            mode,
+            source,
+        };
+        let id = program.attach(iface, aya_mode).map_err(attach_err)?;
+        let link = program.take_link(id).map_err(DatapathError::Program)?;
+        let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::Adopt {
+            path: pin.clone(),
+            source,
+        })?;
+        fd_link.pin(&pin).map_err(|source| DatapathError::Pin {
+            path: pin.clone(),
+            source,
+        })?;
+        Ok(Attachment {
+            iface: iface.to_owned(),
+            pin,
+            adopted: false,
+        })
+    }
+
+    /// Typed handles to the maps (the pinned ones, shared with any other user).
+    pub fn maps(&mut self) -> Result<Maps, DatapathError> {
+        Maps::take(&mut self.ebpf)
+    }
+}
+
+/// One interface the program is attached to, through a pinned link.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub pin: PathBuf,
+    /// True when an existing pinned link was taken over (restart or upgrade).
+    pub adopted: bool,
+}
+
+/// Removes everything `ha` pinned under `pin_dir`: the links (which detaches the
+/// program) and the maps. Returns what it removed.
+pub fn detach_all(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(source) => {
+            return Err(DatapathError::Unpin {
+                path: pin_dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // Links first, so the program is detached before its maps disappear.
+    paths.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    });
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ours = name.starts_with("link_") || PINNED_MAPS.contains(&name.as_str());
+        if !ours {
+            continue;
+        }
+        std::fs::remove_file(&path).map_err(|source| DatapathError::Unpin {
+            path: path.clone(),
+            source,
+        })?;
+        removed.push(path);
+    }
+    // Only succeeds when empty: anything else in there is not ours to delete.
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(removed)
+}

@@ -1,0 +1,74 @@
+//! Interfaces, through rtnetlink: index and MAC by name.
+
+use futures::TryStreamExt as _;
+use rtnetlink::{Handle, packet_route::link::LinkAttribute};
+
+use crate::config::Mac;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("cannot open a netlink socket")]
+    Connect(#[source] std::io::Error),
+    #[error("no interface named `{name}` (see `ip link`)")]
+    Unknown { name: String },
+    #[error("interface `{name}` has no Ethernet address; XDP steering needs an Ethernet interface")]
+    NoMac { name: String },
+    #[error("netlink request about `{name}` failed")]
+    Netlink {
+        name: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// An interface as the data path needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub mac: Mac,
+}
+
+/// A netlink handle whose connection task runs on the current tokio runtime.
+pub fn connect() -> Result<Handle, NetdevError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(NetdevError::Connect)?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+/// Looks up `name`: its index and Ethernet address.
+pub async fn interface(handle: &Handle, name: &str) -> Result<Interface, NetdevError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    let link = match links.try_next().await {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            return Err(NetdevError::Unknown {
+                name: name.to_owned(),
+            });
+        }
+        // The kernel answers ENODEV for a name it does not know.
+        Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ENODEV => {
+            return Err(NetdevError::Unknown {
+                name: name.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(NetdevError::Netlink {
+                name: name.to_owned(),
+                source,
+            });
+        }
+    };
+    let mac = link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    });
+    let mac = mac.ok_or_else(|| NetdevError::NoMac {
+        name: name.to_owned(),
+    })?;
+    Ok(Interface {
+        name: name.to_owned(),
+        index: link.header.index,
+        mac: Mac(mac),
+    })
+}

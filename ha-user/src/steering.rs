@@ -1,0 +1,150 @@
+//! Writes the desired steering state into the data-path maps and reconciles what a
+//! previous controller left there: nothing that is still wanted is removed first, so
+//! traffic keeps flowing while a new controller takes over.
+
+use aya::maps::{MapError, xdp::XdpMapError};
+use ha_common::{HOST_READY, HostEntry, IfaceEntry, MAX_HOSTS, PrefixEntry};
+use ipnet::Ipv4Net;
+
+use crate::{
+    config::{Config, Mac},
+    datapath::Maps,
+    netdev::Interface,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SteeringError {
+    #[error("cannot write {what} into the data path")]
+    Write {
+        what: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot add {iface} to the redirect ports")]
+    Port {
+        iface: String,
+        #[source]
+        source: XdpMapError,
+    },
+}
+
+fn write_err(what: impl Into<String>) -> impl FnOnce(MapError) -> SteeringError {
+    let what = what.into();
+    move |source| SteeringError::Write { what, source }
+}
+
+/// The host-table entry for a host behind `lan` with `mac`, if known.
+pub fn host_entry(mac: Option<Mac>, lan: &Interface) -> HostEntry {
+    HostEntry {
+        mac: mac.map_or([0; 6], |m| m.0),
+        egress_mac: lan.mac.0,
+        _pad: [0; 4],
+        egress_ifindex: lan.index,
+        flags: if mac.is_some() { HOST_READY } else { 0 },
+    }
+}
+
+/// Writes host `id`. A ready entry whose MAC changes is first marked not ready, so
+/// the data path never reads half an old and half a new address.
+pub fn write_host(maps: &mut Maps, id: u32, entry: HostEntry) -> Result<(), SteeringError> {
+    let what = || format!("host {id}");
+    let current = maps.hosts.get(&id, 0).map_err(write_err(what()))?;
+    if current == entry {
+        return Ok(());
+    }
+    if current.is_ready() && current.mac != entry.mac {
+        let parked = HostEntry {
+            flags: current.flags & !HOST_READY,
+            ..current
+        };
+        maps.hosts.set(id, parked, 0).map_err(write_err(what()))?;
+    }
+    maps.hosts.set(id, entry, 0).map_err(write_err(what()))
+}
+
+/// Points `prefix` at `host` (an atomic replace of one LPM entry).
+pub fn write_prefix(
+    maps: &mut Maps,
+    prefix: Ipv4Net,
+    entry: PrefixEntry,
+) -> Result<(), SteeringError> {
+    maps.prefixes
+        .insert(&Maps::prefix_key(prefix), entry, 0)
+        .map_err(write_err(format!("prefix {prefix}")))
+}
+
+/// Makes the maps say what `config` says, with every prefix at its configured owner:
+/// interfaces, the redirect port, hosts, prefixes. Entries not in `config` are
+/// removed last.
+pub fn install(
+    maps: &mut Maps,
+    config: &Config,
+    lan: &Interface,
+    ingress: &[Interface],
+) -> Result<(), SteeringError> {
+    let interfaces: Vec<&Interface> = std::iter::once(lan).chain(ingress).collect();
+    for iface in &interfaces {
+        let entry = IfaceEntry {
+            mac: iface.mac.0,
+            _pad: [0; 2],
+        };
+        maps.ifaces
+            .insert(iface.index, entry, 0)
+            .map_err(write_err(format!("interface {}", iface.name)))?;
+    }
+    maps.tx_ports
+        .insert(lan.index, lan.index, None, 0)
+        .map_err(|source| SteeringError::Port {
+            iface: lan.name.clone(),
+            source,
+        })?;
+
+    for (id, host) in config.hosts.iter().enumerate() {
+        write_host(maps, id as u32, host_entry(host.mac, lan))?;
+    }
+    for (id, prefix) in config.prefixes.iter().enumerate() {
+        let entry = PrefixEntry {
+            host: prefix.owner as u32,
+            prefix_id: id as u32,
+        };
+        write_prefix(maps, prefix.cidr, entry)?;
+    }
+
+    // Remove what a previous configuration left behind.
+    let stale_prefixes: Vec<Ipv4Net> = maps
+        .prefix_entries()
+        .map_err(write_err("the prefix table"))?
+        .into_iter()
+        .map(|(net, _)| net)
+        .filter(|net| !config.prefixes.iter().any(|p| p.cidr == *net))
+        .collect();
+    for net in stale_prefixes {
+        maps.prefixes
+            .remove(&Maps::prefix_key(net))
+            .map_err(write_err(format!("prefix {net}")))?;
+    }
+    for id in config.hosts.len() as u32..MAX_HOSTS {
+        if maps
+            .hosts
+            .get(&id, 0)
+            .map_err(write_err(format!("host {id}")))?
+            != HostEntry::default()
+        {
+            maps.hosts
+                .set(id, HostEntry::default(), 0)
+                .map_err(write_err(format!("host {id}")))?;
+        }
+    }
+    let stale_ifaces: Vec<u32> = maps
+        .ifaces
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|index| !interfaces.iter().any(|i| i.index == *index))
+        .collect();
+    for index in stale_ifaces {
+        maps.ifaces
+            .remove(&index)
+            .map_err(write_err(format!("interface {index}")))?;
+    }
+    Ok(())
+}
