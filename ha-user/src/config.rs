@@ -21,6 +21,10 @@ use toml::Spanned;
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/ha/ha.toml";
+/// Defaults of the paths a configuration may set.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ha";
+pub const DEFAULT_SOCKET: &str = "/run/ha/ha.sock";
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/ha/state.json";
 
 /// A fully validated configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -451,9 +455,9 @@ impl Config {
             lan,
             ingress,
             xdp_mode,
-            pin_dir: pin_dir.unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/ha")),
-            control_socket: control_socket.unwrap_or_else(|| PathBuf::from("/run/ha/ha.sock")),
-            state_file: state_file.unwrap_or_else(|| PathBuf::from("/var/lib/ha/state.json")),
+            pin_dir: pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            control_socket: control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            state_file: state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
             metrics,
             hosts,
             prefixes,

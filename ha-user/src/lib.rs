@@ -4,9 +4,19 @@
 /// binary needs no file beside it.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ha"));
 
+pub mod adopt;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod controller;
 pub mod datapath;
+pub mod health;
 pub mod lock;
+pub mod metrics;
+pub mod neigh;
 pub mod netdev;
+pub mod plan;
+pub mod policy;
+pub mod routes;
+pub mod state;
 pub mod steering;

@@ -73,12 +73,21 @@ pub fn write_prefix(
         .map_err(write_err(format!("prefix {prefix}")))
 }
 
-/// Makes the maps say what `config` says, with every prefix at its configured owner:
-/// interfaces, the redirect port, hosts, prefixes. Entries not in `config` are
-/// removed last.
-pub fn install(
+/// Removes the map entry of `prefix`, if there is one.
+pub fn remove_prefix(maps: &mut Maps, prefix: Ipv4Net) -> Result<(), SteeringError> {
+    match maps.prefixes.remove(&Maps::prefix_key(prefix)) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(SteeringError::Write {
+            what: format!("prefix {prefix}"),
+            source,
+        }),
+    }
+}
+
+/// Registers the interfaces the program runs on (their own MACs) and the redirect
+/// port, and forgets interfaces a previous run used that are not among them.
+pub fn install_interfaces(
     maps: &mut Maps,
-    config: &Config,
     lan: &Interface,
     ingress: &[Interface],
 ) -> Result<(), SteeringError> {
@@ -98,32 +107,23 @@ pub fn install(
             iface: lan.name.clone(),
             source,
         })?;
-
-    for (id, host) in config.hosts.iter().enumerate() {
-        write_host(maps, id as u32, host_entry(host.mac, lan))?;
-    }
-    for (id, prefix) in config.prefixes.iter().enumerate() {
-        let entry = PrefixEntry {
-            host: prefix.owner as u32,
-            prefix_id: id as u32,
-        };
-        write_prefix(maps, prefix.cidr, entry)?;
-    }
-
-    // Remove what a previous configuration left behind.
-    let stale_prefixes: Vec<Ipv4Net> = maps
-        .prefix_entries()
-        .map_err(write_err("the prefix table"))?
-        .into_iter()
-        .map(|(net, _)| net)
-        .filter(|net| !config.prefixes.iter().any(|p| p.cidr == *net))
+    let stale: Vec<u32> = maps
+        .ifaces
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|index| !interfaces.iter().any(|i| i.index == *index))
         .collect();
-    for net in stale_prefixes {
-        maps.prefixes
-            .remove(&Maps::prefix_key(net))
-            .map_err(write_err(format!("prefix {net}")))?;
+    for index in stale {
+        maps.ifaces
+            .remove(&index)
+            .map_err(write_err(format!("interface {index}")))?;
     }
-    for id in config.hosts.len() as u32..MAX_HOSTS {
+    Ok(())
+}
+
+/// Clears host entries from `first` up: hosts a previous configuration had.
+pub fn clear_hosts_from(maps: &mut Maps, first: u32) -> Result<(), SteeringError> {
+    for id in first..MAX_HOSTS {
         if maps
             .hosts
             .get(&id, 0)
@@ -135,16 +135,23 @@ pub fn install(
                 .map_err(write_err(format!("host {id}")))?;
         }
     }
-    let stale_ifaces: Vec<u32> = maps
-        .ifaces
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|index| !interfaces.iter().any(|i| i.index == *index))
-        .collect();
-    for index in stale_ifaces {
-        maps.ifaces
-            .remove(&index)
-            .map_err(write_err(format!("interface {index}")))?;
-    }
     Ok(())
+}
+
+/// Removes map entries for prefixes `config` does not have; returns them.
+pub fn remove_stale_prefixes(
+    maps: &mut Maps,
+    config: &Config,
+) -> Result<Vec<Ipv4Net>, SteeringError> {
+    let stale: Vec<Ipv4Net> = maps
+        .prefix_entries()
+        .map_err(write_err("the prefix table"))?
+        .into_iter()
+        .map(|(net, _)| net)
+        .filter(|net| !config.prefixes.iter().any(|p| p.cidr == *net))
+        .collect();
+    for net in &stale {
+        remove_prefix(maps, *net)?;
+    }
+    Ok(stale)
 }

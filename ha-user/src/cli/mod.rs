@@ -1,37 +1,58 @@
 //! The command line: one module per subcommand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 
-use crate::config;
+use crate::{
+    config::{self, Config},
+    control::{self, Request, Response},
+};
 
 pub mod check_config;
+pub mod clear_owner;
 pub mod detach;
+pub mod drain;
+pub mod plan;
 pub mod run;
 pub mod set_owner;
+pub mod stats;
 pub mod status;
 
 /// Keeps web traffic flowing when a web server fails: an XDP fast path that steers
-/// each VIP prefix to its owning server, beside the kernel's static routes.
+/// each VIP prefix to its owning server, health checks that move prefixes when a
+/// server fails, and the kernel's static routes kept in agreement.
 #[derive(Debug, Parser)]
 #[command(name = "ha-user", version)]
 pub struct Cli {
-    /// Configuration file.
-    #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Configuration file [default: /etc/ha/ha.toml].
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load and attach the fast path, fill its maps, and run until Ctrl-C or SIGTERM.
+    /// Run the controller: attach the fast path, health-check the hosts, move
+    /// prefixes on failure, keep the kernel routes in agreement.
     Run(run::Args),
-    /// Show each steered prefix, its owner and traffic, read from the pinned maps.
-    Status(status::Args),
-    /// Steer PREFIX to HOST (a host name or address from the configuration).
+    /// Pin PREFIX to HOST (name or address) until `clear-owner`.
     SetOwner(set_owner::Args),
+    /// Release the pin of PREFIX: the health policy decides again.
+    ClearOwner(clear_owner::Args),
+    /// Move every prefix off HOST until `undrain`.
+    Drain(drain::Args),
+    /// Let HOST take prefixes again.
+    Undrain(drain::Args),
+    /// Each prefix's owner and why, each host's health and MAC.
+    Status(status::Args),
+    /// Packets and bytes per prefix and host, and the data path's verdict counters.
+    Stats(stats::Args),
+    /// Print what the classic setup writes by hand: loopback VIPs, sysctls, the
+    /// router's static routes, DNS records.
+    Plan(plan::Args),
     /// Validate a configuration file without touching anything.
     CheckConfig(check_config::Args),
     /// Remove everything ha pinned: detaches the program and deletes its maps.
@@ -41,12 +62,19 @@ pub enum Command {
 impl Cli {
     pub async fn execute(self) -> anyhow::Result<()> {
         let Cli { config, command } = self;
+        let config = config.as_deref();
+        let path = config.unwrap_or(Path::new(config::DEFAULT_PATH));
         match command {
-            Command::Run(args) => run::run(&config, args).await,
-            Command::Status(args) => status::status(&config, args),
-            Command::SetOwner(args) => set_owner::set_owner(&config, args),
-            Command::CheckConfig(args) => check_config::check_config(&config, args),
-            Command::Detach => detach::detach(&config),
+            Command::Run(args) => run::run(config, args).await,
+            Command::SetOwner(args) => set_owner::set_owner(config, args).await,
+            Command::ClearOwner(args) => clear_owner::clear_owner(config, args).await,
+            Command::Drain(args) => drain::drain(config, args, true).await,
+            Command::Undrain(args) => drain::drain(config, args, false).await,
+            Command::Status(args) => status::status(config, args).await,
+            Command::Stats(args) => stats::stats(config, args).await,
+            Command::Plan(args) => plan::plan(path, args),
+            Command::CheckConfig(args) => check_config::check_config(path, args),
+            Command::Detach => detach::detach(config),
         }
     }
 }
@@ -55,7 +83,48 @@ impl Cli {
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        anyhow::bail!("{what} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo");
+        bail!("{what} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo");
+    }
+    Ok(())
+}
+
+/// The configuration if there is one: the --config file (must exist) or the default
+/// file (may be missing: a controller started without one uses the defaults).
+pub fn optional_config(explicit: Option<&Path>) -> anyhow::Result<Option<Config>> {
+    let path = explicit.unwrap_or(Path::new(config::DEFAULT_PATH));
+    if explicit.is_none() && !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Config::load(path)?))
+}
+
+/// Sends `request` to the running controller and returns its answer's document.
+pub async fn ask(config: Option<&Path>, request: Request) -> anyhow::Result<serde_json::Value> {
+    let socket = optional_config(config)?.map_or_else(
+        || PathBuf::from(config::DEFAULT_SOCKET),
+        |c| c.control_socket,
+    );
+    match control::request(&socket, &request).await? {
+        Response::Ok(value) => Ok(value),
+        Response::Error(message) => bail!("{message}"),
+    }
+}
+
+/// Prints the answer to a change request: JSON, or the result and the moves.
+pub fn print_change(answer: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(answer)?);
+        return Ok(());
+    }
+    println!("{}", answer["result"].as_str().unwrap_or("done"));
+    for change in answer["changes"].as_array().into_iter().flatten() {
+        println!(
+            "  {}: {} -> {} ({})",
+            change["prefix"].as_str().unwrap_or("?"),
+            change["old"].as_str().unwrap_or("-"),
+            change["new"].as_str().unwrap_or("-"),
+            change["reason"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }

@@ -1,22 +1,32 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
 };
 use tracing::{info, warn};
 
 use crate::{
+    adopt,
     cli::require_root,
-    config::{Config, XdpMode},
-    datapath::{self, Loaded},
-    netdev, steering,
+    config::{self, Config, XdpMode},
+    control,
+    controller::{Controller, Inputs},
+    datapath::{self, Loaded, Maps},
+    health::HealthChecker,
+    metrics::{self, Metrics},
+    neigh, netdev,
+    policy::Policy,
+    routes::{self, Adoption},
+    state,
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// LAN interface facing the web servers (overrides `lan` in the configuration).
+    /// LAN interface facing the web servers (overrides `lan`). Without a configuration
+    /// file, the static routes through it are adopted: each gateway becomes a host.
     #[arg(long)]
     pub iface: Option<String>,
     /// XDP attach mode (overrides `xdp_mode`): native (in the driver) or skb (generic).
@@ -25,6 +35,10 @@ pub struct Args {
     /// Log every steered packet through aya-log (costs throughput; for debugging).
     #[arg(long)]
     pub log_packets: bool,
+    /// Start from scratch: remove the pinned maps and links and the saved pins and
+    /// drains instead of adopting them.
+    #[arg(long)]
+    pub reset: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -42,23 +56,23 @@ impl From<XdpModeArg> for XdpMode {
     }
 }
 
-pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+/// `config_path`: `Some` when given with --config (it must exist); `None` for the
+/// default path, which may be missing when --iface is given (zero-config start).
+pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
     let Args {
         iface,
         xdp_mode,
         log_packets,
+        reset,
     } = args;
+    let handle = netdev::connect()?;
     // Everything is validated before anything in the kernel is touched.
-    let config = Config::load(config_path)?;
+    let (config, config_file) = load_config(&handle, config_path, iface.as_deref()).await?;
     require_root("ha-user run")?;
     let Some(lan_name) = iface.or_else(|| config.lan.clone()) else {
-        bail!(
-            "no LAN interface: give --iface or set `lan` in {}",
-            config_path.display()
-        );
+        bail!("no LAN interface: give --iface or set `lan` in the configuration");
     };
     let mode = xdp_mode.map_or(config.xdp_mode, XdpMode::from);
-    let handle = netdev::connect()?;
     let lan = netdev::interface(&handle, &lan_name).await?;
     let mut ingress = Vec::new();
     for name in config.ingress.iter().filter(|name| **name != lan_name) {
@@ -66,7 +80,30 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     }
     datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
     let _lock = crate::lock::Lock::acquire(&config.control_socket)?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
 
+    // The slow path first: take over the static routes of the configured prefixes.
+    adopt_routes(&handle, &config, lan.index).await?;
+
+    if reset {
+        let removed = datapath::detach_all(&config.pin_dir)?;
+        match std::fs::remove_file(&config.state_file) {
+            Ok(()) => info!(state = %config.state_file.display(), "saved pins and drains removed"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("removing {}", config.state_file.display()));
+            }
+        }
+        info!(removed = removed.len(), "reset: starting from scratch");
+    }
     let mut loaded = Loaded::load(&config.pin_dir, log_packets).context("loading the data path")?;
     if log_packets {
         match aya_log::EbpfLogger::init(loaded.ebpf_mut()) {
@@ -74,11 +111,51 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             Err(err) => warn!("packet logging unavailable: {err}"),
         }
     }
-    let mut maps = loaded.maps()?;
-    // Maps first, then attach: the program never runs on half-filled maps.
-    steering::install(&mut maps, &config, &lan, &ingress)?;
-    let mut attachments = Vec::new();
-    for iface in std::iter::once(&lan).chain(&ingress) {
+    let maps = loaded.maps()?;
+
+    let mut policy = Policy::new(&config);
+    if let Some(saved) = state::load(&config.state_file)? {
+        let applied = policy.restore(saved, tokio::time::Instant::now());
+        for stale in applied.stale {
+            warn!("saved admin state: {stale} (ignored)");
+        }
+    }
+    let mut macs = Vec::with_capacity(config.hosts.len());
+    for host in &config.hosts {
+        macs.push(match host.mac {
+            Some(mac) => Some(mac),
+            None => neigh::lookup(&handle, host.address, lan.index).await?,
+        });
+    }
+
+    let (health_tx, health_rx) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let health = HealthChecker::spawn(&config.hosts, health_tx, stop_rx);
+    let metrics_maps = if metrics_listener.is_some() {
+        Some(Maps::open_pinned(&config.pin_dir)?)
+    } else {
+        None
+    };
+    let mut controller = Controller {
+        metrics: Metrics::new(metrics_maps, Default::default()),
+        last_change: vec![None; config.prefixes.len()],
+        config,
+        config_path: config_file,
+        lan,
+        ingress,
+        maps,
+        policy,
+        netlink: handle,
+        macs,
+        health,
+    };
+    controller.metrics.set_names(controller.metric_names());
+    // Maps before attaching: the program never runs on half-filled maps.
+    controller
+        .write_everything()
+        .await
+        .context("writing the data path and routes")?;
+    for iface in std::iter::once(&controller.lan).chain(&controller.ingress) {
         let attachment = loaded.attach(&iface.name, mode)?;
         info!(
             iface = %iface.name,
@@ -88,25 +165,116 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             pin = %attachment.pin.display(),
             "XDP attached"
         );
-        attachments.push(attachment);
     }
+    controller.resolve_missing_macs().await;
+
+    let addresses: Vec<_> = controller.config.hosts.iter().map(|h| h.address).collect();
+    let neigh_rx = neigh::watch(controller.lan.index, addresses, 256)?;
+    let (command_tx, command_rx) = mpsc::channel(64);
+    let listener = control::bind(&controller.config.control_socket)?;
+    tokio::spawn(control::serve(listener, command_tx));
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(metrics::serve(listener, controller.metrics.clone()));
+    }
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // A reload already queued covers this one too.
+            let _ = reload_tx.try_send(());
+        }
+    });
     info!(
-        hosts = config.hosts.len(),
-        prefixes = config.prefixes.len(),
-        pin_dir = %config.pin_dir.display(),
-        "steering; Ctrl-C or SIGTERM to detach and exit"
+        hosts = controller.config.hosts.len(),
+        prefixes = controller.config.prefixes.len(),
+        socket = %controller.config.control_socket.display(),
+        "steering; SIGHUP reloads the configuration, Ctrl-C or SIGTERM detaches and exits"
     );
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    let removed = datapath::detach_all(&config.pin_dir)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let inputs = Inputs {
+        health: health_rx,
+        neigh: neigh_rx,
+        commands: command_rx,
+        reload: reload_rx,
+    };
+    let controller = controller.run(inputs, shutdown).await;
+    let _ = stop_tx.send(true);
+    controller.health.stop().await;
+    let removed = datapath::detach_all(&controller.config.pin_dir)?;
+    let _ = std::fs::remove_file(&controller.config.control_socket);
     info!(
         removed = removed.len(),
         "detached; traffic follows the kernel routes"
     );
+    Ok(())
+}
+
+/// The configuration: the file, or (no file at the default path, --iface given) the
+/// one the static routes through the interface describe.
+async fn load_config(
+    handle: &rtnetlink::Handle,
+    explicit: Option<&Path>,
+    iface: Option<&str>,
+) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    let path = explicit.unwrap_or(Path::new(config::DEFAULT_PATH));
+    if explicit.is_some() || path.exists() {
+        return Ok((Config::load(path)?, Some(path.to_owned())));
+    }
+    let Some(iface) = iface else {
+        bail!(
+            "no configuration at {}: write one (see `ha-user plan` and the README) or give --iface to adopt the static routes through that interface",
+            path.display()
+        );
+    };
+    let config = adopt::config_from_kernel(handle, iface, Path::new(adopt::ETC_HOSTS)).await?;
+    info!(
+        iface,
+        hosts = config.hosts.len(),
+        prefixes = config.prefixes.len(),
+        "no configuration file: adopting the static routes"
+    );
+    for prefix in &config.prefixes {
+        let backups: Vec<&str> = prefix
+            .backups
+            .iter()
+            .map(|&b| config.hosts[b].name.as_str())
+            .collect();
+        info!(prefix = %prefix.cidr, owner = %config.hosts[prefix.owner].name, backups = ?backups, "adopted");
+    }
+    Ok((config, None))
+}
+
+/// Takes over (or installs) the kernel route of every configured prefix; a route the
+/// configuration disagrees with stops the start-up before anything else changes.
+async fn adopt_routes(
+    handle: &rtnetlink::Handle,
+    config: &Config,
+    lan_index: u32,
+) -> anyhow::Result<()> {
+    let wanted: Vec<_> = config
+        .prefixes
+        .iter()
+        .map(|p| (p.cidr, config.hosts[p.owner].address))
+        .collect();
+    let results = routes::adopt_all(handle, &wanted, lan_index).await?;
+    for ((prefix, _), result) in wanted.iter().zip(results) {
+        match result
+            .with_context(|| format!("the kernel route of {prefix} is not one ha can manage"))?
+        {
+            Adoption::Installed { gateway } => info!(%prefix, %gateway, "kernel route installed"),
+            Adoption::AlreadyOurs { .. } => {}
+            Adoption::Adopted { previous } => {
+                info!(%prefix, route = %previous, "kernel route adopted")
+            }
+        }
+    }
     Ok(())
 }
 

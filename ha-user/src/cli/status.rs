@@ -1,70 +1,81 @@
 use std::path::Path;
 
-use anyhow::Context as _;
-use serde::Serialize;
+use serde_json::Value;
 
-use crate::{config::Config, datapath::Maps};
+use crate::{cli, control::Request};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print JSON instead of a table.
+    /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct PrefixStatus {
-    prefix: String,
-    owner: String,
-    mac: String,
-    ready: bool,
-    packets: u64,
-    bytes: u64,
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
-pub fn status(config_path: &Path, args: Args) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let maps = Maps::open_pinned(&config.pin_dir)?;
-    let mut rows = Vec::new();
-    for (net, entry) in maps.prefix_entries().context("reading the prefix table")? {
-        let host = maps
-            .hosts
-            .get(&entry.host, 0)
-            .context("reading the host table")?;
-        let traffic =
-            Maps::traffic(&maps.pfx_stats, entry.prefix_id).context("reading prefix statistics")?;
-        let owner = config
-            .hosts
-            .get(entry.host as usize)
-            .map_or_else(|| format!("#{}", entry.host), |h| h.name.clone());
-        rows.push(PrefixStatus {
-            prefix: net.to_string(),
-            owner,
-            mac: crate::config::Mac(host.mac).to_string(),
-            ready: host.is_ready(),
-            packets: traffic.packets,
-            bytes: traffic.bytes,
-        });
-    }
+pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
+    let answer = cli::ask(config, Request::Status).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     println!(
-        "{:<18} {:<10} {:<17} {:<5} {:>12} {:>14}",
-        "PREFIX", "OWNER", "MAC", "READY", "PACKETS", "BYTES"
+        "{:<18} {:<10} {:<10} {:<16} {:<8} LAST CHANGE",
+        "PREFIX", "OWNER", "CONFIGURED", "WHY", "PINNED"
     );
-    for row in rows {
-        let PrefixStatus {
-            prefix,
-            owner,
-            mac,
-            ready,
-            packets,
-            bytes,
-        } = row;
-        let ready = if ready { "yes" } else { "no" };
-        println!("{prefix:<18} {owner:<10} {mac:<17} {ready:<5} {packets:>12} {bytes:>14}");
+    for p in answer["prefixes"].as_array().into_iter().flatten() {
+        let pinned = match &p["pinned"] {
+            Value::Null => "-".to_owned(),
+            pin if pin["force"] == Value::Bool(true) => format!("{}!", text(&pin["host"])),
+            pin => text(&pin["host"]),
+        };
+        let last = match &p["last_change"] {
+            Value::Null => "-".to_owned(),
+            c => format!(
+                "{} -> {} ({}), detection {} ms, switch {} µs",
+                text(&c["old"]),
+                text(&c["new"]),
+                text(&c["reason"]),
+                c["detection_ms"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |d| format!("{d:.1}")),
+                text(&c["switch_us"])
+            ),
+        };
+        println!(
+            "{:<18} {:<10} {:<10} {:<16} {:<8} {last}",
+            text(&p["prefix"]),
+            text(&p["owner"]),
+            text(&p["configured_owner"]),
+            text(&p["why"]),
+            pinned
+        );
+    }
+    println!();
+    println!(
+        "{:<10} {:<15} {:<8} {:<17} {:<8} LAST ERROR",
+        "HOST", "ADDRESS", "HEALTH", "MAC", "DRAINED"
+    );
+    for h in answer["hosts"].as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:<15} {:<8} {:<17} {:<8} {}",
+            text(&h["name"]),
+            text(&h["address"]),
+            text(&h["health"]),
+            text(&h["mac"]),
+            if h["drained"] == Value::Bool(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            text(&h["last_error"])
+        );
     }
     Ok(())
 }

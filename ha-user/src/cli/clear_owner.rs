@@ -1,0 +1,25 @@
+use std::path::Path;
+
+use crate::{cli, config, control::Request};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A configured prefix, e.g. 192.168.1.64/27.
+    #[arg(value_parser = config::parse_cidr)]
+    pub prefix: ipnet::Ipv4Net,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn clear_owner(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
+    let Args { prefix, json } = args;
+    let answer = cli::ask(
+        config,
+        Request::ClearOwner {
+            prefix: prefix.to_string(),
+        },
+    )
+    .await?;
+    cli::print_change(&answer, json)
+}

@@ -1,0 +1,245 @@
+//! Prometheus metrics (OpenMetrics text) on the optional `metrics` address.
+//!
+//! Controller events (host health, prefix owner, ownership changes, detection and
+//! switch times) are recorded as they happen; data-path counters are read from the
+//! pinned maps on each scrape, so they are never stale and cost nothing in between.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::Duration,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{
+        MetricType,
+        counter::ConstCounter,
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+use tracing::{debug, warn};
+
+use crate::datapath::Maps;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Names of the prefixes and hosts by data-path id, for labelling map counters;
+/// replaced on every configuration reload.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub prefixes: Vec<String>,
+    pub hosts: Vec<String>,
+}
+
+/// Cloneable handle: the controller records, the HTTP server encodes.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    host_up: Family<Labels, Gauge>,
+    prefix_owner: Family<Labels, Gauge>,
+    changes: Family<Labels, Counter>,
+    detection: Histogram,
+    switch: Histogram,
+    names: Arc<RwLock<Names>>,
+}
+
+/// Reads the data-path counters at scrape time.
+struct MapCollector {
+    maps: Mutex<Option<Maps>>,
+    names: Arc<RwLock<Names>>,
+}
+
+impl std::fmt::Debug for MapCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapCollector").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// `maps`: handles on the pinned maps (the collector's own), if metrics of the
+    /// data path are wanted.
+    pub fn new(maps: Option<Maps>, names: Names) -> Metrics {
+        let mut registry = Registry::with_prefix("ha");
+        let host_up = Family::<Labels, Gauge>::default();
+        registry.register("host_up", "Host health: 1 up, 0 down", host_up.clone());
+        let prefix_owner = Family::<Labels, Gauge>::default();
+        registry.register(
+            "prefix_owner",
+            "1 for the host that owns the prefix now",
+            prefix_owner.clone(),
+        );
+        let changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "ownership_changes",
+            "Prefix ownership changes, by reason",
+            changes.clone(),
+        );
+        // 100 µs .. ~3.3 s
+        let detection = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "detection_seconds",
+            "From the first failed probe to the decision",
+            detection.clone(),
+        );
+        // 1 µs .. ~33 ms
+        let switch = Histogram::new(exponential_buckets(0.000_001, 2.0, 16));
+        registry.register(
+            "switch_seconds",
+            "From the decision to the data-path map written",
+            switch.clone(),
+        );
+        let names = Arc::new(RwLock::new(names));
+        registry.register_collector(Box::new(MapCollector {
+            maps: Mutex::new(maps),
+            names: names.clone(),
+        }));
+        Metrics {
+            registry: Arc::new(registry),
+            host_up,
+            prefix_owner,
+            changes,
+            detection,
+            switch,
+            names,
+        }
+    }
+
+    pub fn set_names(&self, names: Names) {
+        *self.names.write().unwrap_or_else(PoisonError::into_inner) = names;
+    }
+
+    pub fn host_health(&self, host: &str, up: bool) {
+        self.host_up
+            .get_or_create(&vec![("host", host.to_owned())])
+            .set(i64::from(up));
+    }
+
+    pub fn owner(&self, prefix: &str, owner: Option<&str>, hosts: &[String]) {
+        for host in hosts {
+            let value = i64::from(Some(host.as_str()) == owner);
+            self.prefix_owner
+                .get_or_create(&vec![("prefix", prefix.to_owned()), ("host", host.clone())])
+                .set(value);
+        }
+    }
+
+    pub fn ownership_change(&self, reason: &str, detection: Option<Duration>, switch: Duration) {
+        self.changes
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+        if let Some(detection) = detection {
+            self.detection.observe(detection.as_secs_f64());
+        }
+        self.switch.observe(switch.as_secs_f64());
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+impl Collector for MapCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(maps) = maps.as_ref() else {
+            return Ok(());
+        };
+        let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(counters) = maps.counter_totals() {
+            let mut family = encoder.encode_descriptor(
+                "ha_datapath_packets",
+                "Packets by data-path verdict",
+                None,
+                MetricType::Counter,
+            )?;
+            for (counter, value) in counters {
+                let labels = [("verdict", counter.name())];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (map, what, list) in [
+            (&maps.pfx_stats, "prefix", &names.prefixes),
+            (&maps.host_stats, "host", &names.hosts),
+        ] {
+            let rows: Vec<_> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(id, name)| Maps::traffic(map, id as u32).ok().map(|t| (name, t)))
+                .collect();
+            let packets_name = format!("ha_{what}_packets");
+            let mut family = encoder.encode_descriptor(
+                &packets_name,
+                "Packets steered by the data path",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, traffic) in &rows {
+                ConstCounter::new(traffic.packets)
+                    .encode(family.encode_family(&[(what, name.as_str())])?)?;
+            }
+            let bytes_name = format!("ha_{what}_bytes");
+            let mut family = encoder.encode_descriptor(
+                &bytes_name,
+                "Bytes steered by the data path",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, traffic) in &rows {
+                ConstCounter::new(traffic.bytes)
+                    .encode(family.encode_family(&[(what, name.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves the metrics on `listener` over plain HTTP/1.1, one answer per connection.
+pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                warn!("metrics accept failed: {err}");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            // The request itself does not matter: every path answers the metrics.
+            let mut request = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
+            let (status, body) = match metrics.encode() {
+                Ok(body) => ("200 OK", body),
+                Err(_) => (
+                    "500 Internal Server Error",
+                    String::from("encoding failed\n"),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if let Err(err) = stream.write_all(format!("{head}{body}").as_bytes()).await {
+                debug!("metrics client: {err}");
+            }
+        });
+    }
+}
+
+/// Binds the metrics address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

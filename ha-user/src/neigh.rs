@@ -1,0 +1,425 @@
+//! Host MACs from the kernel's neighbour (ARP) table, through rtnetlink.
+//!
+//! - [`lookup`] reads one entry. An entry counts when the kernel has a link-layer
+//!   address it would itself send to: `REACHABLE`, `STALE`, `DELAY`, `PROBE`,
+//!   `PERMANENT` or `NOARP`, with a non-zero Ethernet address. `INCOMPLETE` (asked,
+//!   no answer yet), `FAILED` (no answer) and `NONE` do not.
+//! - [`resolve`] makes the kernel resolve an address now, without sending the host
+//!   anything but ARP: it "uses" the neighbour entry (`RTM_NEWNEIGH` with `NTF_USE`
+//!   and `NLM_F_CREATE | NLM_F_REPLACE`, what `ip neigh replace ADDR dev DEV use`
+//!   sends). The kernel creates the entry if it is missing and runs the same state
+//!   machine as for a packet waiting on it: a missing or `FAILED` entry is solicited
+//!   (`INCOMPLETE`), a `STALE` one re-confirmed (`DELAY`, `PROBE`); the entry's address
+//!   and state are not overwritten. The answer arrives asynchronously: read it with
+//!   [`lookup`] or, better, [`watch`].
+//! - [`watch`] follows the table through the `RTNLGRP_NEIGH` multicast group and
+//!   reports every change of the usable MAC of the addresses it is given.
+//!
+//! The data path's own traffic never refreshes these entries (XDP bypasses the
+//! kernel's neighbour code), so on an idle router an entry goes `STALE` and stays
+//! there. The health checks (TCP, HTTP, ICMP sockets through the kernel) use the
+//! entry on every probe, which keeps the kernel re-confirming it: a host whose MAC
+//! changes or that stops answering ARP is noticed within the kernel's neighbour
+//! timers (`base_reachable_time`, `delay_first_probe_time`, unicast probes: seconds
+//! to tens of seconds with the defaults), and [`watch`] reports it the moment the
+//! kernel changes the entry. (On a `REACHABLE` entry [`resolve`] does nothing.)
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use rtnetlink::{
+    Handle, MulticastGroup,
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        AddressFamily, RouteNetlinkMessage,
+        neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+        },
+    },
+    sys::AsyncSocket as _,
+};
+use tokio::sync::mpsc;
+
+use crate::config::Mac;
+
+/// Receive buffer of the watching socket: room for bursts of neighbour changes
+/// (each notification is about 100 bytes). An overflow is survived by a re-read.
+const WATCH_RX_BUFFER: usize = 1 << 20;
+
+/// Wait before retrying a failed re-read of the table.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NeighError {
+    #[error("cannot open a netlink socket for the neighbour table")]
+    Connect(#[source] std::io::Error),
+    #[error("cannot read the kernel's neighbour table")]
+    Dump {
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot make the kernel resolve {addr} on interface #{ifindex}")]
+    Resolve {
+        addr: Ipv4Addr,
+        ifindex: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// A change of the usable MAC of a watched address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighEvent {
+    pub addr: Ipv4Addr,
+    pub ifindex: u32,
+    /// The address's MAC now; `None`: not resolved, failed or deleted.
+    pub mac: Option<Mac>,
+}
+
+/// The usable MAC of `addr` on interface `ifindex`, if the kernel has one.
+pub async fn lookup(
+    handle: &Handle,
+    addr: Ipv4Addr,
+    ifindex: u32,
+) -> Result<Option<Mac>, NeighError> {
+    let entries = dump(handle)
+        .await
+        .map_err(|source| NeighError::Dump { source })?;
+    Ok(entries
+        .into_iter()
+        .find(|entry| entry.addr == addr && entry.ifindex == ifindex)
+        .and_then(|entry| entry.mac))
+}
+
+/// Makes the kernel resolve `addr` on interface `ifindex` now (see the module
+/// documentation); returns once the kernel accepted the request, not when the
+/// answer arrives.
+pub async fn resolve(handle: &Handle, addr: Ipv4Addr, ifindex: u32) -> Result<(), NeighError> {
+    handle
+        .neighbours()
+        .add(ifindex, IpAddr::V4(addr))
+        // NTF_USE with NUD_PERMANENT is refused; the state is not applied with NTF_USE.
+        .state(NeighbourState::None)
+        .flags(NeighbourFlags::Use)
+        .replace()
+        .execute()
+        .await
+        .map_err(|source| NeighError::Resolve {
+            addr,
+            ifindex,
+            source,
+        })
+}
+
+/// Watches the MACs of `addrs` on interface `ifindex`.
+///
+/// The channel first carries one event per address with its current MAC (or
+/// `None`), then an event whenever an address's usable MAC changes: learned,
+/// changed, lost (`FAILED`, deleted). Transitions that keep the MAC (`REACHABLE` to
+/// `STALE` and back) are not reported. If the kernel drops notifications (socket
+/// buffer overrun) the table is read again and the differences reported, so the
+/// last event of an address is always its state. The watch ends when the receiver
+/// is dropped. Must be called inside a tokio runtime.
+pub fn watch(
+    ifindex: u32,
+    addrs: impl IntoIterator<Item = Ipv4Addr>,
+    capacity: usize,
+) -> Result<mpsc::Receiver<NeighEvent>, NeighError> {
+    let (mut connection, handle, messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Neigh])
+            .map_err(NeighError::Connect)?;
+    if let Err(err) = connection
+        .socket_mut()
+        .socket_mut()
+        .set_rx_buf_sz(WATCH_RX_BUFFER)
+    {
+        // The default buffer works; an overrun is recovered from by re-reading.
+        tracing::debug!("cannot enlarge the neighbour watch's receive buffer: {err}");
+    }
+    let connection = AbortOnDrop(tokio::spawn(connection));
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let watcher = Watcher {
+        ifindex,
+        macs: addrs.into_iter().map(|addr| (addr, None)).collect(),
+        tx,
+    };
+    tokio::spawn(watcher.run(handle, messages, connection));
+    Ok(rx)
+}
+
+/// Aborts the netlink connection task when the watch ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Watcher {
+    ifindex: u32,
+    /// Every watched address with the MAC last reported.
+    macs: HashMap<Ipv4Addr, Option<Mac>>,
+    tx: mpsc::Sender<NeighEvent>,
+}
+
+impl Watcher {
+    async fn run<S>(mut self, handle: Handle, mut messages: S, _connection: AbortOnDrop)
+    where
+        S: Stream<
+                Item = (
+                    NetlinkMessage<RouteNetlinkMessage>,
+                    rtnetlink::sys::SocketAddr,
+                ),
+            > + Unpin,
+    {
+        // Subscribed before the first read: no change falls between the two.
+        let mut first = true;
+        let mut resync = true;
+        loop {
+            if resync {
+                match dump(&handle).await {
+                    Ok(entries) => {
+                        resync = false;
+                        if !self.apply_dump(&entries, first).await {
+                            return;
+                        }
+                        first = false;
+                    }
+                    Err(err) => {
+                        tracing::warn!("cannot read the neighbour table, retrying: {err}");
+                        tokio::select! {
+                            () = tokio::time::sleep(RESYNC_RETRY) => continue,
+                            () = self.tx.closed() => return,
+                        }
+                    }
+                }
+            }
+            let message = tokio::select! {
+                message = messages.next() => message,
+                () = self.tx.closed() => return,
+            };
+            let Some((message, _)) = message else {
+                tracing::warn!("the neighbour watch's netlink socket closed");
+                return;
+            };
+            let entry = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(msg)) => parse(&msg),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(msg)) => {
+                    parse(&msg).map(|entry| Entry { mac: None, ..entry })
+                }
+                NetlinkPayload::Overrun(_) => {
+                    tracing::warn!("neighbour notifications were lost; reading the table again");
+                    resync = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(entry) = entry
+                && entry.ifindex == self.ifindex
+                && !self.update(entry.addr, entry.mac).await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Applies a full read of the table; `all` reports every address, else only
+    /// changes. False once the receiver is gone.
+    async fn apply_dump(&mut self, entries: &[Entry], all: bool) -> bool {
+        let addrs: Vec<Ipv4Addr> = self.macs.keys().copied().collect();
+        for addr in addrs {
+            let mac = entries
+                .iter()
+                .find(|entry| entry.addr == addr && entry.ifindex == self.ifindex)
+                .and_then(|entry| entry.mac);
+            if all {
+                self.macs.insert(addr, mac);
+                if !self.send(addr, mac).await {
+                    return false;
+                }
+            } else if !self.update(addr, mac).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Records `mac` for `addr` and reports it if it changed. False once the
+    /// receiver is gone.
+    async fn update(&mut self, addr: Ipv4Addr, mac: Option<Mac>) -> bool {
+        match self.macs.get_mut(&addr) {
+            Some(last) if *last != mac => {
+                *last = mac;
+                self.send(addr, mac).await
+            }
+            _ => true,
+        }
+    }
+
+    async fn send(&self, addr: Ipv4Addr, mac: Option<Mac>) -> bool {
+        let event = NeighEvent {
+            addr,
+            ifindex: self.ifindex,
+            mac,
+        };
+        self.tx.send(event).await.is_ok()
+    }
+}
+
+/// An IPv4 neighbour entry as `ha` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    addr: Ipv4Addr,
+    ifindex: u32,
+    /// The link-layer address if the entry is usable (see [`lookup`]).
+    mac: Option<Mac>,
+}
+
+/// Every IPv4 neighbour entry of the kernel (proxy entries are a separate table).
+async fn dump(handle: &Handle) -> Result<Vec<Entry>, rtnetlink::Error> {
+    let mut messages = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute();
+    let mut entries = Vec::new();
+    while let Some(message) = messages.try_next().await? {
+        if let Some(entry) = parse(&message) {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// The entry `message` describes, if it is an IPv4 neighbour (not a proxy entry).
+fn parse(message: &NeighbourMessage) -> Option<Entry> {
+    let header = &message.header;
+    if header.family != AddressFamily::Inet || header.flags.contains(NeighbourFlags::Proxy) {
+        return None;
+    }
+    let mut addr = None;
+    let mut lladdr = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+            NeighbourAttribute::LinkLayerAddress(bytes) => {
+                lladdr = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+            }
+            _ => {}
+        }
+    }
+    let usable = matches!(
+        header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    );
+    let mac = lladdr.filter(|bytes| usable && *bytes != [0; 6]).map(Mac);
+    Some(Entry {
+        addr: addr?,
+        ifindex: header.ifindex,
+        mac,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::neighbour::NeighbourHeader;
+
+    use super::*;
+
+    fn message(state: NeighbourState, lladdr: Option<[u8; 6]>) -> NeighbourMessage {
+        let mut message = NeighbourMessage::default();
+        message.header = NeighbourHeader {
+            family: AddressFamily::Inet,
+            ifindex: 7,
+            state,
+            ..NeighbourHeader::default()
+        };
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                Ipv4Addr::new(192, 168, 1, 3),
+            )));
+        if let Some(lladdr) = lladdr {
+            message
+                .attributes
+                .push(NeighbourAttribute::LinkLayerAddress(lladdr.to_vec()));
+        }
+        message
+    }
+
+    #[tokio::test]
+    async fn a_re_read_reports_only_changes() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let [a, b, c] = [3, 4, 5].map(|last| Ipv4Addr::new(192, 168, 1, last));
+        let mut watcher = Watcher {
+            ifindex: 7,
+            macs: [a, b, c].into_iter().map(|addr| (addr, None)).collect(),
+            tx,
+        };
+        let entry = |addr, ifindex, last| Entry {
+            addr,
+            ifindex,
+            mac: Some(Mac([2, 0, 0, 0, 0, last])),
+        };
+        // The first read reports everything, a later one only the differences; an
+        // entry on another interface does not count.
+        assert!(
+            watcher
+                .apply_dump(&[entry(a, 7, 1), entry(b, 8, 2)], true)
+                .await
+        );
+        let mut first: Vec<NeighEvent> = (0..3).filter_map(|_| rx.try_recv().ok()).collect();
+        first.sort_by_key(|e| e.addr);
+        let macs: Vec<Option<Mac>> = first.iter().map(|e| e.mac).collect();
+        assert_eq!(macs, [Some(Mac([2, 0, 0, 0, 0, 1])), None, None]);
+        assert!(
+            watcher
+                .apply_dump(&[entry(a, 7, 1), entry(c, 7, 3)], false)
+                .await
+        );
+        let event = rx.try_recv().expect("one change");
+        assert_eq!((event.addr, event.mac), (c, Some(Mac([2, 0, 0, 0, 0, 3]))));
+        assert!(rx.try_recv().is_err(), "only one change");
+        drop(rx);
+        assert!(!watcher.update(a, None).await, "the receiver is gone");
+    }
+
+    #[test]
+    fn only_usable_states_give_a_mac() {
+        let mac = [2, 0, 0, 0, 0, 3];
+        for state in [
+            NeighbourState::Reachable,
+            NeighbourState::Stale,
+            NeighbourState::Delay,
+            NeighbourState::Probe,
+            NeighbourState::Permanent,
+            NeighbourState::Noarp,
+        ] {
+            let entry = parse(&message(state, Some(mac))).expect("an entry");
+            assert_eq!(entry.mac, Some(Mac(mac)), "{state:?}");
+            assert_eq!(entry.ifindex, 7);
+        }
+        for state in [
+            NeighbourState::Incomplete,
+            NeighbourState::Failed,
+            NeighbourState::None,
+        ] {
+            let entry = parse(&message(state, Some(mac))).expect("an entry");
+            assert_eq!(entry.mac, None, "{state:?}");
+        }
+        let entry = parse(&message(NeighbourState::Reachable, None)).expect("an entry");
+        assert_eq!(entry.mac, None, "no lladdr");
+        let entry = parse(&message(NeighbourState::Noarp, Some([0; 6]))).expect("an entry");
+        assert_eq!(entry.mac, None, "all-zero lladdr");
+    }
+}

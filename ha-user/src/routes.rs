@@ -1,0 +1,496 @@
+//! Kernel static routes for the steered prefixes: the slow path beside the XDP map.
+//!
+//! Every steered prefix has one IPv4 route in the main table, metric 0, through the
+//! prefix's current owner: the route `ip route replace 192.168.1.64/27 via
+//! 192.168.1.3 dev eth1 proto 165` would install. Traffic the data path passes
+//! (unknown host MAC, TTL 1, all hosts down, XDP detached) follows it.
+//!
+//! # Ownership of kernel routes
+//!
+//! `ha` marks its routes with its own route protocol, [`ROUTE_PROTO`] (165, `0xa5`;
+//! not reserved in the kernel's `RTPROT_*` list, iproute2's `rt_protos`, nor by
+//! FRR, which uses 186-198). Add `165 ha` to `/etc/iproute2/rt_protos.d/ha.conf` and
+//! `ip route` shows `proto ha`; `ip route flush proto 165` removes everything `ha` left.
+//!
+//! The rule: **`ha` touches exactly one kernel route per configured prefix, the
+//! main-table, metric-0, TOS-0 route whose destination is exactly that prefix; it
+//! never touches any other route.** In detail:
+//!
+//! - A route for a prefix that is not in the configuration is never replaced or
+//!   removed, whatever its protocol: `ha` only ever names configured prefixes (the
+//!   caller's duty: [`replace`] and [`adopt`] do not see the configuration).
+//! - At start-up the controller calls [`adopt_all`] with every configured prefix
+//!   ([`adopt`] for one); for each prefix:
+//!   - no route for the prefix: `ha` installs one through the prefix's configured
+//!     owner;
+//!   - a route already carries [`ROUTE_PROTO`] (a previous controller's): kept as it
+//!     is; the reconciliation that follows points it at the current owner;
+//!   - a unicast route through a gateway installed by someone else (`proto boot`
+//!     from `route add ... gw ...` in a boot script, `proto static` from `ip route
+//!     add`, dhcp, a routing daemon, ...): `ha` *adopts* it: replaces it with a
+//!     route through the **same gateway and interface**, protocol [`ROUTE_PROTO`].
+//!     Forwarding does not change; from then on the route is `ha`'s;
+//!   - anything else with that destination is refused with
+//!     [`RouteError::Foreign`] and left alone: a connected route (`proto kernel`,
+//!     the prefix is a LAN subnet), an ICMP-redirect route, a route without a
+//!     gateway (`dev eth1` only) or with several next hops, or a non-unicast route
+//!     (`blackhole`, `unreachable`, `local`, ...). Each means the configuration and
+//!     the router disagree on what the prefix is; the administrator decides.
+//!   - routes for the same destination with another metric, a TOS or in another
+//!     table are never touched (the metric-0 route wins over other metrics).
+//! - Ownership changes use [`replace`]; a prefix leaving the configuration uses
+//!   [`remove`], which deletes only a route carrying [`ROUTE_PROTO`] (the kernel does
+//!   the matching, so a route someone re-installed meanwhile survives).
+//! - The routes outlive the controller: a restart, a crash or `ha-user` being stopped
+//!   leaves the slow path pointing where it pointed.
+//!
+//! # All hosts down
+//!
+//! When every host of a prefix is down, the policy removes the prefix's fast-path
+//! entry and traffic falls to the kernel route, which must therefore stay. It should
+//! point at the prefix's **configured owner** (its `owner` in the configuration),
+//! not at the last owner: that is where the classic static setup pointed, what an
+//! administrator reading the configuration expects, and the host the policy returns
+//! the prefix to first when hosts recover (a recovering backup moves it again).
+
+use std::{collections::HashMap, fmt, net::Ipv4Addr};
+
+use futures::TryStreamExt as _;
+use ipnet::Ipv4Net;
+use rtnetlink::{
+    Handle, RouteMessageBuilder,
+    packet_route::route::{
+        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+    },
+};
+
+/// The route protocol number `ha` marks its kernel routes with (`proto 165`).
+pub const ROUTE_PROTO: u8 = 0xa5;
+
+/// The main routing table's id (`RT_TABLE_MAIN`).
+const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
+/// An IPv4 unicast route of the main table, as far as `ha` cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRoute {
+    /// Destination; `0.0.0.0/0` for a default route.
+    pub prefix: Ipv4Net,
+    /// Next hop; `None` for a device route (`dev eth1` only) or several next hops.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface index; `None` with several next hops.
+    pub oif: Option<u32>,
+    /// Who installed it: 2 kernel, 3 boot (`route add`), 4 static (`ip route add`),
+    /// [`ROUTE_PROTO`] `ha`, ...
+    pub protocol: u8,
+    /// Metric (`RTA_PRIORITY`); 0 unless given.
+    pub metric: u32,
+}
+
+impl KernelRoute {
+    /// Whether `ha` installed (or adopted) this route.
+    pub fn is_ours(&self) -> bool {
+        self.protocol == ROUTE_PROTO
+    }
+}
+
+impl fmt::Display for KernelRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            prefix,
+            gateway,
+            oif,
+            protocol,
+            metric,
+        } = self;
+        write!(f, "{prefix}")?;
+        if let Some(gateway) = gateway {
+            write!(f, " via {gateway}")?;
+        }
+        if let Some(oif) = oif {
+            write!(f, " dev #{oif}")?;
+        }
+        write!(f, " proto {}", protocol_name(*protocol))?;
+        write!(f, " metric {metric}")
+    }
+}
+
+/// iproute2's name for the well-known protocols, else the number.
+fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        1 => "redirect".to_owned(),
+        2 => "kernel".to_owned(),
+        3 => "boot".to_owned(),
+        4 => "static".to_owned(),
+        16 => "dhcp".to_owned(),
+        ROUTE_PROTO => format!("{ROUTE_PROTO} (ha)"),
+        other => other.to_string(),
+    }
+}
+
+/// What [`adopt`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// There was no route for the prefix; `ha` installed one through `gateway`.
+    Installed { gateway: Ipv4Addr },
+    /// The route already carried [`ROUTE_PROTO`]; nothing was changed.
+    AlreadyOurs { route: KernelRoute },
+    /// Someone else's route was replaced by the same route with [`ROUTE_PROTO`].
+    Adopted { previous: KernelRoute },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("{prefix} has host bits set (the network is {}); a route needs the network address", prefix.trunc())]
+    HostBits { prefix: Ipv4Net },
+    #[error(
+        "cannot install the kernel route `{prefix} via {gateway} dev #{oif} proto {ROUTE_PROTO}`"
+    )]
+    Replace {
+        prefix: Ipv4Net,
+        gateway: Ipv4Addr,
+        oif: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot remove ha's kernel route for {prefix}")]
+    Remove {
+        prefix: Ipv4Net,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot list the kernel's IPv4 routes")]
+    List {
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error(
+        "will not take over the kernel route for {prefix} ({existing}): it is {reason}; \
+         check the prefix in the configuration, or replace the route yourself \
+         (`ip route replace {prefix} via OWNER dev LAN`) and start again"
+    )]
+    Foreign {
+        prefix: Ipv4Net,
+        existing: String,
+        reason: &'static str,
+    },
+}
+
+/// Installs or replaces the main-table, metric-0 route for `prefix` with one through
+/// `gateway` on interface `oif`, protocol [`ROUTE_PROTO`]: `ip route replace PREFIX
+/// via GATEWAY dev OIF proto 165`. Whatever route had that destination and metric is
+/// replaced, whoever installed it: call it only for configured prefixes.
+pub async fn replace(
+    handle: &Handle,
+    prefix: Ipv4Net,
+    gateway: Ipv4Addr,
+    oif: u32,
+) -> Result<(), RouteError> {
+    check_prefix(prefix)?;
+    let message = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(prefix.network(), prefix.prefix_len())
+        .gateway(gateway)
+        .output_interface(oif)
+        .protocol(RouteProtocol::from(ROUTE_PROTO))
+        .build();
+    handle
+        .route()
+        .add(message)
+        .replace()
+        .execute()
+        .await
+        .map_err(|source| RouteError::Replace {
+            prefix,
+            gateway,
+            oif,
+            source,
+        })
+}
+
+/// Removes the main-table, metric-0 route for `prefix` if it carries
+/// [`ROUTE_PROTO`]; any other route for it stays. Returns whether a route was removed.
+pub async fn remove(handle: &Handle, prefix: Ipv4Net) -> Result<bool, RouteError> {
+    check_prefix(prefix)?;
+    // The kernel deletes only a route whose protocol matches a non-zero protocol in
+    // the request (fib_table_delete), so the check and the delete are one step.
+    let message = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(prefix.network(), prefix.prefix_len())
+        .protocol(RouteProtocol::from(ROUTE_PROTO))
+        .build();
+    match handle.route().del(message).execute().await {
+        Ok(()) => Ok(true),
+        // ESRCH: no route of ours with that destination.
+        Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => Ok(false),
+        Err(source) => Err(RouteError::Remove { prefix, source }),
+    }
+}
+
+/// The IPv4 unicast routes of the main table with TOS 0, in the kernel's order
+/// (by destination).
+pub async fn list(handle: &Handle) -> Result<Vec<KernelRoute>, RouteError> {
+    Ok(dump(handle)
+        .await?
+        .into_iter()
+        .filter(|(_, kind)| *kind == RouteType::Unicast)
+        .map(|(route, _)| route)
+        .collect())
+}
+
+/// Takes over the kernel route for the configured prefix `prefix` at start-up, by
+/// the rule of the module documentation; `owner` is the prefix's configured owner,
+/// used when there is no route yet, `oif` the LAN interface. For many prefixes use
+/// [`adopt_all`], which reads the routing table once.
+pub async fn adopt(
+    handle: &Handle,
+    prefix: Ipv4Net,
+    owner: Ipv4Addr,
+    oif: u32,
+) -> Result<Adoption, RouteError> {
+    check_prefix(prefix)?;
+    let existing = metric_zero_routes(handle).await?;
+    adopt_one(handle, &existing, prefix, owner, oif).await
+}
+
+/// [`adopt`] for every `(prefix, configured owner)` of `wanted`, reading the routing
+/// table once. The outer error: the table could not be read; otherwise one result per
+/// prefix, in order (a refused prefix does not stop the others).
+pub async fn adopt_all(
+    handle: &Handle,
+    wanted: &[(Ipv4Net, Ipv4Addr)],
+    oif: u32,
+) -> Result<Vec<Result<Adoption, RouteError>>, RouteError> {
+    let existing = metric_zero_routes(handle).await?;
+    let mut results = Vec::with_capacity(wanted.len());
+    for &(prefix, owner) in wanted {
+        results.push(adopt_one(handle, &existing, prefix, owner, oif).await);
+    }
+    Ok(results)
+}
+
+/// The main-table, metric-0 routes by destination: the ones a replace would hit.
+async fn metric_zero_routes(
+    handle: &Handle,
+) -> Result<HashMap<Ipv4Net, (KernelRoute, RouteType)>, RouteError> {
+    Ok(dump(handle)
+        .await?
+        .into_iter()
+        .filter(|(route, _)| route.metric == 0)
+        .map(|(route, kind)| (route.prefix, (route, kind)))
+        .collect())
+}
+
+async fn adopt_one(
+    handle: &Handle,
+    existing: &HashMap<Ipv4Net, (KernelRoute, RouteType)>,
+    prefix: Ipv4Net,
+    owner: Ipv4Addr,
+    oif: u32,
+) -> Result<Adoption, RouteError> {
+    match decide(prefix, existing.get(&prefix))? {
+        Decision::Install => {
+            replace(handle, prefix, owner, oif).await?;
+            Ok(Adoption::Installed { gateway: owner })
+        }
+        Decision::Keep(route) => Ok(Adoption::AlreadyOurs { route }),
+        Decision::Adopt {
+            gateway,
+            oif: route_oif,
+            route,
+        } => {
+            replace(handle, prefix, gateway, route_oif).await?;
+            Ok(Adoption::Adopted { previous: route })
+        }
+    }
+}
+
+/// What [`adopt_all`] does about one prefix.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Install,
+    Keep(KernelRoute),
+    Adopt {
+        gateway: Ipv4Addr,
+        oif: u32,
+        route: KernelRoute,
+    },
+}
+
+/// The adoption rule for `prefix`, whose metric-0 main-table route is `existing`.
+fn decide(
+    prefix: Ipv4Net,
+    existing: Option<&(KernelRoute, RouteType)>,
+) -> Result<Decision, RouteError> {
+    check_prefix(prefix)?;
+    let Some((route, kind)) = existing else {
+        return Ok(Decision::Install);
+    };
+    let refuse = |reason| RouteError::Foreign {
+        prefix,
+        existing: route.to_string(),
+        reason,
+    };
+    if *kind != RouteType::Unicast {
+        return Err(refuse(
+            "not a unicast route (blackhole, unreachable, prohibit, local, ...)",
+        ));
+    }
+    if route.is_ours() {
+        return Ok(Decision::Keep(route.clone()));
+    }
+    match RouteProtocol::from(route.protocol) {
+        RouteProtocol::Kernel => {
+            return Err(refuse(
+                "the kernel's route for a connected subnet, not a steered prefix",
+            ));
+        }
+        RouteProtocol::IcmpRedirect => return Err(refuse("learned from an ICMP redirect")),
+        _ => {}
+    }
+    let (Some(gateway), Some(oif)) = (route.gateway, route.oif) else {
+        return Err(refuse(
+            "a route without a single gateway (device route or several next hops)",
+        ));
+    };
+    Ok(Decision::Adopt {
+        gateway,
+        oif,
+        route: route.clone(),
+    })
+}
+
+fn check_prefix(prefix: Ipv4Net) -> Result<(), RouteError> {
+    if prefix.trunc() == prefix {
+        Ok(())
+    } else {
+        Err(RouteError::HostBits { prefix })
+    }
+}
+
+/// Every IPv4 main-table route with TOS 0, with its type.
+async fn dump(handle: &Handle) -> Result<Vec<(KernelRoute, RouteType)>, RouteError> {
+    let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut messages = handle.route().get(request).execute();
+    let mut routes = Vec::new();
+    while let Some(message) = messages
+        .try_next()
+        .await
+        .map_err(|source| RouteError::List { source })?
+    {
+        if let Some(route) = parse(&message) {
+            routes.push(route);
+        }
+    }
+    Ok(routes)
+}
+
+/// The route `message` describes, if it is an IPv4 main-table route with TOS 0.
+fn parse(message: &RouteMessage) -> Option<(KernelRoute, RouteType)> {
+    let header = &message.header;
+    if header.address_family != rtnetlink::packet_route::AddressFamily::Inet || header.tos != 0 {
+        return None;
+    }
+    let mut table = u32::from(header.table);
+    let mut destination = Ipv4Addr::UNSPECIFIED;
+    let mut gateway = None;
+    let mut oif = None;
+    let mut metric = 0;
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Table(id) => table = *id,
+            RouteAttribute::Destination(RouteAddress::Inet(addr)) => destination = *addr,
+            RouteAttribute::Gateway(RouteAddress::Inet(addr)) => gateway = Some(*addr),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            RouteAttribute::Priority(priority) => metric = *priority,
+            _ => {}
+        }
+    }
+    if table != MAIN_TABLE {
+        return None;
+    }
+    // A malformed length is the kernel's bug, not ours to crash on: skip the route.
+    let prefix = Ipv4Net::new(destination, header.destination_prefix_length).ok()?;
+    let route = KernelRoute {
+        prefix,
+        gateway,
+        oif,
+        protocol: header.protocol.into(),
+        metric,
+    };
+    Some((route, header.kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_reads_like_iproute2() {
+        let route = KernelRoute {
+            prefix: "192.168.1.64/27".parse().expect("prefix"),
+            gateway: Some(Ipv4Addr::new(192, 168, 1, 3)),
+            oif: Some(4),
+            protocol: 3,
+            metric: 0,
+        };
+        assert_eq!(
+            route.to_string(),
+            "192.168.1.64/27 via 192.168.1.3 dev #4 proto boot metric 0"
+        );
+        assert!(!route.is_ours());
+    }
+
+    fn route(prefix: &str, gateway: Option<[u8; 4]>, protocol: u8) -> KernelRoute {
+        KernelRoute {
+            prefix: prefix.parse().expect("prefix"),
+            gateway: gateway.map(Ipv4Addr::from),
+            oif: Some(4),
+            protocol,
+            metric: 0,
+        }
+    }
+
+    #[test]
+    fn the_adoption_rule() {
+        let prefix: Ipv4Net = "192.168.1.64/27".parse().expect("prefix");
+        let unicast = |route| Some((route, RouteType::Unicast));
+        assert_eq!(decide(prefix, None).expect("install"), Decision::Install);
+        for protocol in [3, 4, 16, 186] {
+            let foreign = route("192.168.1.64/27", Some([192, 168, 1, 3]), protocol);
+            assert_eq!(
+                decide(prefix, unicast(foreign.clone()).as_ref()).expect("adopt"),
+                Decision::Adopt {
+                    gateway: Ipv4Addr::new(192, 168, 1, 3),
+                    oif: 4,
+                    route: foreign,
+                },
+                "proto {protocol}"
+            );
+        }
+        let ours = route("192.168.1.64/27", Some([192, 168, 1, 4]), ROUTE_PROTO);
+        assert_eq!(
+            decide(prefix, unicast(ours.clone()).as_ref()).expect("keep"),
+            Decision::Keep(ours)
+        );
+        let refused = [
+            unicast(route("192.168.1.64/27", None, 4)),
+            unicast(route("192.168.1.64/27", None, 2)),
+            unicast(route("192.168.1.64/27", Some([192, 168, 1, 9]), 1)),
+            Some((route("192.168.1.64/27", None, 3), RouteType::BlackHole)),
+        ];
+        for existing in refused {
+            let result = decide(prefix, existing.as_ref());
+            assert!(
+                matches!(result, Err(RouteError::Foreign { .. })),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_bits_are_refused_before_any_syscall() {
+        let prefix: Ipv4Net = "192.168.1.65/27".parse().expect("prefix");
+        assert!(matches!(
+            check_prefix(prefix),
+            Err(RouteError::HostBits { .. })
+        ));
+    }
+}
