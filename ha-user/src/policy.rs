@@ -94,6 +94,8 @@ impl fmt::Display for Health {
 pub enum Reason {
     /// The configured owner, as at start-up.
     Initial,
+    /// Found in the running data path when the controller started (restart).
+    Running,
     /// The previous holder went down; this is the first usable candidate.
     Failover,
     /// No candidate is usable: the prefix follows the kernel route.
@@ -135,6 +137,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Reason::Initial => "configured owner",
+            Reason::Running => "kept from the running data path",
             Reason::Failover => "failover: previous holder down",
             Reason::AllDown => "no usable host: owner and backups down or drained",
             Reason::Recovered => "first usable host after none was",
@@ -476,6 +479,21 @@ impl Policy {
             .map(|h| h.name.clone())
             .collect();
         AdminState { pins, drained }
+    }
+
+    /// Takes each prefix's holder from the data path a previous controller left
+    /// running (`None`: no entry), before any health is known. With health unknown
+    /// the holder counts as usable, so a restart moves nothing until the checks
+    /// decide: a prefix that had failed over stays on its backup instead of being
+    /// sent back to a dead owner for a detection time. Holders that are not
+    /// candidates of their prefix are ignored.
+    pub fn adopt_holders(&mut self, holders: &[Option<usize>]) {
+        for (prefix, holder) in self.prefixes.iter_mut().zip(holders) {
+            if holder.is_none_or(|h| prefix.is_candidate(h)) {
+                prefix.holder = *holder;
+                prefix.reason = Reason::Running;
+            }
+        }
     }
 
     /// Replaces the pins and drains with `state` (as read from the state file).

@@ -114,6 +114,26 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
     let maps = loaded.maps()?;
 
     let mut policy = Policy::new(&config);
+    // A previous controller's data path (pinned maps survive it): keep its owners
+    // until the health checks decide, so a restart moves no traffic.
+    let running = maps
+        .prefix_entries()
+        .context("reading the pinned prefix table")?;
+    if !running.is_empty() {
+        let holders: Vec<Option<usize>> = config
+            .prefixes
+            .iter()
+            .map(|p| {
+                let entry = running
+                    .iter()
+                    .find(|(net, _)| *net == p.cidr)
+                    .map(|(_, e)| e.host as usize);
+                entry.filter(|&h| h < config.hosts.len())
+            })
+            .collect();
+        policy.adopt_holders(&holders);
+        info!(entries = running.len(), "adopting the running data path");
+    }
     if let Some(saved) = state::load(&config.state_file)? {
         let applied = policy.restore(saved, tokio::time::Instant::now());
         for stale in applied.stale {

@@ -779,3 +779,22 @@ fn reasons_read_well_in_logs() {
     );
     assert_eq!(Health::Down.to_string(), "down");
 }
+
+#[test]
+fn a_restart_keeps_the_running_holders_until_health_decides() {
+    let mut h = Harness::new();
+    // A had failed over to web3; B had no entry (all down); C names a host that
+    // is not one of its candidates and is ignored.
+    h.policy.adopt_holders(&[Some(W3), None, Some(W1)]);
+    assert_eq!(h.owners(), [Some(W3), None, Some(W3)]);
+    assert_eq!(h.policy.why(A), Some(Reason::Running));
+    // The next decision gives B to its owner, whose health is unknown and so counts
+    // as usable: the kernel route of an ownerless prefix points there anyway.
+    assert_eq!(h.up(W3), [ch(B, None, Some(W2), Recovered)]);
+    // A stays on web3: the owner must be up for its hold-down to fail back.
+    assert_eq!(h.up(W1), []);
+    h.advance(ms(1999));
+    assert_eq!(h.tick(), []);
+    h.advance(ms(1));
+    assert_eq!(h.tick(), [ch(A, Some(W3), Some(W1), Failback)]);
+}
