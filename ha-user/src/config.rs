@@ -139,7 +139,7 @@ impl FromStr for Mac {
         let mut parts = s.split(':');
         for byte in &mut mac {
             let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
@@ -176,7 +176,7 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
 /// Every problem found in a configuration file, each on its own line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -336,32 +336,15 @@ impl Checker<'_> {
         index
     }
 
+    /// Merges `raw` over `base` and reports what is wrong with the result, except
+    /// problems `base` already had (reported where they were written).
     fn health(&mut self, raw: &Spanned<RawHealth>, base: &HealthCheck, field: &str) -> HealthCheck {
         let health = raw.get_ref().merge(base);
-        let span = raw.span();
-        for (name, value) in [
-            ("interval_ms", health.interval_ms),
-            ("timeout_ms", health.timeout_ms),
-            ("fall", u64::from(health.fall)),
-            ("rise", u64::from(health.rise)),
-        ] {
-            if value == 0 {
-                self.report(
-                    span.clone(),
-                    format!("{field}.{name}"),
-                    "must be at least 1",
-                );
+        let inherited = health_problems(base);
+        for (name, message) in health_problems(&health) {
+            if !inherited.iter().any(|(n, _)| *n == name) {
+                self.report(raw.span(), format!("{field}.{name}"), message);
             }
-        }
-        if health.kind == CheckKind::Http && !health.path.starts_with('/') {
-            self.report(
-                span.clone(),
-                format!("{field}.path"),
-                format!("`{}` must start with `/`", health.path),
-            );
-        }
-        if health.kind != CheckKind::Icmp && health.port == 0 {
-            self.report(span, format!("{field}.port"), "must be 1 to 65535");
         }
         health
     }
@@ -449,7 +432,7 @@ impl Config {
         });
 
         let hosts = hosts_from_raw(checker, &raw_hosts, &defaults);
-        let prefixes = prefixes_from_raw(checker, &raw_prefixes, &hosts);
+        let prefixes = prefixes_from_raw(checker, &raw_prefixes, &hosts, &raw_hosts);
 
         Config {
             lan,
@@ -472,12 +455,42 @@ impl Config {
     }
 }
 
+/// What is wrong with a health check, by key.
+fn health_problems(health: &HealthCheck) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    for (name, value) in [
+        ("interval_ms", health.interval_ms),
+        ("timeout_ms", health.timeout_ms),
+        ("fall", u64::from(health.fall)),
+        ("rise", u64::from(health.rise)),
+    ] {
+        if value == 0 {
+            problems.push((name, "must be at least 1".to_owned()));
+        }
+    }
+    if health.kind == CheckKind::Http && !health.path.starts_with('/') {
+        problems.push(("path", format!("`{}` must start with `/`", health.path)));
+    }
+    if health.kind != CheckKind::Icmp && health.port == 0 {
+        problems.push(("port", "must be 1 to 65535".to_owned()));
+    }
+    problems
+}
+
 fn check_iface_name(checker: &mut Checker<'_>, name: &Spanned<String>, field: &str) {
     let value = name.get_ref();
-    // IFNAMSIZ is 16 with the terminating NUL.
-    if value.is_empty() || value.len() > 15 || value.contains(['/', ' ', '\0']) {
-        let message =
-            format!("`{value}` is not an interface name (1 to 15 characters, no `/` or spaces)");
+    // The kernel's dev_valid_name: IFNAMSIZ is 16 with the terminating NUL; no `/`,
+    // `:` or whitespace; not `.` or `..`.
+    let bad_char = |c: char| c == '/' || c == ':' || c == '\0' || c.is_whitespace();
+    if value.is_empty()
+        || value.len() > 15
+        || value.contains(bad_char)
+        || value == "."
+        || value == ".."
+    {
+        let message = format!(
+            "`{value}` is not an interface name (1 to 15 characters, no `/`, `:` or spaces, not `.` or `..`)"
+        );
         checker.report(name.span(), field, message);
     }
 }
@@ -567,8 +580,10 @@ fn prefixes_from_raw(
     checker: &mut Checker<'_>,
     raw_prefixes: &[Spanned<RawPrefix>],
     hosts: &[Host],
+    raw_hosts: &[Spanned<RawHost>],
 ) -> Vec<Prefix> {
-    let mut prefixes: Vec<(Prefix, usize)> = Vec::new();
+    // (prefix, line, span of its cidr, index in the file)
+    let mut prefixes: Vec<(Prefix, usize, std::ops::Range<usize>, usize)> = Vec::new();
     for (i, raw) in raw_prefixes.iter().enumerate() {
         let RawPrefix {
             cidr,
@@ -621,21 +636,6 @@ fn prefixes_from_raw(
         let (Some(net), Some(owner)) = (net, owner_index) else {
             continue;
         };
-        if let Some((other, other_line)) = prefixes
-            .iter()
-            .find(|(p, _)| p.cidr.contains(&net.network()) || net.contains(&p.cidr.network()))
-        {
-            let message = if other.cidr == net {
-                format!("duplicate prefix {net} (first at line {other_line})")
-            } else {
-                format!(
-                    "{net} overlaps {} (line {other_line}); each address must have one owner",
-                    other.cidr
-                )
-            };
-            checker.report(cidr.span(), field("cidr"), message);
-            continue;
-        }
         prefixes.push((
             Prefix {
                 cidr: net,
@@ -643,6 +643,8 @@ fn prefixes_from_raw(
                 backups: backup_indices,
             },
             line,
+            cidr.span(),
+            i,
         ));
     }
     if prefixes.len() > ha_common::MAX_PREFIXES as usize {
@@ -653,5 +655,68 @@ fn prefixes_from_raw(
         );
         checker.report(0..0, "prefix", message);
     }
-    prefixes.into_iter().map(|(p, _)| p).collect()
+    // Overlaps, in O(n log n): sorted by network then length, a prefix that contains
+    // another also contains its immediate successor.
+    let mut order: Vec<usize> = (0..prefixes.len()).collect();
+    order.sort_by_key(|&i| {
+        (
+            u32::from(prefixes[i].0.cidr.network()),
+            prefixes[i].0.cidr.prefix_len(),
+            prefixes[i].1,
+        )
+    });
+    let mut rejected = vec![false; prefixes.len()];
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if !prefixes[a].0.cidr.contains(&prefixes[b].0.cidr.network()) {
+            continue;
+        }
+        let (first, second) = if prefixes[a].1 <= prefixes[b].1 {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let (net, other, other_line) = (
+            prefixes[second].0.cidr,
+            prefixes[first].0.cidr,
+            prefixes[first].1,
+        );
+        let message = if other == net {
+            format!("duplicate prefix {net} (first at line {other_line})")
+        } else {
+            format!("{net} overlaps {other} (line {other_line}); each address must have one owner")
+        };
+        checker.report(
+            prefixes[second].2.clone(),
+            format!("prefix[{}].cidr", prefixes[second].3),
+            message,
+        );
+        rejected[second] = true;
+    }
+    // A host inside a steered prefix would have its own probes and routes looped.
+    let sorted: Vec<Ipv4Net> = order.iter().map(|&i| prefixes[i].0.cidr).collect();
+    for (i, host) in hosts.iter().enumerate() {
+        let at = sorted.partition_point(|net| u32::from(net.network()) <= u32::from(host.address));
+        if let Some(net) = sorted[..at]
+            .iter()
+            .rev()
+            .take(2)
+            .find(|net| net.contains(&host.address))
+        {
+            let message = format!(
+                "{} is inside the steered prefix {net}; a host must be reachable outside the VIP prefixes",
+                host.address
+            );
+            let span = raw_hosts
+                .get(i)
+                .map_or(0..0, |raw| raw.get_ref().address.span());
+            checker.report(span, format!("host[{i}].address"), message);
+        }
+    }
+    prefixes
+        .into_iter()
+        .zip(rejected)
+        .filter(|(_, rejected)| !rejected)
+        .map(|((p, ..), _)| p)
+        .collect()
 }
