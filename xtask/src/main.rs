@@ -1,1 +1,72 @@
-fn main() {}
+//! `cargo xtask`: orchestration for the `ha` workspace (toolchain setup, tests, running
+//! the daemon). It never builds the eBPF object itself: `ha-user/build.rs` does, with
+//! the toolchain that `setup` installs.
+
+mod bpffs;
+mod exec;
+mod linker;
+mod packages;
+mod run;
+mod rustup;
+mod setup;
+mod test;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and run the ha workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what builds and tests need: nightly rust-src and clippy, bpf-linker
+    /// built against the nightly's LLVM, Debian packages. Idempotent; every other
+    /// command runs it first.
+    Setup,
+    /// Unit tests, root test suites (tests/tests/*.rs), clippy (host and eBPF), rustfmt.
+    Test(test::Args),
+    /// Build ha-user (release) and run `ha-user run` on an interface (needs root).
+    Run(run::Args),
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .with_context(|| format!("{} has no parent directory", manifest_dir.display()))?;
+    Ok(root.to_path_buf())
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> anyhow::Result<ExitCode> {
+    let Cli { command } = Cli::parse();
+    let root = workspace_root()?;
+    let start = Instant::now();
+    let ctx = setup::run(&root).context("setup failed")?;
+    let setup_time = start.elapsed();
+    eprintln!("xtask: setup ok ({setup_time:.2?})");
+    match command {
+        Command::Setup => Ok(ExitCode::SUCCESS),
+        Command::Test(args) => test::run(&ctx, &args, setup_time),
+        Command::Run(args) => run::run(&ctx, args).map(|()| ExitCode::SUCCESS),
+    }
+}

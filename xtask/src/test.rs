@@ -1,0 +1,295 @@
+//! `cargo xtask test`: unit tests, the root suites of `ha-tests` one by one, clippy for
+//! the host crates and the eBPF crate, rustfmt. Every step runs even when an earlier one
+//! failed; a table and one summary line close the run.
+
+use std::{
+    fs,
+    path::Path,
+    process::{Command, ExitCode},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    exec::{self, Tally},
+    setup::{Ctx, is_root},
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip the suites that need root (they are listed as skipped, never as passed).
+    #[arg(long)]
+    skip_root: bool,
+}
+
+enum Outcome {
+    Ok,
+    Failed(String),
+    Skipped(String),
+}
+
+struct Step {
+    name: String,
+    outcome: Outcome,
+    duration: Duration,
+}
+
+/// Summary counts: tests from `cargo test`, plus whole steps where no test count says it.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    /// Failed tests, plus one per failed step that reported no failed test (a build
+    /// error, a crash, a suite that ran nothing, clippy, rustfmt).
+    failed: u64,
+    /// Ignored tests, plus one per skipped suite (its test count is unknown).
+    skipped: u64,
+}
+
+pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitCode> {
+    let Args { skip_root } = *args;
+    let suites = root_suites(&ctx.root.join("tests/tests"))?;
+    let root = is_root()?;
+    if !root && !skip_root {
+        let list = if suites.is_empty() {
+            "none found yet".to_owned()
+        } else {
+            suites.join(", ")
+        };
+        bail!(
+            "the ha-tests suites in tests/tests ({list}) load XDP programs and create \
+             network namespaces: they need root. Run as root (`sudo -E env \"PATH=$PATH\" \
+             cargo xtask test`), or pass --skip-root to run only the unit tests, clippy and \
+             rustfmt"
+        );
+    }
+
+    let mut totals = Totals::default();
+    let mut steps = vec![Step {
+        name: "setup".into(),
+        outcome: Outcome::Ok,
+        duration: setup_time,
+    }];
+
+    // ha-ebpf's `ha` binary only builds for bpfel-unknown-none: the eBPF clippy step
+    // checks it. ha-tests holds the root suites, run one by one below.
+    let mut unit = ctx.cargo();
+    unit.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "ha-tests",
+        "--exclude",
+        "ha-ebpf",
+    ]);
+    steps.push(test_step(&mut totals, "unit tests", &mut unit, false));
+    // The test library's own unit tests (packet builder, hex dump) need no root.
+    let mut test_lib = ctx.cargo();
+    test_lib.args(["test", "-p", "ha-tests", "--lib"]);
+    steps.push(test_step(
+        &mut totals,
+        "ha-tests library",
+        &mut test_lib,
+        false,
+    ));
+
+    if suites.is_empty() {
+        let why = "no suite found in tests/tests".to_owned();
+        let outcome = if skip_root {
+            Outcome::Skipped(why)
+        } else {
+            totals.failed += 1;
+            Outcome::Failed(why)
+        };
+        steps.push(Step {
+            name: "root suites".into(),
+            outcome,
+            duration: Duration::ZERO,
+        });
+    }
+    for suite in &suites {
+        let name = format!("ha-tests --test {suite}");
+        if skip_root {
+            let reason = if root {
+                "--skip-root given"
+            } else {
+                "needs root; --skip-root given"
+            };
+            println!("xtask: skipping suite {suite}: {reason}");
+            totals.skipped += 1;
+            steps.push(Step {
+                name,
+                outcome: Outcome::Skipped(reason.into()),
+                duration: Duration::ZERO,
+            });
+            continue;
+        }
+        // Network-namespace scenarios share host state (names, pinned maps): one test at a time.
+        let mut cmd = ctx.cargo();
+        cmd.args([
+            "test",
+            "-p",
+            "ha-tests",
+            "--test",
+            suite,
+            "--",
+            "--test-threads=1",
+        ]);
+        steps.push(test_step(&mut totals, &name, &mut cmd, true));
+    }
+
+    let mut clippy = ctx.cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "ha-ebpf",
+        "--all-targets",
+    ]);
+    clippy.args(["--", "-D", "warnings"]);
+    steps.push(check_step(&mut totals, "clippy (host)", &mut clippy));
+
+    let mut clippy_ebpf = ctx.cargo();
+    clippy_ebpf.args([
+        "+nightly",
+        "clippy",
+        "-p",
+        "ha-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+    ]);
+    clippy_ebpf.args(["-Z", "build-std=core", "--", "-D", "warnings"]);
+    steps.push(check_step(&mut totals, "clippy (ebpf)", &mut clippy_ebpf));
+
+    let mut fmt = ctx.cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    steps.push(check_step(&mut totals, "rustfmt", &mut fmt));
+
+    print_table(&steps);
+    let Totals {
+        passed,
+        failed,
+        skipped,
+    } = totals;
+    println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
+    let ok = steps
+        .iter()
+        .all(|step| !matches!(step.outcome, Outcome::Failed(_)));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The integration test targets of `ha-tests`: `tests/tests/NAME.rs` and
+/// `tests/tests/NAME/main.rs`, as cargo discovers them.
+fn root_suites(dir: &Path) -> anyhow::Result<Vec<String>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut suites = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        let name = if path.is_dir() && path.join("main.rs").is_file() {
+            path.file_name()
+        } else if path.extension().is_some_and(|ext| ext == "rs") && path.is_file() {
+            path.file_stem()
+        } else {
+            None
+        };
+        if let Some(name) = name.and_then(|name| name.to_str()) {
+            suites.push(name.to_owned());
+        }
+    }
+    suites.sort();
+    Ok(suites)
+}
+
+/// Runs a `cargo test`; with `must_run`, a run without any passed or failed test fails.
+fn test_step(totals: &mut Totals, name: &str, cmd: &mut Command, must_run: bool) -> Step {
+    banner(name, cmd);
+    let start = Instant::now();
+    let outcome = match exec::run_tee(cmd) {
+        Ok((status, tally)) => {
+            let Tally {
+                passed,
+                failed,
+                ignored,
+                results,
+            } = tally;
+            totals.passed += passed;
+            totals.failed += failed;
+            totals.skipped += ignored;
+            if !status.success() {
+                if failed == 0 {
+                    totals.failed += 1;
+                }
+                Outcome::Failed(format!("{failed} failed ({status})"))
+            } else if must_run && passed + failed == 0 {
+                totals.failed += 1;
+                Outcome::Failed(format!(
+                    "ran no test ({results} test binaries, {ignored} ignored)"
+                ))
+            } else {
+                Outcome::Ok
+            }
+        }
+        Err(err) => {
+            totals.failed += 1;
+            Outcome::Failed(format!("{err:#}"))
+        }
+    };
+    finish(name, outcome, start)
+}
+
+/// Runs a check (clippy, rustfmt) with inherited output.
+fn check_step(totals: &mut Totals, name: &str, cmd: &mut Command) -> Step {
+    banner(name, cmd);
+    let start = Instant::now();
+    let outcome = match exec::run_checked(cmd) {
+        Ok(()) => Outcome::Ok,
+        Err(err) => {
+            totals.failed += 1;
+            Outcome::Failed(format!("{err:#}"))
+        }
+    };
+    finish(name, outcome, start)
+}
+
+fn banner(name: &str, cmd: &Command) {
+    println!("\nxtask: == {name}: {}", exec::describe(cmd));
+}
+
+fn finish(name: &str, outcome: Outcome, start: Instant) -> Step {
+    Step {
+        name: name.into(),
+        outcome,
+        duration: start.elapsed(),
+    }
+}
+
+fn print_table(steps: &[Step]) {
+    let width = steps.iter().map(|step| step.name.len()).max().unwrap_or(4);
+    println!(
+        "\n{:<width$}  {:<7}  {:>8}  detail",
+        "step", "result", "time"
+    );
+    for Step {
+        name,
+        outcome,
+        duration,
+    } in steps
+    {
+        let (result, detail) = match outcome {
+            Outcome::Ok => ("ok", ""),
+            Outcome::Failed(why) => ("FAILED", why.as_str()),
+            Outcome::Skipped(why) => ("skipped", why.as_str()),
+        };
+        let secs = format!("{:.1}s", duration.as_secs_f64());
+        println!("{name:<width$}  {result:<7}  {secs:>8}  {detail}");
+    }
+}
