@@ -33,6 +33,8 @@ pub const MAP_HOST_STATS: &str = "HA_HOST_STATS";
 pub const MAP_PFX_STATS: &str = "HA_PFX_STATS";
 /// Name of the steering XDP program in the object.
 pub const PROG_STEER: &str = "ha_steer";
+/// Name of the pass-everything XDP program (for the far end of veth links).
+pub const PROG_PASS: &str = "ha_pass";
 /// Global switch (u8, 0 or 1) that enables aya-log packet logging at load time.
 pub const GLOBAL_LOG_PACKETS: &str = "HA_LOG_PACKETS";
 

@@ -73,7 +73,7 @@ fn try_steer(ctx: &XdpContext) -> Result<Verdict, Counter> {
 
     // 5. TTL 0 or 1: let the kernel send ICMP time exceeded.
     // SAFETY: the fixed IPv4 header is inside the frame.
-    let (ttl, proto) = unsafe { ((*ip).ttl, (*ip).proto as u8) };
+    let (ttl, proto) = unsafe { ((*ip).ttl, (*ip).proto) };
     if ttl <= 1 {
         return Err(Counter::PassTtl);
     }
@@ -118,6 +118,14 @@ fn try_steer(ctx: &XdpContext) -> Result<Verdict, Counter> {
         );
     }
     Ok(verdict)
+}
+
+/// Passes everything. Attached to the far end of a veth that receives native XDP_TX
+/// or XDP_REDIRECT frames: the kernel only delivers those when the receiving veth
+/// runs an XDP program (see the README's notes on veth).
+#[xdp]
+pub fn ha_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]
