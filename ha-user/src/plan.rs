@@ -79,7 +79,7 @@ pub fn loopback_label(index: usize) -> String {
     format!("lo:{}", index + 1)
 }
 
-/// The plan for `config` in `format`, ending with a newline.
+/// The plan for `config` in `format`: whole lines, each ending with a newline.
 pub fn render(config: &Config, format: Format) -> String {
     match format {
         Format::All => all(config),
