@@ -257,6 +257,14 @@ impl Loaded {
             .try_into()
             .map_err(DatapathError::Program)?;
         program.load().map_err(DatapathError::Program)?;
+        if let Ok(info) = program.info() {
+            tracing::info!(
+                verified_insns = info.verified_instruction_count(),
+                xlated_bytes = info.size_translated(),
+                jited_bytes = info.size_jitted(),
+                "XDP program loaded"
+            );
+        }
         Ok(Loaded {
             ebpf,
             pin_dir: pin_dir.to_owned(),

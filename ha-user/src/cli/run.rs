@@ -285,9 +285,7 @@ async fn adopt_routes(
         .collect();
     let results = routes::adopt_all(handle, &wanted, lan_index).await?;
     for ((prefix, _), result) in wanted.iter().zip(results) {
-        match result
-            .with_context(|| format!("the kernel route of {prefix} is not one ha can manage"))?
-        {
+        match result.with_context(|| format!("taking over the kernel route of {prefix}"))? {
             Adoption::Installed { gateway } => info!(%prefix, %gateway, "kernel route installed"),
             Adoption::AlreadyOurs { .. } => {}
             Adoption::Adopted { previous } => {
