@@ -18,5 +18,6 @@ pub mod netdev;
 pub mod plan;
 pub mod policy;
 pub mod routes;
+pub mod simulate;
 pub mod state;
 pub mod steering;

@@ -17,6 +17,7 @@ pub mod drain;
 pub mod plan;
 pub mod run;
 pub mod set_owner;
+pub mod simulate;
 pub mod stats;
 pub mod status;
 
@@ -50,6 +51,9 @@ pub enum Command {
     Status(status::Args),
     /// Packets and bytes per prefix and host, and the data path's verdict counters.
     Stats(stats::Args),
+    /// Run a packet to DST through the real program against the live tables and
+    /// show where it would go (counters are not touched).
+    Simulate(simulate::Args),
     /// Print what the classic setup writes by hand: loopback VIPs, sysctls, the
     /// router's static routes, DNS records.
     Plan(plan::Args),
@@ -72,6 +76,7 @@ impl Cli {
             Command::Undrain(args) => drain::drain(config, args, false).await,
             Command::Status(args) => status::status(config, args).await,
             Command::Stats(args) => stats::stats(config, args).await,
+            Command::Simulate(args) => simulate::simulate(config, args).await,
             Command::Plan(args) => plan::plan(path, args),
             Command::CheckConfig(args) => check_config::check_config(path, args),
             Command::Detach => detach::detach(config),
