@@ -222,6 +222,14 @@ impl Maps {
     }
 }
 
+/// The steering program of a loaded object.
+pub fn steer_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
+    ebpf.program_mut(PROG_STEER)
+        .ok_or(DatapathError::MissingProgram)?
+        .try_into()
+        .map_err(DatapathError::Program)
+}
+
 /// A loaded program with its pinned maps; attach it to interfaces with [`Loaded::attach`].
 pub struct Loaded {
     ebpf: Ebpf,
@@ -251,11 +259,7 @@ impl Loaded {
         let mut ebpf = loader
             .load(crate::EBPF_OBJECT)
             .map_err(DatapathError::Load)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROG_STEER)
-            .ok_or(DatapathError::MissingProgram)?
-            .try_into()
-            .map_err(DatapathError::Program)?;
+        let program = steer_program(&mut ebpf)?;
         program.load().map_err(DatapathError::Program)?;
         if let Ok(info) = program.info() {
             tracing::info!(
@@ -281,12 +285,7 @@ impl Loaded {
     /// stays attached while its pin exists, whatever happens to this process.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<Attachment, DatapathError> {
         let pin = link_pin_path(&self.pin_dir, iface);
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROG_STEER)
-            .ok_or(DatapathError::MissingProgram)?
-            .try_into()
-            .map_err(DatapathError::Program)?;
+        let program = steer_program(&mut self.ebpf)?;
         if pin.exists() {
             let adopt = |source| DatapathError::Adopt {
                 path: pin.clone(),

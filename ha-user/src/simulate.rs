@@ -8,16 +8,14 @@ use std::{net::Ipv4Addr, path::Path};
 
 use aya::{
     EbpfLoader,
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp},
+    programs::{ProgramError, TestRun as _, TestRunOptions},
 };
-use ha_common::{
-    Counter, MAP_HOSTS, MAP_IFACES, MAP_PREFIXES, MAP_TX_PORTS, PROG_STEER, PrefixEntry,
-};
+use ha_common::{Counter, MAP_HOSTS, MAP_IFACES, MAP_PREFIXES, MAP_TX_PORTS, PrefixEntry};
 use serde::Serialize;
 
 use crate::{
     config::Mac,
-    datapath::{DatapathError, Maps, map_pin_path},
+    datapath::{DatapathError, Maps, map_pin_path, steer_program},
     netdev::Interface,
 };
 
@@ -101,11 +99,7 @@ pub fn simulate(
     let mut ebpf = loader
         .load(crate::EBPF_OBJECT)
         .map_err(DatapathError::Load)?;
-    let program: &mut Xdp = ebpf
-        .program_mut(PROG_STEER)
-        .ok_or(DatapathError::MissingProgram)?
-        .try_into()
-        .map_err(DatapathError::Program)?;
+    let program = steer_program(&mut ebpf)?;
     program.load().map_err(DatapathError::Program)?;
 
     let input = frame(iface.mac, src, dst, ttl);
