@@ -243,3 +243,56 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_exposed_in_openmetrics_text() {
+        let metrics = Metrics::new(None, Names::default());
+        metrics.host_health("host2", false);
+        let hosts = ["host1".to_owned(), "host2".to_owned()];
+        metrics.owner("192.168.1.64/27", Some("host1"), &hosts);
+        metrics.ownership_change(
+            "failover",
+            Some(Duration::from_millis(31)),
+            Duration::from_micros(120),
+        );
+        let text = metrics.encode().expect("encode");
+        for line in [
+            r#"ha_host_up{host="host2"} 0"#,
+            r#"ha_prefix_owner{prefix="192.168.1.64/27",host="host1"} 1"#,
+            r#"ha_prefix_owner{prefix="192.168.1.64/27",host="host2"} 0"#,
+            r#"ha_ownership_changes_total{reason="failover"} 1"#,
+            "ha_detection_seconds_count 1",
+            "ha_switch_seconds_count 1",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_answers_http() {
+        let listener = bind("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let metrics = Metrics::new(None, Names::default());
+        metrics.host_health("host1", true);
+        tokio::spawn(serve(listener, metrics));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("ha_host_up{host=\"host1\"} 1"), "{answer}");
+    }
+}
