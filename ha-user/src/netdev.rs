@@ -1,7 +1,10 @@
 //! Interfaces, through rtnetlink: index and MAC by name.
 
 use futures::TryStreamExt as _;
-use rtnetlink::{Handle, packet_route::link::LinkAttribute};
+use rtnetlink::{
+    Handle,
+    packet_route::link::{LinkAttribute, LinkXdp},
+};
 
 use crate::config::Mac;
 
@@ -27,6 +30,8 @@ pub struct Interface {
     pub name: String,
     pub index: u32,
     pub mac: Mac,
+    /// Id of the XDP program attached to the interface, if any (any mode).
+    pub xdp_prog: Option<u32>,
 }
 
 /// A netlink handle whose connection task runs on the current tokio runtime.
@@ -66,9 +71,17 @@ pub async fn interface(handle: &Handle, name: &str) -> Result<Interface, NetdevE
     let mac = mac.ok_or_else(|| NetdevError::NoMac {
         name: name.to_owned(),
     })?;
+    let xdp_prog = link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+            LinkXdp::ProgId(id) if *id != 0 => Some(*id),
+            _ => None,
+        }),
+        _ => None,
+    });
     Ok(Interface {
         name: name.to_owned(),
         index: link.header.index,
         mac: Mac(mac),
+        xdp_prog,
     })
 }

@@ -78,6 +78,17 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
     for name in config.ingress.iter().filter(|name| **name != lan_name) {
         ingress.push(netdev::interface(&handle, name).await?);
     }
+    // An XDP program that is not behind one of our pinned links belongs to someone
+    // else: refuse before anything changes.
+    for iface in std::iter::once(&lan).chain(&ingress) {
+        let ours = datapath::link_pin_path(&config.pin_dir, &iface.name).exists();
+        if let (Some(id), false) = (iface.xdp_prog, ours) {
+            bail!(
+                "{} already runs XDP program id {id}, not attached by ha (see `bpftool net`); detach it or choose another interface",
+                iface.name
+            );
+        }
+    }
     datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
     let _lock = crate::lock::Lock::acquire(&config.control_socket)?;
     let metrics_listener = match config.metrics {
