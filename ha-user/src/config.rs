@@ -158,6 +158,21 @@ impl fmt::Display for Mac {
     }
 }
 
+/// The `control_socket` a configuration file names (or the default), reading nothing
+/// else: the CLI must reach a running controller even when the file on disk has
+/// problems the controller refused.
+pub fn control_socket_of(path: &Path) -> Result<PathBuf, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let socket = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|table| table.get("control_socket")?.as_str().map(PathBuf::from));
+    Ok(socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)))
+}
+
 /// Parses `A.B.C.D/N` and insists that no host bits are set, so a typo such as
 /// `192.168.1.65/27` is caught instead of silently meaning `192.168.1.64/27`.
 pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {

@@ -113,7 +113,7 @@ impl Controller {
             reason,
         } = event;
         let name = self.host_name(Some(host));
-        info!(host = %name, state = %state, detected_ms = ms(detected_in), %reason, "health changed");
+        info!(host = %name, state = %state, detected_ms = ms(detected_in), reason = ?reason, "health changed");
         self.metrics.host_health(&name, state == health::Health::Up);
         let health = match state {
             health::Health::Up => policy::Health::Up,
@@ -194,7 +194,7 @@ impl Controller {
                 prefix = %cidr,
                 old = %self.host_name(old),
                 new = %self.host_name(new),
-                %reason,
+                reason = ?reason.to_string(),
                 detection_ms = detection.map(ms),
                 switch_us = switch.as_micros() as u64,
                 route_via = %gateway,
@@ -488,8 +488,9 @@ impl Controller {
     }
 }
 
+/// Milliseconds, to the microsecond (so logs show `20.911`, not float noise).
 fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
+    duration.as_micros() as f64 / 1e3
 }
 
 async fn sleep_or_never(deadline: Option<Instant>) {
