@@ -1,9 +1,12 @@
 //! Helpers shared by the `ha` integration test suites: a packet builder, hex dumps
-//! for failure messages, the root requirement, network-namespace isolation and a
-//! handle on the real steering program with its maps.
+//! for failure messages, the root requirement, network-namespace isolation, a
+//! handle on the real steering program with its maps, and the lab (the classic
+//! network in named namespaces, also behind `cargo xtask lab`).
 
 pub mod hexdump;
+pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod report;
 pub mod root;
 pub mod steer;

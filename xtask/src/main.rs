@@ -4,6 +4,7 @@
 
 mod bpffs;
 mod exec;
+mod lab;
 mod linker;
 mod packages;
 mod run;
@@ -37,6 +38,9 @@ enum Command {
     Test(test::Args),
     /// Build ha-user (release) and run `ha-user run` on an interface (needs root).
     Run(run::Args),
+    /// Build the classic network in namespaces and show failover live; writes
+    /// target/lab/report.html (needs root).
+    Lab(lab::Args),
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
@@ -68,5 +72,6 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Setup => Ok(ExitCode::SUCCESS),
         Command::Test(args) => test::run(&ctx, &args, setup_time),
         Command::Run(args) => run::run(&ctx, args).map(|()| ExitCode::SUCCESS),
+        Command::Lab(args) => lab::run(&ctx, args).map(|()| ExitCode::SUCCESS),
     }
 }

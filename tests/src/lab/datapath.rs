@@ -1,0 +1,192 @@
+//! The lab's view of the data path: the controller's pinned maps, read in-process,
+//! and the pass-everything program the far ends of veth links need in native mode.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    maps::{Map, MapData, PerCpuArray, lpm_trie::LpmTrie},
+    programs::{Xdp, xdp::XdpMode as AyaXdpMode},
+};
+use ha_common::{
+    Counter, HostEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS, MAP_PREFIXES, PROG_PASS,
+    PrefixEntry, Traffic,
+};
+use ipnet::Ipv4Net;
+
+use super::ns;
+
+fn open(pin_dir: &Path, name: &str) -> anyhow::Result<Map> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening the pinned map {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("map {name}"))
+}
+
+/// Every entry of the pinned prefix table (`HA_PREFIXES`).
+pub fn prefix_entries(pin_dir: &Path) -> anyhow::Result<BTreeMap<Ipv4Net, PrefixEntry>> {
+    let trie: LpmTrie<MapData, [u8; 4], PrefixEntry> = open(pin_dir, MAP_PREFIXES)?
+        .try_into()
+        .context("HA_PREFIXES is not the expected LPM trie")?;
+    let mut entries = BTreeMap::new();
+    for item in trie.iter() {
+        let (key, value) = item.context("reading HA_PREFIXES")?;
+        let len = u8::try_from(key.prefix_len()).context("prefix length")?;
+        let net = Ipv4Net::new(Ipv4Addr::from(key.data()), len).context("prefix length")?;
+        entries.insert(net, value);
+    }
+    Ok(entries)
+}
+
+/// Host table entry `id` (`HA_HOSTS`).
+pub fn host_entry(pin_dir: &Path, id: u32) -> anyhow::Result<HostEntry> {
+    let hosts: aya::maps::Array<MapData, HostEntry> = open(pin_dir, MAP_HOSTS)?
+        .try_into()
+        .context("HA_HOSTS is not the expected array")?;
+    hosts
+        .get(&id, 0)
+        .with_context(|| format!("reading HA_HOSTS[{id}]"))
+}
+
+/// The data path's verdict counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    values: [u64; Counter::COUNT as usize],
+}
+
+impl XdpCounters {
+    /// Reads `HA_COUNTERS` under `pin_dir`.
+    pub fn read(pin_dir: &Path) -> anyhow::Result<XdpCounters> {
+        let map: PerCpuArray<MapData, u64> = open(pin_dir, MAP_COUNTERS)?
+            .try_into()
+            .context("HA_COUNTERS is not the expected per-CPU array")?;
+        let mut values = [0; Counter::COUNT as usize];
+        for (slot, counter) in values.iter_mut().zip(Counter::ALL) {
+            *slot = map
+                .get(&(counter as u32), 0)
+                .with_context(|| format!("reading HA_COUNTERS[{}]", counter.name()))?
+                .iter()
+                .sum();
+        }
+        Ok(XdpCounters { values })
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+
+    /// What moved since `earlier`.
+    pub fn since(&self, earlier: &XdpCounters) -> XdpCounters {
+        let mut values = self.values;
+        for (value, before) in values.iter_mut().zip(earlier.values) {
+            *value = value.wrapping_sub(before);
+        }
+        XdpCounters { values }
+    }
+}
+
+impl fmt::Display for XdpCounters {
+    /// The non-zero counters: `tx=10 pass_not_ipv4=2`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = Counter::ALL
+            .iter()
+            .filter(|&&c| self.get(c) != 0)
+            .map(|&c| format!("{}={}", c.name(), self.get(c)))
+            .collect();
+        if parts.is_empty() {
+            f.write_str("(all zero)")
+        } else {
+            f.write_str(&parts.join(" "))
+        }
+    }
+}
+
+/// Packets and bytes steered to host `id` (`HA_HOST_STATS`), summed over CPUs.
+pub fn host_traffic(pin_dir: &Path, id: u32) -> anyhow::Result<Traffic> {
+    let map: PerCpuArray<MapData, Traffic> = open(pin_dir, MAP_HOST_STATS)?
+        .try_into()
+        .context("HA_HOST_STATS is not the expected per-CPU array")?;
+    let per_cpu = map
+        .get(&id, 0)
+        .with_context(|| format!("reading HA_HOST_STATS[{id}]"))?;
+    Ok(per_cpu.iter().fold(Traffic::default(), |sum, t| Traffic {
+        packets: sum.packets + t.packets,
+        bytes: sum.bytes + t.bytes,
+    }))
+}
+
+/// `ha_pass` attached to interfaces of the lab (in native mode, the receiving end of
+/// every veth that XDP_TX or XDP_REDIRECT frames enter). Not pinned: the links go
+/// away when this is dropped.
+pub struct PassPrograms {
+    ebpf: Ebpf,
+}
+
+impl PassPrograms {
+    /// Loads `ha_pass` from the object `ha-user` embeds (fresh maps, no pinning).
+    pub fn load() -> anyhow::Result<PassPrograms> {
+        let mut ebpf = Ebpf::load(ha_user::EBPF_OBJECT).context("loading the ha eBPF object")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROG_PASS)
+            .with_context(|| format!("program {PROG_PASS} missing from the object"))?
+            .try_into()
+            .with_context(|| format!("program {PROG_PASS} is not XDP"))?;
+        program
+            .load()
+            .with_context(|| format!("loading {PROG_PASS}"))?;
+        Ok(PassPrograms { ebpf })
+    }
+
+    /// Attaches `ha_pass` in native (driver) mode to `iface` in namespace `netns`.
+    pub fn attach(&mut self, netns: &str, iface: &str) -> anyhow::Result<()> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_PASS)
+            .context("ha_pass vanished")?
+            .try_into()
+            .context("ha_pass is not XDP")?;
+        // The interface name is resolved, and the link created, in the calling
+        // thread's namespace.
+        ns::in_netns(netns, || program.attach(iface, AyaXdpMode::Driver))?
+            .with_context(|| format!("attaching {PROG_PASS} to {iface} in {netns}"))?;
+        Ok(())
+    }
+}
+
+/// Removes the pins under `pin_dir` (links first, which detaches the programs behind
+/// them), then the directory. Only the names `ha` pins are removed; anything else
+/// makes this fail rather than be deleted.
+pub fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("listing {}", pin_dir.display())),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort_by_key(|p| !is_link_pin(p));
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !is_link_pin(&path) && !ha_common::PINNED_MAPS.contains(&name.as_str()) {
+            bail!(
+                "{} holds {name}, which ha does not pin: not removing it",
+                pin_dir.display()
+            );
+        }
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+}
+
+fn is_link_pin(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+}
