@@ -39,11 +39,19 @@ pub struct Row {
     pub lost: Option<u64>,
 }
 
+/// One plot: the answers of one stream, by host.
+#[derive(Clone, Debug)]
+pub struct Panel {
+    pub title: String,
+    pub series: Vec<Series>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Report {
     pub title: String,
     pub subtitle: String,
-    pub series: Vec<Series>,
+    /// One plot each, sharing the time axis and the events.
+    pub panels: Vec<Panel>,
     pub events: Vec<Event>,
     pub rows: Vec<Row>,
     /// Free text shown under the table (machine, settings).
@@ -82,16 +90,10 @@ fn step(range: f64, ticks: f64) -> f64 {
     nice * magnitude
 }
 
-fn plot(report: &Report) -> String {
-    let (width, height) = (960.0, 360.0);
-    let (left, right, top, bottom) = (60.0, 20.0, 20.0, 110.0);
-    let t_max = report
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .chain(report.events.iter().map(|e| e.at))
-        .fold(1.0_f64, f64::max);
-    let y_max = report
+fn plot(report: &Report, panel: &Panel, t_max: f64) -> String {
+    let (width, height) = (960.0, 380.0);
+    let (left, right, top, bottom) = (60.0, 20.0, 20.0, 150.0);
+    let y_max = panel
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
@@ -156,7 +158,7 @@ fn plot(report: &Report) -> String {
         let px = x(event.at);
         let _ = write!(
             svg,
-            r#"<line x1="{px}" x2="{px}" y1="{top}" y2="{}" stroke="{color}" stroke-dasharray="4 3"/><text x="{px}" y="{}" transform="rotate(45 {px} {})" fill="{color}">{}</text>"#,
+            r#"<line x1="{px}" x2="{px}" y1="{top}" y2="{}" stroke="{color}" stroke-dasharray="4 3"/><text x="{px}" y="{}" transform="rotate(30 {px} {})" fill="{color}">{}</text>"#,
             height - bottom,
             height - bottom + 24.0,
             height - bottom + 24.0,
@@ -164,7 +166,7 @@ fn plot(report: &Report) -> String {
         );
     }
     // Series.
-    for (i, series) in report.series.iter().enumerate() {
+    for (i, series) in panel.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<String> = series
             .points
@@ -202,7 +204,16 @@ pub fn render_html(report: &Report) -> String {
         title = escape(&report.title),
         subtitle = escape(&report.subtitle)
     );
-    html.push_str(&plot(report));
+    let t_max = report
+        .panels
+        .iter()
+        .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)))
+        .chain(report.events.iter().map(|e| e.at))
+        .fold(1.0_f64, f64::max);
+    for panel in &report.panels {
+        let _ = write!(html, "<h3>{}</h3>", escape(&panel.title));
+        html.push_str(&plot(report, panel, t_max));
+    }
     html.push_str(
         "<h2>Events</h2><table><tr><th>event</th><th>prefix</th><th>owner change</th>\
          <th>detection (ms)</th><th>switch (µs)</th><th>outage (ms)</th><th>requests lost</th></tr>",
@@ -237,16 +248,19 @@ mod tests {
         let report = Report {
             title: "lab <1>".into(),
             subtitle: "test".into(),
-            series: vec![
-                Series {
-                    name: "host1".into(),
-                    points: vec![(0.0, 10.0), (1.0, 20.0)],
-                },
-                Series {
-                    name: "host2".into(),
-                    points: vec![(0.0, 0.0), (1.0, 5.0)],
-                },
-            ],
+            panels: vec![Panel {
+                title: "stream".into(),
+                series: vec![
+                    Series {
+                        name: "host1".into(),
+                        points: vec![(0.0, 10.0), (1.0, 20.0)],
+                    },
+                    Series {
+                        name: "host2".into(),
+                        points: vec![(0.0, 0.0), (1.0, 5.0)],
+                    },
+                ],
+            }],
             events: vec![Event {
                 at: 0.5,
                 label: "host2 killed".into(),

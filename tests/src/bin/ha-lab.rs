@@ -20,7 +20,7 @@ use ha_tests::{
     lab::{
         Bins, Fault, Lab, LabSpec, Node, OwnerChange, PrefixSpec, StreamReport, XdpMode, net, vip,
     },
-    report::{Event, EventKind, Report, Row, Series, render_html},
+    report::{Event, EventKind, Panel, Report, Row, Series, render_html},
 };
 
 /// Set when Ctrl-C or SIGTERM arrives: the tour stops at the next step and cleans up.
@@ -420,34 +420,26 @@ fn build_report(args: &Args, steps: &[Step], streams: &[&StreamReport]) -> Repor
         .iter()
         .map(|s| s.start_unix_ms)
         .fold(f64::INFINITY, f64::min);
-    // Answers per second by each host, both streams together.
-    let mut hosts: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
-    for stream in streams {
-        let offset = (stream.start_unix_ms - start) / 1e3;
-        let bucket = stream.timeline.bucket_ms as f64 / 1e3;
-        for (host, counts) in &stream.timeline.hosts {
-            let series = hosts.entry(host.clone()).or_default();
-            for (i, count) in counts.iter().enumerate() {
-                series.push((offset + i as f64 * bucket, *count as f64 / bucket));
-            }
-        }
-    }
-    let series = hosts
-        .into_iter()
-        .map(|(name, mut points)| {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // Merge points of the two streams that fall in the same bucket.
-            let mut merged: Vec<(f64, f64)> = Vec::new();
-            for (t, v) in points {
-                match merged.last_mut() {
-                    Some(last) if (last.0 - t).abs() < 0.05 => last.1 += v,
-                    _ => merged.push((t, v)),
-                }
-            }
-            Series {
-                name,
-                points: merged,
-            }
+    // Answers per second by each host, one panel per stream.
+    let panels = streams
+        .iter()
+        .map(|stream| {
+            let offset = (stream.start_unix_ms - start) / 1e3;
+            let bucket = stream.timeline.bucket_ms as f64 / 1e3;
+            let series = stream
+                .timeline
+                .hosts
+                .iter()
+                .map(|(host, counts)| Series {
+                    name: host.clone(),
+                    points: counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, count)| (offset + i as f64 * bucket, *count as f64 / bucket))
+                        .collect(),
+                })
+                .collect();
+            Panel { title: format!("UDP stream to {} ({STREAM_RATE}/s): answers per second by host", stream.target), series }
         })
         .collect();
     let events = steps
@@ -499,7 +491,7 @@ fn build_report(args: &Args, steps: &[Step], streams: &[&StreamReport]) -> Repor
             "Answers per second from each web server to two UDP streams ({STREAM_RATE}/s each, to 192.168.1.65 and 192.168.1.97), with the failures and admin commands of the tour. XDP mode: {:?}.",
             args.xdp_mode
         ),
-        series,
+        panels,
         events,
         rows,
         notes: vec![
