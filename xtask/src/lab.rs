@@ -43,7 +43,11 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     if !binary.is_file() {
         bail!("{} is missing after the build", binary.display());
     }
-    let Args { keep, xdp_mode, extra } = args;
+    let Args {
+        keep,
+        xdp_mode,
+        extra,
+    } = args;
     let mut cmd = ctx.command(&binary);
     cmd.args(["--xdp-mode", &xdp_mode, "--report"]);
     cmd.arg(target_dir.join("lab/report.html"));

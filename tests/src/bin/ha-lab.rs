@@ -439,7 +439,13 @@ fn build_report(args: &Args, steps: &[Step], streams: &[&StreamReport]) -> Repor
                         .collect(),
                 })
                 .collect();
-            Panel { title: format!("UDP stream to {} ({STREAM_RATE}/s): answers per second by host", stream.target), series }
+            Panel {
+                title: format!(
+                    "UDP stream to {} ({STREAM_RATE}/s): answers per second by host",
+                    stream.target
+                ),
+                series,
+            }
         })
         .collect();
     let events = steps
