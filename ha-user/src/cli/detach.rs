@@ -1,15 +1,48 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
+use tracing::warn;
 
-use crate::{cli, datapath};
+use crate::{
+    cli,
+    config::{self, Config},
+    datapath,
+    lock::{Lock, LockError},
+    netdev, routes,
+};
 
-pub fn detach(config: Option<&Path>) -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Also remove ha's kernel routes (protocol 165) and its saved pins and drains:
+    /// everything ha installed. Until routes are added back, the VIP prefixes are
+    /// unreachable; without this, traffic follows those routes as before.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+pub async fn detach(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     cli::require_root("ha-user detach")?;
-    let pin_dir = cli::optional_config(config)?.map_or_else(
-        || PathBuf::from(crate::config::DEFAULT_PIN_DIR),
-        |c| c.pin_dir,
-    );
+    let config = cli::optional_config(config)?;
+    let (pin_dir, socket, state_file) = match &config {
+        Some(Config {
+            pin_dir,
+            control_socket,
+            state_file,
+            ..
+        }) => (pin_dir.clone(), control_socket.clone(), state_file.clone()),
+        None => (
+            config::DEFAULT_PIN_DIR.into(),
+            config::DEFAULT_SOCKET.into(),
+            config::DEFAULT_STATE_FILE.into(),
+        ),
+    };
+    // A running controller would keep writing what is removed here.
+    let _lock = match Lock::acquire(&socket) {
+        Err(LockError::Held { .. }) => anyhow::bail!(
+            "a controller is running: stop it instead (SIGTERM or Ctrl-C detaches the fast path)"
+        ),
+        other => other?,
+    };
     let removed = datapath::detach_all(&pin_dir)
         .with_context(|| format!("detaching {}", pin_dir.display()))?;
     if removed.is_empty() {
@@ -18,10 +51,28 @@ pub fn detach(config: Option<&Path>) -> anyhow::Result<()> {
     for path in removed {
         println!("removed {}", path.display());
     }
-    println!(
-        "kernel routes with proto {} are left as they are: `ip route flush proto {}` removes them",
-        crate::routes::ROUTE_PROTO,
-        crate::routes::ROUTE_PROTO
-    );
+    if !args.purge {
+        println!(
+            "kernel routes with protocol {} stay (the slow path); `detach --purge` removes them",
+            routes::ROUTE_PROTO
+        );
+        return Ok(());
+    }
+    let handle = netdev::connect()?;
+    for route in routes::list(&handle)
+        .await?
+        .into_iter()
+        .filter(|r| r.is_ours())
+    {
+        match routes::remove(&handle, route.prefix).await {
+            Ok(_) => println!("removed route {route}"),
+            Err(err) => warn!("{err:#}"),
+        }
+    }
+    match std::fs::remove_file(&state_file) {
+        Ok(()) => println!("removed {}", state_file.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("removing {}", state_file.display())),
+    }
     Ok(())
 }

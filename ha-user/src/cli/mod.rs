@@ -59,8 +59,9 @@ pub enum Command {
     Plan(plan::Args),
     /// Validate a configuration file without touching anything.
     CheckConfig(check_config::Args),
-    /// Remove everything ha pinned: detaches the program and deletes its maps.
-    Detach,
+    /// Remove everything ha pinned: detaches the program and deletes its maps
+    /// (`--purge`: its kernel routes and saved pins and drains too).
+    Detach(detach::Args),
 }
 
 impl Cli {
@@ -79,7 +80,7 @@ impl Cli {
             Command::Simulate(args) => simulate::simulate(config, args).await,
             Command::Plan(args) => plan::plan(path, args),
             Command::CheckConfig(args) => check_config::check_config(path, args),
-            Command::Detach => detach::detach(config),
+            Command::Detach(args) => detach::detach(config, args).await,
         }
     }
 }
