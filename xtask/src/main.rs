@@ -2,6 +2,7 @@
 //! the daemon). It never builds the eBPF object itself: `ha-user/build.rs` does, with
 //! the toolchain that `setup` installs.
 
+mod bench;
 mod bpffs;
 mod exec;
 mod lab;
@@ -41,6 +42,10 @@ enum Command {
     /// Build the classic network in namespaces and show failover live; writes
     /// target/lab/report.html (needs root).
     Lab(lab::Args),
+    /// Benchmarks in release mode (needs root): per-packet cost (test_run) and
+    /// forwarding rate on veth, each against its reference measured in the same run.
+    /// Writes target/bench/results.{json,md}.
+    Bench(bench::Args),
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
@@ -72,6 +77,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Setup => Ok(ExitCode::SUCCESS),
         Command::Test(args) => test::run(&ctx, &args, setup_time),
         Command::Run(args) => run::run(&ctx, args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&ctx, &args),
         Command::Lab(args) => lab::run(&ctx, args).map(|()| ExitCode::SUCCESS),
     }
 }

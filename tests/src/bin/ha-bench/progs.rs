@@ -1,0 +1,204 @@
+//! The `ha` object loaded once per benchmark family: the real `ha_steer` with its
+//! maps filled directly (as the packet fixtures do), the reference programs, the
+//! generator and the counter, all sharing one set of maps.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context as _, ensure};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMap, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use ha_common::{
+    BENCH_COUNTERS, Counter, GLOBAL_GEN_HEADER, GenHeader, HOST_READY, HostEntry, IfaceEntry,
+    MAP_BENCH_COUNT, MAP_COUNTERS, MAP_HOSTS, MAP_IFACES, MAP_PREFIXES, MAP_REF_PORTS,
+    MAP_TX_PORTS, PrefixEntry,
+};
+use ha_tests::packet::Mac;
+
+/// Size of `struct xdp_md`, the XDP test-run context.
+const XDP_MD_LEN: usize = 24;
+
+pub struct Object {
+    ebpf: Ebpf,
+}
+
+impl Object {
+    /// Loads the embedded object; `ha_gen` writes `header` over its frames.
+    pub fn load(header: &GenHeader) -> anyhow::Result<Self> {
+        let ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_GEN_HEADER, header, true)
+            .load(ha_user::EBPF_OBJECT)
+            .context("loading the ha eBPF object")?;
+        Ok(Self { ebpf })
+    }
+
+    /// Program `name`, loaded into the kernel on first use.
+    pub fn program(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not XDP"))?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .with_context(|| format!("loading {name} into the kernel"))?;
+        }
+        Ok(program)
+    }
+
+    /// Program `name`, which must have been loaded already (shared, for threads).
+    pub fn loaded(&self, name: &str) -> anyhow::Result<&Xdp> {
+        let program: &Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not XDP"))?;
+        ensure!(program.fd().is_ok(), "program {name} is not loaded");
+        Ok(program)
+    }
+
+    /// Attaches `name` in native (driver) mode to `ifindex` of the calling thread's
+    /// network namespace.
+    pub fn attach(&mut self, name: &str, ifindex: u32) -> anyhow::Result<XdpLinkId> {
+        self.program(name)?
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+            .with_context(|| format!("attaching {name} to ifindex {ifindex} (native mode)"))
+    }
+
+    pub fn detach(&mut self, name: &str, link: XdpLinkId) -> anyhow::Result<()> {
+        self.program(name)?
+            .detach(link)
+            .with_context(|| format!("detaching {name}"))
+    }
+
+    /// Declares `ifindex` a steering interface with MAC `mac`.
+    pub fn set_iface(&mut self, ifindex: u32, mac: Mac) -> anyhow::Result<()> {
+        let mut ifaces: HashMap<_, u32, IfaceEntry> = self.map(MAP_IFACES)?;
+        ifaces
+            .insert(ifindex, IfaceEntry { mac, _pad: [0; 2] }, 0)
+            .with_context(|| format!("{MAP_IFACES}[{ifindex}]"))
+    }
+
+    /// Host `id` is ready at `mac`, behind `egress_ifindex` whose MAC is `egress_mac`.
+    pub fn set_host(
+        &mut self,
+        id: u32,
+        mac: Mac,
+        egress_mac: Mac,
+        egress_ifindex: u32,
+    ) -> anyhow::Result<()> {
+        let mut hosts: Array<_, HostEntry> = self.map(MAP_HOSTS)?;
+        let entry = HostEntry {
+            mac,
+            egress_mac,
+            _pad: [0; 4],
+            egress_ifindex,
+            flags: HOST_READY,
+        };
+        hosts
+            .set(id, entry, 0)
+            .with_context(|| format!("{MAP_HOSTS}[{id}]"))
+    }
+
+    /// Steers `addr/len` to host `host`.
+    pub fn set_prefix(&mut self, addr: Ipv4Addr, len: u32, host: u32) -> anyhow::Result<()> {
+        let mut prefixes: LpmTrie<_, [u8; 4], PrefixEntry> = self.map(MAP_PREFIXES)?;
+        let entry = PrefixEntry {
+            host,
+            prefix_id: host,
+        };
+        prefixes
+            .insert(&Key::new(len, addr.octets()), entry, 0)
+            .with_context(|| format!("{MAP_PREFIXES}[{addr}/{len}]"))
+    }
+
+    /// Makes `ifindex` (in the calling thread's namespace) a redirect target of
+    /// `ha_steer`.
+    pub fn set_tx_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let mut ports: DevMapHash<_> = self.map(MAP_TX_PORTS)?;
+        ports
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("{MAP_TX_PORTS}[{ifindex}]"))
+    }
+
+    /// Sets the egress of `ha_ref_redir` (in the calling thread's namespace).
+    pub fn set_ref_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let mut ports: DevMap<_> = self.map(MAP_REF_PORTS)?;
+        ports
+            .set(0, ifindex, None, 0)
+            .with_context(|| format!("{MAP_REF_PORTS}[0] = {ifindex}"))
+    }
+
+    /// `ha_steer` verdict counter `counter`, summed over CPUs.
+    pub fn counter(&self, counter: Counter) -> anyhow::Result<u64> {
+        let map: PerCpuArray<_, u64> = self.map_ref(MAP_COUNTERS)?;
+        let values = map
+            .get(&(counter as u32), 0)
+            .with_context(|| format!("reading {MAP_COUNTERS}[{}]", counter.name()))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Benchmark counter `slot` (`BENCH_*`), summed over CPUs.
+    pub fn bench_count(&self, slot: u32) -> anyhow::Result<u64> {
+        ensure!(slot < BENCH_COUNTERS, "no benchmark counter {slot}");
+        let map: PerCpuArray<_, u64> = self.map_ref(MAP_BENCH_COUNT)?;
+        let values = map
+            .get(&slot, 0)
+            .with_context(|| format!("reading {MAP_BENCH_COUNT}[{slot}]"))?;
+        Ok(values.iter().sum())
+    }
+
+    fn map<'a, M>(&'a mut self, name: &str) -> anyhow::Result<M>
+    where
+        M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .with_context(|| format!("map {name} missing from the object"))?;
+        M::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+    }
+
+    fn map_ref<'a, M>(&'a self, name: &str) -> anyhow::Result<M>
+    where
+        M: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map(name)
+            .with_context(|| format!("map {name} missing from the object"))?;
+        M::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+    }
+}
+
+/// One BPF_PROG_TEST_RUN of `program` on `frame`, `repeat` times on one buffer,
+/// without copying the frame back; the program's verdict and the kernel's average
+/// time per run.
+pub fn test_run(program: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, u64)> {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    Ok((
+        result.return_value,
+        u64::try_from(result.duration.as_nanos())?,
+    ))
+}
+
+/// `struct xdp_md` for a test run of `frame_len` bytes arriving on `ifindex`.
+pub fn xdp_md(frame_len: usize, ifindex: u32) -> anyhow::Result<Vec<u8>> {
+    let data_end = u32::try_from(frame_len)?;
+    // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    let fields = [0, data_end, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = fields.iter().flat_map(|f: &u32| f.to_ne_bytes()).collect();
+    ensure!(ctx.len() == XDP_MD_LEN);
+    Ok(ctx)
+}
