@@ -10,7 +10,7 @@
 //! |------------------|---------------|-----------------------------|----------------|------------|
 //! | [`MAP_PREFIXES`] | LPM trie      | prefix length + IPv4 (BE)   | [`PrefixEntry`]| controller |
 //! | [`MAP_HOSTS`]    | array         | host id                     | [`HostEntry`]  | controller |
-//! | [`MAP_IFACES`]   | hash          | ingress ifindex             | [`IfaceEntry`] | controller |
+//! | [`MAP_IFACES`]   | array         | ingress ifindex             | [`IfaceEntry`] | controller |
 //! | [`MAP_TX_PORTS`] | devmap (hash) | egress ifindex              | egress ifindex | controller |
 //! | [`MAP_COUNTERS`] | per-CPU array | [`Counter`] index           | `u64`          | data path  |
 //! | [`MAP_HOST_STATS`]| per-CPU array| host id                     | [`Traffic`]    | data path  |
@@ -53,8 +53,14 @@ pub const PINNED_MAPS: [&str; 7] = [
 pub const MAX_PREFIXES: u32 = 65_536;
 /// Capacity of the host table (and of the per-host statistics).
 pub const MAX_HOSTS: u32 = 1_024;
-/// Capacity of the interface table and the DEVMAP.
+/// Capacity of the DEVMAP (interfaces the program redirects to).
 pub const MAX_IFACES: u32 = 64;
+/// Size of the interface table, indexed by ifindex: the program runs on interfaces
+/// whose ifindex is below this (an array lookup costs a fraction of a hash lookup).
+pub const MAX_IFINDEX: u32 = 4096;
+
+/// [`IfaceEntry::flags`]: the program runs on this interface.
+pub const IFACE_ACTIVE: u16 = 1 << 0;
 
 /// [`HostEntry::flags`]: the entry is complete (MAC known, egress interface set) and
 /// the controller wants traffic steered to it.
@@ -94,13 +100,20 @@ impl HostEntry {
     }
 }
 
-/// Value of the interface table: one entry per interface the program is attached to.
+/// Value of the interface table, indexed by ifindex.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceEntry {
     /// The interface's own MAC: only frames addressed to it are steered.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// [`IFACE_ACTIVE`] for an interface the program runs on.
+    pub flags: u16,
+}
+
+impl IfaceEntry {
+    pub const fn is_active(&self) -> bool {
+        self.flags & IFACE_ACTIVE != 0
+    }
 }
 
 /// Packets and bytes (whole frame length) seen by the data path.

@@ -6,6 +6,7 @@
 
 mod bench;
 mod csum;
+mod mac;
 mod maps;
 mod parse;
 
@@ -50,11 +51,13 @@ fn try_steer(ctx: &XdpContext) -> Result<Verdict, Counter> {
     // 1. Only frames addressed to the ingress interface's own MAC: a promiscuous or
     //    bridged port must not duplicate traffic meant for someone else.
     let ingress = ctx.ingress_ifindex() as u32;
-    // SAFETY: map values stay valid for the program run (RCU).
-    let iface = unsafe { HA_IFACES.get(ingress) }.ok_or(Counter::PassUnknownIface)?;
+    let iface = HA_IFACES
+        .get(ingress)
+        .filter(|iface| iface.is_active())
+        .ok_or(Counter::PassUnknownIface)?;
     let eth = parse::ethernet(ctx)?;
     // SAFETY: `eth` is inside the frame.
-    if unsafe { (*eth).dst_addr } != iface.mac {
+    if !mac::equal(unsafe { &(*eth).dst_addr }, &iface.mac) {
         return Err(Counter::PassNotOurMac);
     }
 
@@ -95,8 +98,8 @@ fn try_steer(ctx: &XdpContext) -> Result<Verdict, Counter> {
     //    these fields and stay as they are.
     // SAFETY: `eth` and `ip` are inside the frame (checked by the parsers).
     unsafe {
-        (*eth).dst_addr = host.mac;
-        (*eth).src_addr = host.egress_mac;
+        mac::copy(&mut (*eth).dst_addr, &host.mac);
+        mac::copy(&mut (*eth).src_addr, &host.egress_mac);
         (*ip).ttl = ttl - 1;
         let check = u16::from_be_bytes((*ip).check);
         let old = u16::from_be_bytes([ttl, proto]);

@@ -2,11 +2,12 @@
 //! capacities) lives in `ha-common`; the kernel object names are the static names.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    btf_maps::{Array, DevMapHash, LpmTrie, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use ha_common::{
-    Counter, HostEntry, IfaceEntry, MAX_HOSTS, MAX_IFACES, MAX_PREFIXES, PrefixEntry, Traffic,
+    Counter, HostEntry, IfaceEntry, MAX_HOSTS, MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, PrefixEntry,
+    Traffic,
 };
 
 /// Destination prefix → owner. Written by the controller.
@@ -19,7 +20,7 @@ pub static HA_HOSTS: Array<HostEntry, { MAX_HOSTS as usize }> = Array::new();
 
 /// Ingress ifindex → that interface's MAC. Written by the controller.
 #[btf_map]
-pub static HA_IFACES: HashMap<u32, IfaceEntry, { MAX_IFACES as usize }> = HashMap::new();
+pub static HA_IFACES: Array<IfaceEntry, { MAX_IFINDEX as usize }> = Array::new();
 
 /// Egress ifindex → device, for XDP_REDIRECT. Written by the controller.
 #[btf_map]

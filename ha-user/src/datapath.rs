@@ -13,7 +13,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray,
+        Array, DevMapHash, Map, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -97,7 +97,7 @@ pub enum DatapathError {
 pub struct Maps {
     pub prefixes: LpmTrie<MapData, [u8; 4], PrefixEntry>,
     pub hosts: Array<MapData, HostEntry>,
-    pub ifaces: HashMap<MapData, u32, IfaceEntry>,
+    pub ifaces: Array<MapData, IfaceEntry>,
     pub tx_ports: DevMapHash<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub host_stats: PerCpuArray<MapData, Traffic>,

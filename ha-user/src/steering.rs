@@ -3,7 +3,9 @@
 //! traffic keeps flowing while a new controller takes over.
 
 use aya::maps::{MapError, xdp::XdpMapError};
-use ha_common::{HOST_READY, HostEntry, IfaceEntry, MAX_HOSTS, PrefixEntry};
+use ha_common::{
+    HOST_READY, HostEntry, IFACE_ACTIVE, IfaceEntry, MAX_HOSTS, MAX_IFINDEX, PrefixEntry,
+};
 use ipnet::Ipv4Net;
 
 use crate::{
@@ -20,6 +22,10 @@ pub enum SteeringError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "{iface} has ifindex {index}; the fast path runs on interfaces with an ifindex below {MAX_IFINDEX}"
+    )]
+    IfindexTooLarge { iface: String, index: u32 },
     #[error("cannot add {iface} to the redirect ports")]
     Port {
         iface: String,
@@ -93,12 +99,18 @@ pub fn install_interfaces(
 ) -> Result<(), SteeringError> {
     let interfaces: Vec<&Interface> = std::iter::once(lan).chain(ingress).collect();
     for iface in &interfaces {
+        if iface.index >= MAX_IFINDEX {
+            return Err(SteeringError::IfindexTooLarge {
+                iface: iface.name.clone(),
+                index: iface.index,
+            });
+        }
         let entry = IfaceEntry {
             mac: iface.mac.0,
-            _pad: [0; 2],
+            flags: IFACE_ACTIVE,
         };
         maps.ifaces
-            .insert(iface.index, entry, 0)
+            .set(iface.index, entry, 0)
             .map_err(write_err(format!("interface {}", iface.name)))?;
     }
     maps.tx_ports
@@ -107,16 +119,21 @@ pub fn install_interfaces(
             iface: lan.name.clone(),
             source,
         })?;
-    let stale: Vec<u32> = maps
-        .ifaces
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|index| !interfaces.iter().any(|i| i.index == *index))
-        .collect();
-    for index in stale {
-        maps.ifaces
-            .remove(&index)
-            .map_err(write_err(format!("interface {index}")))?;
+    for index in 0..MAX_IFINDEX {
+        if interfaces.iter().any(|i| i.index == index) {
+            continue;
+        }
+        let what = || format!("interface {index}");
+        if maps
+            .ifaces
+            .get(&index, 0)
+            .map_err(write_err(what()))?
+            .is_active()
+        {
+            maps.ifaces
+                .set(index, IfaceEntry::default(), 0)
+                .map_err(write_err(what()))?;
+        }
     }
     Ok(())
 }

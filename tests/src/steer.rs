@@ -6,14 +6,14 @@ use std::{fmt, net::Ipv4Addr, time::Duration};
 use aya::{
     Ebpf,
     maps::{
-        Array, DevMapHash, HashMap, MapData, PerCpuArray,
+        Array, DevMapHash, MapData, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp},
 };
 use ha_common::{
-    Counter, HostEntry, IfaceEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS, MAP_IFACES,
-    MAP_PFX_STATS, MAP_PREFIXES, MAP_TX_PORTS, PROG_STEER, PrefixEntry, Traffic,
+    Counter, HostEntry, IFACE_ACTIVE, IfaceEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS,
+    MAP_IFACES, MAP_PFX_STATS, MAP_PREFIXES, MAP_TX_PORTS, PROG_STEER, PrefixEntry, Traffic,
 };
 
 use crate::packet::Mac;
@@ -83,7 +83,7 @@ pub struct Steer {
     ebpf: Ebpf,
     prefixes: LpmTrie<MapData, [u8; 4], PrefixEntry>,
     hosts: Array<MapData, HostEntry>,
-    ifaces: HashMap<MapData, u32, IfaceEntry>,
+    ifaces: Array<MapData, IfaceEntry>,
     tx_ports: DevMapHash<MapData>,
     counters: PerCpuArray<MapData, u64>,
     host_stats: PerCpuArray<MapData, Traffic>,
@@ -137,9 +137,12 @@ impl Steer {
 
     /// Declares `ifindex` an interface the program runs on, with its own MAC.
     pub fn set_iface(&mut self, ifindex: u32, mac: Mac) {
-        let entry = IfaceEntry { mac, _pad: [0; 2] };
+        let entry = IfaceEntry {
+            mac,
+            flags: IFACE_ACTIVE,
+        };
         self.ifaces
-            .insert(ifindex, entry, 0)
+            .set(ifindex, entry, 0)
             .unwrap_or_else(|e| panic!("{MAP_IFACES}[{ifindex}] = {entry:?}: {e}"));
     }
 

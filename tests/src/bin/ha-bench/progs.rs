@@ -7,12 +7,12 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, DevMap, DevMapHash, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ha_common::{
-    BENCH_COUNTERS, Counter, GLOBAL_GEN_HEADER, GenHeader, HOST_READY, HostEntry, IfaceEntry,
-    MAP_BENCH_COUNT, MAP_COUNTERS, MAP_HOSTS, MAP_IFACES, MAP_PREFIXES, MAP_REF_PORTS,
+    BENCH_COUNTERS, Counter, GLOBAL_GEN_HEADER, GenHeader, HOST_READY, HostEntry, IFACE_ACTIVE,
+    IfaceEntry, MAP_BENCH_COUNT, MAP_COUNTERS, MAP_HOSTS, MAP_IFACES, MAP_PREFIXES, MAP_REF_PORTS,
     MAP_TX_PORTS, PrefixEntry,
 };
 use ha_tests::packet::Mac;
@@ -78,9 +78,16 @@ impl Object {
 
     /// Declares `ifindex` a steering interface with MAC `mac`.
     pub fn set_iface(&mut self, ifindex: u32, mac: Mac) -> anyhow::Result<()> {
-        let mut ifaces: HashMap<_, u32, IfaceEntry> = self.map(MAP_IFACES)?;
+        let mut ifaces: Array<_, IfaceEntry> = self.map(MAP_IFACES)?;
         ifaces
-            .insert(ifindex, IfaceEntry { mac, _pad: [0; 2] }, 0)
+            .set(
+                ifindex,
+                IfaceEntry {
+                    mac,
+                    flags: IFACE_ACTIVE,
+                },
+                0,
+            )
             .with_context(|| format!("{MAP_IFACES}[{ifindex}]"))
     }
 
