@@ -13,7 +13,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, DevMapHash, Map, MapData, MapError, PerCpuArray,
+        Array, DevMapHash, Map, MapData, MapError, MapInfo, MapType, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -78,6 +78,12 @@ pub enum DatapathError {
         path: PathBuf,
         #[source]
         source: aya::pin::PinError,
+    },
+    #[error("{} was pinned by a version of ha with another map layout ({found}; this version needs {expected}); `ha-user run --reset` starts afresh", path.display())]
+    IncompatiblePin {
+        path: PathBuf,
+        found: String,
+        expected: String,
     },
     #[error("cannot open map {name}")]
     Map {
@@ -230,6 +236,80 @@ pub fn steer_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
         .map_err(DatapathError::Program)
 }
 
+/// The layout every pinned map must have for this program: type, key size, value
+/// size, capacity. A map pinned by another version is refused, not misread.
+fn expected_layout(name: &str) -> Option<(MapType, u32, u32, u32)> {
+    use std::mem::size_of;
+    let u32_size = size_of::<u32>() as u32;
+    Some(match name {
+        MAP_PREFIXES => (
+            MapType::LpmTrie,
+            8,
+            size_of::<PrefixEntry>() as u32,
+            ha_common::MAX_PREFIXES,
+        ),
+        MAP_HOSTS => (
+            MapType::Array,
+            u32_size,
+            size_of::<HostEntry>() as u32,
+            ha_common::MAX_HOSTS,
+        ),
+        MAP_IFACES => (
+            MapType::Array,
+            u32_size,
+            size_of::<IfaceEntry>() as u32,
+            ha_common::MAX_IFINDEX,
+        ),
+        MAP_TX_PORTS => (MapType::DevMapHash, u32_size, 8, ha_common::MAX_IFACES),
+        MAP_COUNTERS => (MapType::PerCpuArray, u32_size, 8, Counter::COUNT),
+        MAP_HOST_STATS => (
+            MapType::PerCpuArray,
+            u32_size,
+            size_of::<Traffic>() as u32,
+            ha_common::MAX_HOSTS,
+        ),
+        MAP_PFX_STATS => (
+            MapType::PerCpuArray,
+            u32_size,
+            size_of::<Traffic>() as u32,
+            ha_common::MAX_PREFIXES,
+        ),
+        _ => return None,
+    })
+}
+
+/// Refuses pinned maps whose layout is not [`expected_layout`].
+fn check_pinned_layouts(pin_dir: &Path) -> Result<(), DatapathError> {
+    for &name in &PINNED_MAPS {
+        let path = map_pin_path(pin_dir, name);
+        if !path.exists() {
+            continue;
+        }
+        let info =
+            MapInfo::from_pin(&path).map_err(|source| DatapathError::Map { name, source })?;
+        let found = (
+            info.map_type()
+                .map_err(|source| DatapathError::Map { name, source })?,
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        if let Some(expected) = expected_layout(name)
+            && found != expected
+        {
+            let show = |(t, k, v, m): (MapType, u32, u32, u32)| {
+                format!("{t:?}, key {k} B, value {v} B, {m} entries")
+            };
+            return Err(DatapathError::IncompatiblePin {
+                path,
+                found: show(found),
+                expected: show(expected),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A loaded program with its pinned maps; attach it to interfaces with [`Loaded::attach`].
 pub struct Loaded {
     ebpf: Ebpf,
@@ -246,6 +326,7 @@ impl Loaded {
             source,
         })?;
         ensure_bpffs(pin_dir)?;
+        check_pinned_layouts(pin_dir)?;
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
             .iter()
             .map(|&name| (name, map_pin_path(pin_dir, name)))
