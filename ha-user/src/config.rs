@@ -307,18 +307,14 @@ impl RawHealth {
 /// Collects problems with their line numbers.
 struct Checker<'a> {
     path: &'a Path,
-    text: &'a str,
+    /// Byte offset of every newline, for line numbers in O(log n).
+    newlines: Vec<usize>,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.newlines.partition_point(|&newline| newline < offset) + 1
     }
 
     fn report(
@@ -337,8 +333,14 @@ impl Checker<'_> {
     }
 
     /// The index of the host named `name`, or a problem listing the known hosts.
-    fn host(&mut self, hosts: &[Host], name: &Spanned<String>, field: String) -> Option<usize> {
-        let index = hosts.iter().position(|h| h.name == *name.get_ref());
+    fn host(
+        &mut self,
+        hosts: &[Host],
+        by_name: &HashMap<&str, usize>,
+        name: &Spanned<String>,
+        field: String,
+    ) -> Option<usize> {
+        let index = by_name.get(name.get_ref().as_str()).copied();
         if index.is_none() {
             let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
             let message = format!(
@@ -379,7 +381,12 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut checker = Checker {
             path,
-            text,
+            newlines: text
+                .bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
             problems: Vec::new(),
         };
         let raw: RawConfig = match toml::from_str(text) {
@@ -597,6 +604,10 @@ fn prefixes_from_raw(
     hosts: &[Host],
     raw_hosts: &[Spanned<RawHost>],
 ) -> Vec<Prefix> {
+    let mut by_name = HashMap::new();
+    for (i, host) in hosts.iter().enumerate() {
+        by_name.entry(host.name.as_str()).or_insert(i);
+    }
     // (prefix, line, span of its cidr, index in the file)
     let mut prefixes: Vec<(Prefix, usize, std::ops::Range<usize>, usize)> = Vec::new();
     for (i, raw) in raw_prefixes.iter().enumerate() {
@@ -614,12 +625,13 @@ fn prefixes_from_raw(
                 None
             }
         };
-        let owner_index = checker.host(hosts, owner, field("owner"));
+        let owner_index = checker.host(hosts, &by_name, owner, field("owner"));
         let backup_indices: Vec<usize> = match backups {
             Some(list) => {
                 let mut indices = Vec::new();
                 for backup in list {
-                    let Some(index) = checker.host(hosts, backup, field("backups")) else {
+                    let Some(index) = checker.host(hosts, &by_name, backup, field("backups"))
+                    else {
                         continue;
                     };
                     if Some(index) == owner_index {

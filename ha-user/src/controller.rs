@@ -204,8 +204,10 @@ impl Controller {
                 .ownership_change(&reason.to_string(), detection, switch);
             self.metrics.owner(
                 &cidr.to_string(),
-                new.map(|h| self.config.hosts[h].name.as_str()),
-                &self.host_names(),
+                old.and_then(|h| self.config.hosts.get(h))
+                    .map(|h| h.name.as_str()),
+                new.and_then(|h| self.config.hosts.get(h))
+                    .map(|h| h.name.as_str()),
             );
             self.last_change[prefix] = Some(LastChange {
                 at: SystemTime::now(),

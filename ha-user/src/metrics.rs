@@ -124,12 +124,22 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    pub fn owner(&self, prefix: &str, owner: Option<&str>, hosts: &[String]) {
-        for host in hosts {
-            let value = i64::from(Some(host.as_str()) == owner);
+    /// `prefix` moved from `old` to `new` (`None`: no owner): two gauges change,
+    /// whatever the number of hosts.
+    pub fn owner(&self, prefix: &str, old: Option<&str>, new: Option<&str>) {
+        let gauge = |host: &str| {
             self.prefix_owner
-                .get_or_create(&vec![("prefix", prefix.to_owned()), ("host", host.clone())])
-                .set(value);
+                .get_or_create(&vec![
+                    ("prefix", prefix.to_owned()),
+                    ("host", host.to_owned()),
+                ])
+                .clone()
+        };
+        if let Some(old) = old {
+            gauge(old).set(0);
+        }
+        if let Some(new) = new {
+            gauge(new).set(1);
         }
     }
 
@@ -252,8 +262,7 @@ mod tests {
     fn events_are_exposed_in_openmetrics_text() {
         let metrics = Metrics::new(None, Names::default());
         metrics.host_health("host2", false);
-        let hosts = ["host1".to_owned(), "host2".to_owned()];
-        metrics.owner("192.168.1.64/27", Some("host1"), &hosts);
+        metrics.owner("192.168.1.64/27", Some("host2"), Some("host1"));
         metrics.ownership_change(
             "failover",
             Some(Duration::from_millis(31)),
