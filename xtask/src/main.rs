@@ -42,9 +42,9 @@ enum Command {
     /// Build the classic network in namespaces and show failover live; writes
     /// target/lab/report.html (needs root).
     Lab(lab::Args),
-    /// Benchmarks in release mode (needs root): per-packet cost (test_run) and
-    /// forwarding rate on veth, each against its reference measured in the same run.
-    /// Writes target/bench/results.{json,md}.
+    /// Benchmarks in release mode (needs root): per-packet cost (test_run), forwarding
+    /// rate on veth, failover outage and the control plane, each against its reference
+    /// or target. Writes target/bench/results.{json,md} and lab.{json,md}.
     Bench(bench::Args),
 }
 

@@ -1,0 +1,232 @@
+//! Family 4, control plane: `set-owner` to the first packet steered (in the lab),
+//! then the scale figures ([`crate::scale`]).
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddrV4, UdpSocket},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use ha_tests::lab::{Bins, Lab, LabSpec, Node, XdpMode, net, vip};
+use ha_user::control::{Request, Response};
+use serde::Serialize;
+
+use crate::{
+    Args, check_interrupted,
+    failover::write_json_extra,
+    report::{Figure, Over, Section},
+    scale,
+    stats::Stat,
+};
+
+const LAB_PREFIX: &str = "ha-bl-c-";
+const PREFIX: &str = "192.168.1.64/27";
+/// The prefix's configured owner and the host it is pinned to and back.
+const HOSTS: [&str; 2] = ["host4", "host2"];
+
+/// One `set-owner` trial.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetOwnerTrial {
+    pub via: &'static str,
+    pub to: String,
+    /// Request sent → first probe answered by the new owner was sent.
+    pub steered_ms: f64,
+    /// Time between that probe and the one before (answered by the old owner): the
+    /// resolution of `steered_ms`.
+    pub resolution_ms: f64,
+    /// Request sent → answer received (the command returned).
+    pub returned_ms: f64,
+}
+
+pub fn run(args: &Args, bins: &Bins) -> anyhow::Result<Section> {
+    let mut section = Section::new("4. Control plane");
+    if let Err(err) = set_owner(args, bins, &mut section) {
+        eprintln!("ha-bench-lab: set-owner: {err:#}");
+        section
+            .notes
+            .push(format!("set-owner measurement failed: {err:#}"));
+    }
+    check_interrupted()?;
+    if let Err(err) = scale::run(args, bins, &mut section) {
+        eprintln!("ha-bench-lab: scale: {err:#}");
+        section.error = Some(format!("scale runs: {err:#}"));
+    }
+    Ok(section)
+}
+
+fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()> {
+    let (socket_trials, cli_trials) = if args.quick { (30, 10) } else { (100, 20) };
+    let lab = Lab::build(LabSpec::new(LAB_PREFIX, XdpMode::Native, bins.clone()))
+        .context("building the lab")?;
+    let control_socket = lab.dir().join("ha.sock");
+    let prefix = net(PREFIX);
+    let target = SocketAddrV4::new(vip(prefix), lab.spec().udp_port);
+    let probe = lab.udp_socket(Node::LanClient)?;
+    probe.set_read_timeout(Some(Duration::from_millis(5)))?;
+    // Warm the path (ARP, the echo) before timing anything.
+    lab.udp_who(Node::LanClient, vip(prefix))?;
+    let mut trials = Vec::new();
+    for i in 0..socket_trials + cli_trials {
+        check_interrupted()?;
+        let to = HOSTS[i % 2];
+        let via = if i < socket_trials {
+            "control socket"
+        } else {
+            "ha-user CLI"
+        };
+        let trial = if i < socket_trials {
+            let path = control_socket.clone();
+            let request = Request::SetOwner {
+                prefix: PREFIX.to_owned(),
+                host: to.to_owned(),
+                force: false,
+            };
+            measure(&probe, target, to, via, move || {
+                control_request(&path, &request)
+            })?
+        } else {
+            let (ha_user, config) = (bins.ha_user.clone(), lab.config_path().to_owned());
+            measure(&probe, target, to, via, move || {
+                cli_set_owner(&ha_user, &config, to)
+            })?
+        };
+        trials.push(trial);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    control_request(
+        &control_socket,
+        &Request::ClearOwner {
+            prefix: PREFIX.to_owned(),
+        },
+    )?;
+    section.setup.push(format!(
+        "set-owner: lab `{LAB_PREFIX}*` (native XDP on veth), {PREFIX} pinned alternately \
+         to host4 and back to host2; a probe in the LAN client sends one datagram to its \
+         VIP, waits for the echo (≤ 5 ms), and sends the next, from just before the \
+         command until the new owner answers. Figure = command sent → send time of the \
+         first probe the new owner answered (resolution: one probe round trip, reported). \
+         {socket_trials} trials speaking the control socket directly (the command as the \
+         controller sees it), {cli_trials} through the `ha-user set-owner` CLI (adds \
+         process start-up)."
+    ));
+    let pick = |via: &str, f: fn(&SetOwnerTrial) -> f64| -> Vec<f64> {
+        trials.iter().filter(|t| t.via == via).map(f).collect()
+    };
+    section.figures.push(
+        Figure::new(
+            "set-owner → first packet steered (control socket)",
+            "ms",
+            Over::Trials,
+            &pick("control socket", |t| t.steered_ms),
+        )
+        .target(Stat::P99, 2.0),
+    );
+    section.figures.push(Figure::new(
+        "probe resolution (one round trip)",
+        "ms",
+        Over::Trials,
+        &pick("control socket", |t| t.resolution_ms),
+    ));
+    section.figures.push(Figure::new(
+        "set-owner → command returned (control socket)",
+        "ms",
+        Over::Trials,
+        &pick("control socket", |t| t.returned_ms),
+    ));
+    section.figures.push(Figure::new(
+        "`ha-user set-owner` CLI → first packet steered",
+        "ms",
+        Over::Trials,
+        &pick("ha-user CLI", |t| t.steered_ms),
+    ));
+    write_json_extra(args, "set-owner", &serde_json::to_value(&trials)?)?;
+    Ok(())
+}
+
+/// Sends the command from another thread and probes until `to` answers.
+fn measure(
+    probe: &UdpSocket,
+    target: SocketAddrV4,
+    to: &str,
+    via: &'static str,
+    command: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<SetOwnerTrial> {
+    let commander = std::thread::spawn(move || {
+        let sent = Instant::now();
+        let result = command();
+        (sent, Instant::now(), result)
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buffer = [0u8; 256];
+    let mut previous: Option<Instant> = None;
+    let mut seq = 0u64;
+    let steered = loop {
+        seq += 1;
+        let sent = Instant::now();
+        probe.send_to(seq.to_string().as_bytes(), target)?;
+        let mut answered_by = None;
+        while let Ok((n, _)) = probe.recv_from(&mut buffer) {
+            let text = String::from_utf8_lossy(&buffer[..n]);
+            if let Some((host, number)) = text.split_once(' ')
+                && number.trim() == seq.to_string()
+            {
+                answered_by = Some(host.to_owned());
+                break;
+            }
+        }
+        if answered_by.as_deref() == Some(to) {
+            break (sent, previous);
+        }
+        previous = Some(sent);
+        if Instant::now() > deadline {
+            bail!("{to} did not answer within 2 s of set-owner");
+        }
+    };
+    let (command_sent, returned, result) = commander
+        .join()
+        .map_err(|_| anyhow::anyhow!("the command thread panicked"))?;
+    result?;
+    let (first, before) = steered;
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    Ok(SetOwnerTrial {
+        via,
+        to: to.to_owned(),
+        steered_ms: ms(command_sent, first),
+        resolution_ms: before.map_or(f64::NAN, |b| ms(b, first)),
+        returned_ms: ms(command_sent, returned),
+    })
+}
+
+/// One request on the controller's control socket, as the CLI sends it.
+pub fn control_request(socket: &Path, request: &Request) -> anyhow::Result<()> {
+    let mut stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    match serde_json::from_str(answer.trim()).context("the controller's answer")? {
+        Response::Ok(_) => Ok(()),
+        Response::Error(message) => bail!("the controller refused {request:?}: {message}"),
+    }
+}
+
+fn cli_set_owner(ha_user: &PathBuf, config: &Path, to: &str) -> anyhow::Result<()> {
+    let output = std::process::Command::new(ha_user)
+        .arg("--config")
+        .arg(config)
+        .args(["set-owner", PREFIX, to])
+        .output()
+        .context("running ha-user set-owner")?;
+    if !output.status.success() {
+        bail!(
+            "ha-user set-owner failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

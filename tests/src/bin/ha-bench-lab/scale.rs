@@ -1,0 +1,908 @@
+//! Family 4 at scale: a router namespace whose LAN holds 1,024 web-server addresses
+//! (all on one responder namespace, with static neighbours on the router), a
+//! configuration of 1,024 hosts and 65,536 prefixes; start-up, one host failing,
+//! and the controller's memory and CPU while it health-checks 64 hosts every 10 ms.
+//!
+//! ```text
+//!   ha-bl-s-router eth1 10.64.0.1/20 ──veth── eth0 ha-bl-s-hosts
+//!                                             10.64.0.2/20 + 10.64.1.0 … 10.64.4.255 (/32)
+//!                                             ha-webd on :80 answers for every address
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::maps::{Map, MapData, lpm_trie::LpmTrie};
+use ha_common::{MAP_PREFIXES, PrefixEntry};
+use ha_tests::lab::{Bins, OwnerChange, Proc, ns};
+use serde::Serialize;
+
+use crate::{
+    Args, check_interrupted,
+    failover::write_json_extra,
+    machine::{log_time_ms, unix_ms_now},
+    profile::{perf_record, profile, start_perf},
+    report::{Figure, Over, Section, number},
+    stats::{Dist, Stat},
+};
+
+const NS_ROUTER: &str = "ha-bl-s-router";
+const NS_HOSTS: &str = "ha-bl-s-hosts";
+const RESPONDER_MAC: &str = "02:00:0a:40:00:02";
+const HOSTS: usize = 1024;
+
+/// Address of host `i`: 10.64.1.0 + i.
+fn host_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 1, 0)) + i as u32)
+}
+
+fn host_name(i: usize) -> String {
+    format!("h{i:04}")
+}
+
+/// Prefix `j`: the `j`-th /26 of 10.128.0.0/10.
+fn prefix(j: usize) -> String {
+    format!(
+        "{}/26",
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + (j as u32) * 64)
+    )
+}
+
+/// The health checks of a configuration.
+struct Health {
+    kind: &'static str,
+    interval_ms: u64,
+    timeout_ms: u64,
+    fall: u32,
+}
+
+/// `hosts` hosts, `prefixes` prefixes; prefix `j` owned by host `j % hosts`, its one
+/// backup the next host (the default, every other host, would make 65,536 lists of
+/// 1,023 backups).
+fn render_config(dir: &Path, pin_dir: &Path, hosts: usize, prefixes: usize, h: &Health) -> String {
+    let Health {
+        kind,
+        interval_ms,
+        timeout_ms,
+        fall,
+    } = h;
+    let mut text = format!(
+        "# Written by ha-bench-lab.\n\
+         lan = \"eth1\"\n\
+         xdp_mode = \"native\"\n\
+         pin_dir = \"{}\"\n\
+         control_socket = \"{}\"\n\
+         state_file = \"{}\"\n\n\
+         [health]\n\
+         kind = \"{kind}\"\n\
+         port = 80\n\
+         interval_ms = {interval_ms}\n\
+         timeout_ms = {timeout_ms}\n\
+         fall = {fall}\n\
+         rise = 1\n\
+         failback_delay_ms = 600000\n",
+        pin_dir.display(),
+        dir.join("ha.sock").display(),
+        dir.join("state.json").display(),
+    );
+    for i in 0..hosts {
+        let _ = write!(
+            text,
+            "\n[[host]]\nname = \"{}\"\naddress = \"{}\"\n",
+            host_name(i),
+            host_address(i)
+        );
+    }
+    for j in 0..prefixes {
+        let _ = write!(
+            text,
+            "\n[[prefix]]\ncidr = \"{}\"\nowner = \"{}\"\nbackups = [\"{}\"]\n",
+            prefix(j),
+            host_name(j % hosts),
+            host_name((j + 1) % hosts)
+        );
+    }
+    text
+}
+
+/// The namespaces, the responder and the controller; removed on drop.
+struct Scale {
+    dir: PathBuf,
+    pin_dir: PathBuf,
+    namespaces: Vec<String>,
+    webd: Option<Proc>,
+    controller: Option<Proc>,
+    starts: u32,
+}
+
+impl Scale {
+    fn build(bins: &Bins) -> anyhow::Result<Scale> {
+        let mut scale = Scale {
+            dir: std::env::temp_dir().join("ha-bl-s-lab"),
+            pin_dir: PathBuf::from("/sys/fs/bpf/ha-bl-s-lab"),
+            namespaces: Vec::new(),
+            webd: None,
+            controller: None,
+            starts: 0,
+        };
+        // Leftovers of an interrupted run: exactly our names.
+        for name in [NS_ROUTER, NS_HOSTS] {
+            if ns::exists(name) {
+                ns::delete(name)?;
+            }
+        }
+        remove_pins(&scale.pin_dir)?;
+        if scale.dir.exists() {
+            std::fs::remove_dir_all(&scale.dir)?;
+        }
+        std::fs::create_dir_all(&scale.dir)?;
+        for name in [NS_ROUTER, NS_HOSTS] {
+            ns::add(name)?;
+            scale.namespaces.push(name.to_owned());
+            ns::check(&mut ns::ip(name, &["link", "set", "lo", "up"]))?;
+        }
+        ns::check(&mut ns::ip(
+            NS_ROUTER,
+            &[
+                "link",
+                "add",
+                "eth1",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "address",
+                RESPONDER_MAC,
+                "netns",
+                NS_HOSTS,
+            ],
+        ))?;
+        ns::check(&mut ns::ip(
+            NS_ROUTER,
+            &["addr", "add", "10.64.0.1/20", "dev", "eth1"],
+        ))?;
+        ns::check(&mut ns::ip(NS_ROUTER, &["link", "set", "eth1", "up"]))?;
+        ns::check(&mut ns::ip(
+            NS_HOSTS,
+            &["addr", "add", "10.64.0.2/20", "dev", "eth0"],
+        ))?;
+        ns::check(&mut ns::ip(NS_HOSTS, &["link", "set", "eth0", "up"]))?;
+        // Permanent neighbours do not count against gc_thresh3 (1,024, not per
+        // namespace) since Linux 4.19.
+        let (mut addrs, mut neigh) = (String::new(), String::new());
+        for i in 0..HOSTS {
+            let address = host_address(i);
+            let _ = writeln!(addrs, "addr add {address}/32 dev eth0");
+            let _ = writeln!(
+                neigh,
+                "neigh replace {address} lladdr {RESPONDER_MAC} dev eth1 nud permanent"
+            );
+        }
+        scale.batch(NS_HOSTS, "addrs", &addrs)?;
+        scale.batch(NS_ROUTER, "neigh", &neigh)?;
+        let webd = bins.webd.to_string_lossy().into_owned();
+        let mut proc = Proc::spawn(
+            "responder",
+            ns::command(
+                NS_HOSTS,
+                &[
+                    &webd,
+                    "--name",
+                    "responder",
+                    "--http",
+                    "0.0.0.0:80",
+                    "--udp",
+                    "0.0.0.0:9000",
+                ],
+            ),
+            &scale.dir.join("responder.log"),
+        )?;
+        proc.wait_for_line("ready", Duration::from_secs(5))?;
+        scale.webd = Some(proc);
+        Ok(scale)
+    }
+
+    fn batch(&self, namespace: &str, name: &str, commands: &str) -> anyhow::Result<()> {
+        let file = self.dir.join(format!("{name}.batch"));
+        std::fs::write(&file, commands)?;
+        ns::check(&mut ns::ip(namespace, &["-batch", &file.to_string_lossy()]))?;
+        Ok(())
+    }
+
+    fn write_config(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Starts the controller on `config` from scratch (no routes of ours, no pins)
+    /// and waits for its `steering` line. Returns (spawned at, Unix ms).
+    fn start(&mut self, ha_user: &Path, config: &Path) -> anyhow::Result<f64> {
+        self.stop()?;
+        ns::check(&mut ns::ip(NS_ROUTER, &["route", "flush", "proto", "165"]))?;
+        remove_pins(&self.pin_dir)?;
+        self.starts += 1;
+        let args = [
+            ha_user.to_string_lossy().into_owned(),
+            "--config".to_owned(),
+            config.to_string_lossy().into_owned(),
+            "run".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = self.dir.join(format!("controller-{}.log", self.starts));
+        let spawned = unix_ms_now();
+        let mut proc = Proc::spawn("controller", ns::command(NS_ROUTER, &args), &log)?;
+        let result = proc.wait_for_line("steering;", Duration::from_secs(120));
+        self.controller = Some(proc);
+        result?;
+        Ok(spawned)
+    }
+
+    /// SIGTERM to a running controller; waits for it.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut proc) = self.controller.take()
+            && proc.try_wait()?.is_none()
+        {
+            proc.signal(libc::SIGTERM)?;
+            proc.wait_timeout(Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+
+    fn controller(&self) -> anyhow::Result<&Proc> {
+        self.controller.as_ref().context("no controller running")
+    }
+
+    fn log(&self) -> String {
+        self.controller.as_ref().map(Proc::log).unwrap_or_default()
+    }
+
+    /// Waits until `count` lines after line `since` of the log satisfy `pred`.
+    fn wait_lines(
+        &self,
+        since: usize,
+        count: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            let found: Vec<String> = log
+                .lines()
+                .skip(since)
+                .filter(|l| pred(l))
+                .map(str::to_owned)
+                .collect();
+            if found.len() >= count {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} of {count} expected log lines within {timeout:?}; the last lines:\n{}",
+                    found.len(),
+                    log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Scale {
+    fn drop(&mut self) {
+        if let Some(mut proc) = self.controller.take() {
+            let _ = proc.kill();
+        }
+        if let Err(err) = remove_pins(&self.pin_dir) {
+            eprintln!("warning: {err:#}");
+        }
+        if let Some(mut proc) = self.webd.take() {
+            let _ = proc.kill();
+        }
+        for name in self.namespaces.drain(..).rev() {
+            if let Err(err) = ns::delete(&name) {
+                eprintln!("warning: {err:#}");
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes the controller's pins (links first) and their directory.
+fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(());
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    let is_link = |p: &PathBuf| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    };
+    paths.sort_by_key(|p| !is_link(p));
+    for path in paths {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+}
+
+/// Entries of the pinned prefix map, by host id.
+fn map_entries(pin_dir: &Path) -> anyhow::Result<(usize, BTreeMap<u32, usize>)> {
+    let path = pin_dir.join(MAP_PREFIXES);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let trie: LpmTrie<MapData, [u8; 4], PrefixEntry> = Map::from_map_data(data)?
+        .try_into()
+        .context("HA_PREFIXES is not the expected LPM trie")?;
+    let mut by_host = BTreeMap::new();
+    let mut total = 0;
+    for item in trie.iter() {
+        let (_, entry) = item.context("reading HA_PREFIXES")?;
+        *by_host.entry(entry.host).or_insert(0) += 1;
+        total += 1;
+    }
+    Ok((total, by_host))
+}
+
+fn route_count(args: &[&str]) -> anyhow::Result<usize> {
+    let mut all = vec!["route", "show", "proto", "165"];
+    all.extend_from_slice(args);
+    Ok(ns::check(&mut ns::ip(NS_ROUTER, &all))?.lines().count())
+}
+
+/// VmRSS and VmHWM of `pid`, MiB.
+fn memory_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kib: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("empty field")?
+            .parse()?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time of every thread of `pid` so far (`/proc/PID/task/*/schedstat`, ns).
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// What the scale runs measured.
+#[derive(Debug, Default, Serialize)]
+struct Measured {
+    prefixes: usize,
+    startup_ms: Vec<f64>,
+    startup_steps: Vec<BTreeMap<String, f64>>,
+    routes_loaded: Vec<usize>,
+    map_loaded: Vec<usize>,
+    rss_after_start_mib: Vec<f64>,
+    hwm_after_start_mib: Vec<f64>,
+    fail_map_first_us: Vec<f64>,
+    fail_map_all_ms: Vec<f64>,
+    fail_routes_ms: Vec<f64>,
+    fail_detection_ms: Vec<f64>,
+    fail_profile: Option<String>,
+    rss_after_failures_mib: f64,
+    /// `ha-user check-config` time by number of prefixes (1,024 hosts).
+    check_config_ms: Vec<(usize, f64)>,
+    check_config_profile: Option<String>,
+    health64: Vec<Health64>,
+    notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Health64 {
+    kind: &'static str,
+    window_s: f64,
+    /// CPU per sub-window, % of one core.
+    cpu_percent: Vec<f64>,
+    rss_mib: f64,
+    hwm_mib: f64,
+    /// Hosts declared down while nothing failed (false downs).
+    downs: usize,
+    profile: Option<String>,
+}
+
+/// A start-up slower than this is not repeated: the budget of the whole run.
+const REPEAT_STARTUP_BELOW_MS: f64 = 10_000.0;
+
+pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()> {
+    let (starts, fails) = if args.quick { (1, 1) } else { (3, 3) };
+    let prefixes = args.scale_prefixes;
+    let mut scale = Scale::build(bins)?;
+    let mut measured = Measured {
+        prefixes,
+        ..Measured::default()
+    };
+    // ICMP: the responder's kernel answers for all 1,024 addresses. TCP to one
+    // listener was tried first: 1,024 connections at once overflow its accept queue
+    // (SYNs dropped, retransmitted after 1 s) and hosts fail their first checks.
+    let scale_health = Health {
+        kind: "icmp",
+        interval_ms: 500,
+        timeout_ms: 100,
+        fall: 2,
+    };
+    let config = scale.write_config(
+        "scale.toml",
+        &render_config(&scale.dir, &scale.pin_dir, HOSTS, prefixes, &scale_health),
+    )?;
+    section.setup.push(format!(
+        "Scale: namespaces `{NS_ROUTER}` (controller, native XDP on veth `eth1`) and \
+         `{NS_HOSTS}` (one responder holding all {HOSTS} host addresses 10.64.1.0-10.64.4.255 \
+         on its `eth0`, `ha-webd` on port 80 answering for all); static neighbours \
+         (`nud permanent`) on the router. Configuration: {HOSTS} hosts, {prefixes} /26 \
+         prefixes in 10.128.0.0/10, prefix j owned by host j mod {HOSTS} ({} each) with the \
+         next host as its one backup; ICMP checks every 500 ms, timeout 100 ms, fall 2 \
+         ({HOSTS} checks every 10 ms would be 100k probes/s on 2 cores; TCP checks of \
+         {HOSTS} hosts against one listener overflow its accept queue). Config file \
+         {:.1} MB.",
+        prefixes / HOSTS,
+        std::fs::metadata(&config)?.len() as f64 / 1e6
+    ));
+    if !args.quick {
+        config_scaling(&scale, bins, args, &scale_health, &mut measured)?;
+    }
+    for run in 0..starts {
+        check_interrupted()?;
+        let spawned = scale.start(&bins.ha_user, &config)?;
+        let log = scale.log();
+        let steps = startup_steps(&log, spawned);
+        let total = steps.get("steering").copied().context("no steering line")?;
+        let routes = route_count(&[])?;
+        let (entries, _) = map_entries(&scale.pin_dir)?;
+        let pid = scale.controller()?.pid();
+        let (rss, hwm) = memory_mib(pid)?;
+        eprintln!(
+            "ha-bench-lab: scale start {}: {total:.0} ms to steering; {routes} routes, {entries} \
+             map entries; RSS {rss:.1} MiB (peak {hwm:.1}); steps {steps:?}",
+            run + 1
+        );
+        measured.startup_ms.push(total);
+        measured.startup_steps.push(steps);
+        measured.routes_loaded.push(routes);
+        measured.map_loaded.push(entries);
+        measured.rss_after_start_mib.push(rss);
+        measured.hwm_after_start_mib.push(hwm);
+        if total > REPEAT_STARTUP_BELOW_MS && run + 1 < starts {
+            measured.notes.push(format!(
+                "Start-up took {:.0} s: not repeated (the run's time budget); {} of {starts} \
+                 cold starts measured.",
+                total / 1e3,
+                run + 1
+            ));
+            break;
+        }
+    }
+    section.setup.push(format!(
+        "Start-up: {} cold start(s) (no routes of ours, no pins): from spawning `ha-user \
+         run` to its `steering` line (log timestamp); then the kernel's proto-165 routes and \
+         the map's entries are counted.",
+        measured.startup_ms.len()
+    ));
+    // Every host must be up before one fails (rise 1: one probe).
+    let failures = scale
+        .wait_lines(0, HOSTS, Duration::from_secs(30), |l| {
+            l.contains("health changed") && l.contains("state=up")
+        })
+        .and_then(|_| {
+            for k in 0..fails {
+                check_interrupted()?;
+                fail_one(&mut scale, 2 * k, prefixes, &mut measured)?;
+            }
+            let slow = measured.fail_map_all_ms.iter().any(|&ms| ms > 5.0);
+            if slow && !args.quick {
+                let pid = scale.controller()?.pid();
+                let perf = start_perf(pid, "host-down", 2)?;
+                std::thread::sleep(Duration::from_millis(500));
+                let mut scratch = Measured::default();
+                fail_one(&mut scale, 2 * fails, prefixes, &mut scratch)?;
+                measured.fail_profile = Some(perf.finish(&args.out)?);
+            }
+            Ok(())
+        });
+    if let Err(err) = failures {
+        // The first line: the rest quotes the log, which is saved whole.
+        let err = format!("{err:#}");
+        let err = err.lines().next().unwrap_or_default().trim_end_matches(':');
+        let log = scale.log();
+        let path = args.out.join("lab-scale-controller.log");
+        std::fs::write(&path, &log).with_context(|| format!("writing {}", path.display()))?;
+        let count = |needle: &str| {
+            log.lines()
+                .filter(|l| l.contains("health changed") && l.contains(needle))
+                .count()
+        };
+        let changes = log.lines().filter(|l| l.contains("owner changed")).count();
+        let slowest = log
+            .lines()
+            .filter_map(OwnerChange::parse)
+            .map(|c| c.switch_us)
+            .max()
+            .unwrap_or(0);
+        measured.notes.push(format!(
+            "The host-failure runs did not happen: {err}. By then the controller had \
+             logged {} hosts up and {} down, {changes} owner changes, the slowest with \
+             switch_us {} (decision → map written); its log is {}.",
+            count("state=up"),
+            count("state=down"),
+            slowest,
+            path.display()
+        ));
+        eprintln!("ha-bench-lab: scale host failures: {err}");
+    }
+    let pid = scale.controller()?.pid();
+    let (rss, hwm) = memory_mib(pid)?;
+    measured.rss_after_failures_mib = rss;
+    measured.hwm_after_start_mib.push(hwm);
+    scale.stop()?;
+
+    // 64 hosts every 10 ms.
+    let kinds: &[&'static str] = if args.quick {
+        &["http"]
+    } else {
+        &["http", "tcp", "icmp"]
+    };
+    for kind in kinds {
+        check_interrupted()?;
+        let h = Health {
+            kind,
+            interval_ms: 10,
+            timeout_ms: 10,
+            fall: 3,
+        };
+        let config = scale.write_config(
+            &format!("health64-{kind}.toml"),
+            &render_config(&scale.dir, &scale.pin_dir, 64, 64, &h),
+        )?;
+        measured
+            .health64
+            .push(health64(&mut scale, bins, &config, kind, args)?);
+    }
+    scale.stop()?;
+    figures(section, &measured, fails);
+    write_json_extra(args, "scale", &serde_json::to_value(&measured)?)?;
+    Ok(())
+}
+
+/// How long `ha-user check-config` (parsing and validating, nothing else) takes for
+/// growing numbers of prefixes, and a profile of the largest.
+fn config_scaling(
+    scale: &Scale,
+    bins: &Bins,
+    args: &Args,
+    health: &Health,
+    measured: &mut Measured,
+) -> anyhow::Result<()> {
+    let ha_user = bins.ha_user.to_string_lossy().into_owned();
+    let mut largest = None;
+    for prefixes in [2048, 4096, 8192] {
+        let path = scale.write_config(
+            &format!("check-{prefixes}.toml"),
+            &render_config(&scale.dir, &scale.pin_dir, HOSTS, prefixes, health),
+        )?;
+        let started = Instant::now();
+        let output = std::process::Command::new(&ha_user)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .context("running ha-user check-config")?;
+        ensure!(
+            output.status.success(),
+            "check-config failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        eprintln!("ha-bench-lab: check-config {prefixes} prefixes: {ms:.0} ms");
+        measured.check_config_ms.push((prefixes, ms));
+        largest = Some(path);
+    }
+    if let Some(path) = largest {
+        let path = path.to_string_lossy().into_owned();
+        let perf = perf_record("check-config", &["--", &ha_user, "check-config", &path])?;
+        measured.check_config_profile = Some(perf.finish(&args.out)?);
+    }
+    Ok(())
+}
+
+/// Start-up milestones from the log, ms after `spawned`.
+fn startup_steps(log: &str, spawned: f64) -> BTreeMap<String, f64> {
+    let mut steps = BTreeMap::new();
+    let mut first = |key: &str, needle: &str| {
+        if let Some(t) = log
+            .lines()
+            .find(|l| l.contains(needle))
+            .and_then(log_time_ms)
+        {
+            steps.insert(key.to_owned(), t - spawned);
+        }
+    };
+    first("first log line", "");
+    first("first route installed", "kernel route installed");
+    first("XDP program loaded", "XDP program loaded");
+    first("XDP attached", "XDP attached");
+    first("steering", "steering;");
+    if let Some(t) = log
+        .lines()
+        .rfind(|l| l.contains("kernel route installed"))
+        .and_then(log_time_ms)
+    {
+        steps.insert("last route installed".to_owned(), t - spawned);
+    }
+    steps
+}
+
+/// Makes host `i` unreachable (its address removed from the responder: echo
+/// requests go unanswered) and measures its prefixes moving to host `i + 1`; restores it after.
+fn fail_one(
+    scale: &mut Scale,
+    i: usize,
+    prefixes: usize,
+    measured: &mut Measured,
+) -> anyhow::Result<()> {
+    let (name, backup) = (host_name(i), host_name(i + 1));
+    let address = format!("{}/32", host_address(i));
+    let mark = scale.log().lines().count();
+    ns::check(&mut ns::ip(
+        NS_HOSTS,
+        &["addr", "del", &address, "dev", "eth0"],
+    ))?;
+    let expected = prefixes / HOSTS;
+    let old = format!("old={name} ");
+    let lines = scale.wait_lines(mark, expected, Duration::from_secs(10), |l| {
+        l.contains("owner changed") && l.contains(&old)
+    });
+    ns::check(&mut ns::ip(
+        NS_HOSTS,
+        &["addr", "add", &address, "dev", "eth0"],
+    ))?;
+    let lines = lines?;
+    let log = scale.log();
+    let down = log
+        .lines()
+        .skip(mark)
+        .find(|l| l.contains("health changed") && l.contains(&format!("host={name} ")))
+        .context("no health changed line")?;
+    let down_at = log_time_ms(down).context("timestamp")?;
+    let changes: Vec<OwnerChange> = lines.iter().filter_map(|l| OwnerChange::parse(l)).collect();
+    ensure!(
+        changes.len() == expected && changes.iter().all(|c| c.new.as_deref() == Some(&backup)),
+        "expected {expected} changes to {backup}, got {changes:?}"
+    );
+    let last_at = lines
+        .last()
+        .and_then(|l| log_time_ms(l))
+        .context("timestamp")?;
+    let first_us = changes.iter().map(|c| c.switch_us).min().unwrap_or(0) as f64;
+    let all_us = changes.iter().map(|c| c.switch_us).max().unwrap_or(0) as f64;
+    let detection = changes[0].detection_ms.unwrap_or(f64::NAN);
+    // Check: the backup's routes and map entries (its own 64 and the 64 taken over).
+    let via = host_address(i + 1).to_string();
+    let routes = route_count(&["via", &via])?;
+    let (_, by_host) = map_entries(&scale.pin_dir)?;
+    let in_map = by_host.get(&((i + 1) as u32)).copied().unwrap_or(0);
+    ensure!(
+        routes == 2 * expected && in_map == 2 * expected,
+        "after {name} failed: {routes} routes and {in_map} map entries via {backup}, expected {}",
+        2 * expected
+    );
+    eprintln!(
+        "ha-bench-lab: {name} down: {expected} prefixes; map {first_us:.0} µs first, {:.2} ms \
+         all; routes + log {:.2} ms after the health line; detection {detection:.0} ms",
+        all_us / 1e3,
+        last_at - down_at
+    );
+    measured.fail_map_first_us.push(first_us);
+    measured.fail_map_all_ms.push(all_us / 1e3);
+    measured.fail_routes_ms.push(last_at - down_at);
+    measured.fail_detection_ms.push(detection);
+    Ok(())
+}
+
+/// The controller health-checking 64 hosts every 10 ms: CPU over sub-windows, RSS.
+fn health64(
+    scale: &mut Scale,
+    bins: &Bins,
+    config: &Path,
+    kind: &'static str,
+    args: &Args,
+) -> anyhow::Result<Health64> {
+    scale.start(&bins.ha_user, config)?;
+    scale.wait_lines(0, 64, Duration::from_secs(10), |l| {
+        l.contains("health changed") && l.contains("state=up")
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = scale.controller()?.pid();
+    let (windows, each) = if args.quick { (3, 1.5) } else { (5, 2.0) };
+    let mut cpu_percent = Vec::new();
+    for _ in 0..windows {
+        check_interrupted()?;
+        let (t0, c0) = (Instant::now(), cpu_ns(pid)?);
+        std::thread::sleep(Duration::from_secs_f64(each));
+        let (t1, c1) = (Instant::now(), cpu_ns(pid)?);
+        cpu_percent.push((c1 - c0) as f64 / (t1 - t0).as_nanos() as f64 * 100.0);
+    }
+    let (rss_mib, hwm_mib) = memory_mib(pid)?;
+    let median = Dist::of(&cpu_percent).map_or(0.0, |d| d.p50);
+    let downs = scale
+        .log()
+        .lines()
+        .filter(|l| l.contains("health changed") && l.contains("state=down"))
+        .count();
+    eprintln!(
+        "ha-bench-lab: 64 hosts, {kind} every 10 ms: CPU {cpu_percent:?} % of a core; RSS \
+         {rss_mib:.1} MiB (peak {hwm_mib:.1}); {downs} hosts went down meanwhile"
+    );
+    let profile = if median > 5.0 && !args.quick {
+        Some(profile(pid, &args.out, &format!("health64-{kind}"))?)
+    } else {
+        None
+    };
+    Ok(Health64 {
+        kind,
+        window_s: each,
+        cpu_percent,
+        rss_mib,
+        hwm_mib,
+        downs,
+        profile,
+    })
+}
+
+fn figures(section: &mut Section, m: &Measured, fails: usize) {
+    let prefixes = m.prefixes;
+    let per_host = prefixes / HOSTS;
+    section.figures.push(
+        Figure::new(
+            &format!("start-up to maps and routes loaded ({prefixes} prefixes, {HOSTS} hosts)"),
+            "ms",
+            Over::Runs,
+            &m.startup_ms,
+        )
+        .target(Stat::Max, 1000.0)
+        .note(format!(
+            "{} cold start(s); routes counted after each: {:?}, map entries: {:?}; \
+             milestones (ms after spawn): {}",
+            m.startup_ms.len(),
+            m.routes_loaded,
+            m.map_loaded,
+            m.startup_steps
+                .iter()
+                .map(|s| s
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", number(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        )),
+    );
+    section.figures.push(
+        Figure::new(
+            &format!("one host down → its {per_host} prefixes rewritten in the map"),
+            "ms",
+            Over::Runs,
+            &m.fail_map_all_ms,
+        )
+        .target(Stat::Max, 5.0)
+        .note(format!(
+            "{fails} hosts failed one after the other (address removed from the responder: \
+             echoes time out); \
+             decision → last of its {per_host} map entries written (the largest switch_us \
+             of its `owner changed` lines; the first entry took {:?} µs). Checked after \
+             each: {} routes and map entries via the backup.{}",
+            m.fail_map_first_us,
+            2 * per_host,
+            m.fail_profile.as_ref().map_or(String::new(), |p| format!(
+                " Profile of one more failure: {p}"
+            ))
+        )),
+    );
+    section.figures.push(
+        Figure::new(
+            &format!("one host down → its {per_host} kernel routes rewritten"),
+            "ms",
+            Over::Runs,
+            &m.fail_routes_ms,
+        )
+        .note(
+            "From the `health changed … down` log line to the last `owner changed` line \
+             (logged after its route is replaced); report only, no target.",
+        ),
+    );
+    section.figures.push(
+        Figure::new(
+            &format!("controller RSS, {prefixes} prefixes / {HOSTS} hosts"),
+            "MiB",
+            Over::Runs,
+            &m.rss_after_start_mib,
+        )
+        .target(Stat::Max, 32.0)
+        .note(format!(
+            "VmRSS after each start-up; {} MiB after the host failures (health checks \
+             running meanwhile); peak (VmHWM): {:?} MiB",
+            number(m.rss_after_failures_mib),
+            m.hwm_after_start_mib
+                .iter()
+                .map(|v| number(*v))
+                .collect::<Vec<_>>()
+        )),
+    );
+    if !m.check_config_ms.is_empty() {
+        let points: Vec<String> = m
+            .check_config_ms
+            .iter()
+            .map(|(n, ms)| format!("{n} prefixes {} ms", number(*ms)))
+            .collect();
+        let (first, last) = (
+            m.check_config_ms[0].1,
+            m.check_config_ms[m.check_config_ms.len() - 1].1,
+        );
+        let per_doubling = (last / first).powf(1.0 / (m.check_config_ms.len() - 1) as f64);
+        section.notes.push(format!(
+            "Where start-up goes: `ha-user check-config` alone (parse and validate) takes {} \
+             with {HOSTS} hosts: ×{:.1} per doubling of the prefixes (×2 would be linear, ×4 \
+             quadratic). Profile of the largest: {}.",
+            points.join(", "),
+            per_doubling,
+            m.check_config_profile.as_deref().unwrap_or("none")
+        ));
+    }
+    section.notes.extend(m.notes.iter().cloned());
+    for h in &m.health64 {
+        let profile = h
+            .profile
+            .as_ref()
+            .map_or(String::new(), |p| format!("; profile: {p}"));
+        section.figures.push(
+            Figure::new(
+                &format!("controller CPU, 64 hosts, {} checks every 10 ms", h.kind),
+                "% of a core",
+                Over::Runs,
+                &h.cpu_percent,
+            )
+            .target(Stat::P50, 5.0)
+            .note(format!(
+                "{} windows of {} s (schedstat of every thread); hosts declared down \
+                 meanwhile, nothing having failed: {}{profile}",
+                h.cpu_percent.len(),
+                h.window_s,
+                h.downs
+            )),
+        );
+        section.figures.push(
+            Figure::new(
+                &format!("controller RSS, 64 hosts, {} checks", h.kind),
+                "MiB",
+                Over::Runs,
+                &[h.rss_mib],
+            )
+            .target(Stat::Max, 32.0)
+            .note(format!("VmHWM {} MiB", number(h.hwm_mib))),
+        );
+    }
+}
