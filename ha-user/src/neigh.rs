@@ -86,13 +86,23 @@ pub async fn lookup(
     addr: Ipv4Addr,
     ifindex: u32,
 ) -> Result<Option<Mac>, NeighError> {
+    Ok(lookup_all(handle, ifindex).await?.remove(&addr))
+}
+
+/// The usable MAC of every address on interface `ifindex`, from one read of the
+/// table (one dump serves any number of hosts).
+pub async fn lookup_all(
+    handle: &Handle,
+    ifindex: u32,
+) -> Result<HashMap<Ipv4Addr, Mac>, NeighError> {
     let entries = dump(handle)
         .await
         .map_err(|source| NeighError::Dump { source })?;
     Ok(entries
         .into_iter()
-        .find(|entry| entry.addr == addr && entry.ifindex == ifindex)
-        .and_then(|entry| entry.mac))
+        .filter(|entry| entry.ifindex == ifindex)
+        .filter_map(|entry| Some((entry.addr, entry.mac?)))
+        .collect())
 }
 
 /// Makes the kernel resolve `addr` on interface `ifindex` now (see the module

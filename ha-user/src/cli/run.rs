@@ -152,11 +152,9 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
         }
     }
     let mut macs = Vec::with_capacity(config.hosts.len());
+    let learned = neigh::lookup_all(&handle, lan.index).await?;
     for host in &config.hosts {
-        macs.push(match host.mac {
-            Some(mac) => Some(mac),
-            None => neigh::lookup(&handle, host.address, lan.index).await?,
-        });
+        macs.push(host.mac.or_else(|| learned.get(&host.address).copied()));
     }
 
     let (health_tx, health_rx) = mpsc::channel(256);
