@@ -116,7 +116,7 @@ impl Default for HealthCheck {
             path: "/".to_owned(),
             expect_status: 200,
             interval_ms: 10,
-            timeout_ms: 10,
+            timeout_ms: 5,
             fall: 3,
             rise: 5,
             failback_delay_ms: 2000,

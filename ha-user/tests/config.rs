@@ -200,7 +200,7 @@ fn defaults() {
         path: "/".to_owned(),
         expect_status: 200,
         interval_ms: 10,
-        timeout_ms: 10,
+        timeout_ms: 5,
         fall: 3,
         rise: 5,
         failback_delay_ms: 2000,

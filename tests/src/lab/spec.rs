@@ -44,12 +44,12 @@ pub struct HealthSpec {
 }
 
 impl Default for HealthSpec {
-    /// HTTP on port 80 every 10 ms, 10 ms timeout, down after 3 failures, up after 5
+    /// HTTP on port 80 every 10 ms, 5 ms timeout, down after 3 failures, up after 5
     /// successes, 2 s failback delay.
     fn default() -> Self {
         Self {
             interval_ms: 10,
-            timeout_ms: 10,
+            timeout_ms: 5,
             fall: 3,
             rise: 5,
             failback_delay_ms: 2000,

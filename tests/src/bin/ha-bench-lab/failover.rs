@@ -35,11 +35,11 @@ const LOAD_RATE: u64 = 25_000;
 /// takes about a second; it does not enter the failover outage.
 const FAILBACK_MS: u64 = 150;
 
-/// The target: interval 10 ms, fall 3 (timeout 10 ms, the default).
+/// The target: interval 10 ms, fall 3, with ha-user's default timeout of 5 ms.
 fn default_health() -> HealthSpec {
     HealthSpec {
         interval_ms: 10,
-        timeout_ms: 10,
+        timeout_ms: 5,
         fall: 3,
         rise: 3,
         failback_delay_ms: FAILBACK_MS,
@@ -577,13 +577,16 @@ fn analyse(section: &mut Section, trials: &[Trial]) {
     });
     let fall = f64::from(health.fall);
     section.notes.push(format!(
-        "Outage over all faults at interval 10 / timeout 10 / fall 3: p50 {} ms, p99 {} ms, \
+        "Outage over all faults at interval {} / timeout {} / fall {}: p50 {} ms, p99 {} ms, \
          max {} ms (target p99 ≤ 40 ms: {}). Detection, from the first failing probe: a \
          refused connection (web server killed) fails at once, so {} probes span {} \
          intervals: p50 {} ms (nominal {} ms); a silent host (link down, blackhole) costs a \
          timeout per probe: p50 {} ms for {} probes, {} ms per probe against the configured \
          {} ms. Before that, the fault waits up to one interval for the next probe \
          (the rest: p50 {} ms, max {} ms); the map switch is ~0.1-0.3 ms.",
+        health.interval_ms,
+        health.timeout_ms,
+        health.fall,
         number(outage.p50),
         number(outage.p99),
         number(outage.max),
@@ -601,18 +604,15 @@ fn analyse(section: &mut Section, trials: &[Trial]) {
     ));
     if outage.p99 > 40.0 {
         section.notes.push(format!(
-            "Why the silent faults miss 40 ms: the bound fall × interval + timeout = 40 ms \
-             assumes each timed-out probe takes exactly its 10 ms. In ha-user's health task \
-             a probe is `tokio::time::timeout(10 ms)`, and tokio's timer wheel has 1 ms \
-             granularity and fires late, so a timed-out probe ends ~{} ms after it started, \
-             after its next tick was due; with `MissedTickBehavior::Delay` the schedule \
-             restarts from that late tick, so the overrun adds up over the {} probes. Worst \
-             case ≈ interval (waiting for the first failing probe) + {} × {} ms + delivery. \
-             What would close it: a timeout below the interval (e.g. 8 ms: probes end before \
-             their tick, bound 38 ms), or fall 2 (bound 30 ms) if it shows no false \
-             failovers under load (see the grid); in ha-user, end every probe before its next \
-             tick (clamp the timeout to interval − 1 ms, the timer's granularity) so that \
-             a timeout equal to the interval no longer pushes the schedule.",
+            "Why the silent faults miss 40 ms: the bound interval + (fall − 1) × \
+             max(interval, timeout) + timeout = {} ms assumes each timed-out probe takes \
+             exactly its timeout. A probe is `tokio::time::timeout`, and tokio's timer wheel \
+             has 1 ms granularity and fires late, so a timed-out probe ends ~{} ms after it \
+             started; when that is after its next tick, `MissedTickBehavior::Delay` restarts \
+             the schedule from the late tick and the overrun adds up over the {} probes. \
+             Worst case ≈ interval (waiting for the first failing probe) + {} × {} ms + \
+             delivery. A timeout below the interval keeps every probe inside its tick.",
+            detection_bound_ms(&health),
             number(silent.p50 / fall),
             health.fall,
             health.fall,
