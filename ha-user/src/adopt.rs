@@ -43,7 +43,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::Handle;
 
 use crate::{
-    config::{self, CheckKind, Config, HealthCheck, Host, Prefix, XdpMode},
+    config::{self, Backups, CheckKind, Config, HealthCheck, Host, Prefix, XdpMode},
     netdev::{self, NetdevError},
     routes::{self, KernelRoute, RouteError},
 };
@@ -211,7 +211,7 @@ pub fn config_from_routes(
         .map(|((cidr, _, _), owner)| Prefix {
             cidr: *cidr,
             owner,
-            backups: (0..hosts.len()).filter(|&h| h != owner).collect(),
+            backups: Backups::AllOthers,
         })
         .collect();
     Ok(Config {
@@ -304,9 +304,8 @@ mod tests {
                 (
                     p.cidr.to_string(),
                     config.hosts[p.owner].name.clone(),
-                    p.backups
-                        .iter()
-                        .map(|&b| config.hosts[b].name.clone())
+                    p.backup_hosts(config.hosts.len())
+                        .map(|b| config.hosts[b].name.clone())
                         .collect(),
                 )
             })
@@ -432,7 +431,9 @@ mod tests {
         assert_eq!(hosts, ["host2", "host1.example.net"]);
         let owners: Vec<usize> = config.prefixes.iter().map(|p| p.owner).collect();
         assert_eq!(owners, [0, 1, 0, 1]);
-        let backups: Vec<Vec<usize>> = config.prefixes.iter().map(|p| p.backups.clone()).collect();
+        let backups: Vec<Vec<usize>> = (config.prefixes.iter())
+            .map(|p| p.backup_hosts(config.hosts.len()).collect())
+            .collect();
         assert_eq!(backups, [vec![1], vec![0], vec![1], vec![0]]);
     }
 

@@ -79,8 +79,39 @@ pub struct Prefix {
     pub cidr: Ipv4Net,
     /// Index into [`Config::hosts`].
     pub owner: usize,
-    /// Indices into [`Config::hosts`], in failover order.
-    pub backups: Vec<usize>,
+    /// The hosts it fails over to, in order.
+    pub backups: Backups,
+}
+
+impl Prefix {
+    /// Indices into the `hosts` hosts of the configuration, in failover order.
+    pub fn backup_hosts(&self, hosts: usize) -> impl Iterator<Item = usize> + '_ {
+        self.backups.hosts(self.owner, hosts)
+    }
+}
+
+/// The hosts a prefix fails over to after its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backups {
+    /// Indices into [`Config::hosts`], as listed in the configuration.
+    Listed(Vec<usize>),
+    /// None listed: every other host, in configuration order. One word rather than a
+    /// list: 65,536 prefixes of 1,024 hosts would otherwise hold 67 million indices.
+    AllOthers,
+}
+
+impl Backups {
+    /// The backups of a prefix owned by `owner` among `hosts` hosts, in order.
+    pub fn hosts(&self, owner: usize, hosts: usize) -> impl Iterator<Item = usize> + '_ {
+        let (listed, others) = match self {
+            Backups::Listed(list) => (list.as_slice(), 0..0),
+            Backups::AllOthers => (&[][..], 0..hosts),
+        };
+        listed
+            .iter()
+            .copied()
+            .chain(others.filter(move |&host| host != owner))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -626,7 +657,7 @@ fn prefixes_from_raw(
             }
         };
         let owner_index = checker.host(hosts, &by_name, owner, field("owner"));
-        let backup_indices: Vec<usize> = match backups {
+        let backup_indices = match backups {
             Some(list) => {
                 let mut indices = Vec::new();
                 for backup in list {
@@ -653,12 +684,9 @@ fn prefixes_from_raw(
                         indices.push(index);
                     }
                 }
-                indices
+                Backups::Listed(indices)
             }
-            // Default: the other hosts in configuration order.
-            None => (0..hosts.len())
-                .filter(|&h| Some(h) != owner_index)
-                .collect(),
+            None => Backups::AllOthers,
         };
         let (Some(net), Some(owner)) = (net, owner_index) else {
             continue;

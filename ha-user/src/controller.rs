@@ -25,7 +25,7 @@ use tokio::{
     sync::mpsc,
     time::{Instant, sleep_until},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::{Config, Mac},
@@ -63,7 +63,8 @@ pub struct Controller {
     pub(crate) netlink: Handle,
     /// Per host: configured, else learned from the neighbour table.
     pub(crate) macs: Vec<Option<Mac>>,
-    pub(crate) last_change: Vec<Option<LastChange>>,
+    /// Boxed: one word per prefix that never changed (most of them, at 65,536).
+    pub(crate) last_change: Vec<Option<Box<LastChange>>>,
     pub(crate) health: HealthChecker,
     pub(crate) metrics: Metrics,
 }
@@ -183,17 +184,31 @@ impl Controller {
             }
             switched.push((change, cidr, decided.elapsed()));
         }
-        // 2. The kernel routes, then 3. the log lines and metrics.
-        for (change, cidr, switch) in switched {
+        // 2. The kernel routes, all of the batch at once, then 3. the log lines and metrics.
+        let routes: Vec<_> = switched
+            .iter()
+            .map(|(change, cidr, _)| {
+                let gateway_host = change
+                    .new
+                    .unwrap_or(self.config.prefixes[change.prefix].owner);
+                (
+                    *cidr,
+                    self.config.hosts[gateway_host].address,
+                    self.lan.index,
+                )
+            })
+            .collect();
+        let routed = routes::replace_each(&self.netlink, &routes).await;
+        for (((change, cidr, switch), (_, gateway, _)), routed) in
+            switched.into_iter().zip(routes).zip(routed)
+        {
             let Change {
                 prefix,
                 old,
                 new,
                 reason,
             } = change;
-            let gateway_host = new.unwrap_or(self.config.prefixes[prefix].owner);
-            let gateway = self.config.hosts[gateway_host].address;
-            if let Err(err) = routes::replace(&self.netlink, cidr, gateway, self.lan.index).await {
+            if let Err(err) = routed {
                 warn!("{cidr}: {err:#}");
             }
             info!(
@@ -215,14 +230,14 @@ impl Controller {
                 new.and_then(|h| self.config.hosts.get(h))
                     .map(|h| h.name.as_str()),
             );
-            self.last_change[prefix] = Some(LastChange {
+            self.last_change[prefix] = Some(Box::new(LastChange {
                 at: SystemTime::now(),
                 old,
                 new,
                 reason,
                 detection,
                 switch,
-            });
+            }));
         }
     }
 
@@ -365,7 +380,7 @@ impl Controller {
             })
             .collect();
         let restarted = self.health.update(&self.config.hosts).await;
-        if let Err(err) = self.write_everything().await {
+        if let Err(err) = self.write_everything(None).await {
             warn!("after reload: {err:#}");
         }
         // Keep each surviving prefix's history, matched by CIDR.
@@ -392,8 +407,14 @@ impl Controller {
     }
 
     /// Writes hosts and every prefix from the policy, removes what the configuration
-    /// no longer has (map entries and our kernel routes), and re-points routes.
-    pub(crate) async fn write_everything(&mut self) -> anyhow::Result<()> {
+    /// no longer has (map entries and our kernel routes), and re-points the routes that
+    /// do not agree with the owners.
+    /// `known_routes`: our routes as the caller just left them (start-up's adoption);
+    /// `None` reads them from the kernel.
+    pub(crate) async fn write_everything(
+        &mut self,
+        known_routes: Option<routes::OurRoutes>,
+    ) -> anyhow::Result<()> {
         steering::install_interfaces(&mut self.maps, &self.lan, &self.ingress)?;
         for (id, mac) in self.macs.iter().enumerate() {
             steering::write_host(
@@ -403,6 +424,14 @@ impl Controller {
             )?;
         }
         steering::clear_hosts_from(&mut self.maps, self.config.hosts.len() as u32)?;
+        // Before the configured prefixes are written: at a cold start the table is
+        // still empty and there is nothing to walk.
+        for stale in steering::remove_stale_prefixes(&mut self.maps, &self.config)? {
+            // Only routes carrying our protocol are removed: anything else stays.
+            if let Err(err) = routes::remove(&self.netlink, stale).await {
+                warn!("{stale}: {err:#}");
+            }
+        }
         for (id, prefix) in self.config.prefixes.iter().enumerate() {
             match self.policy.owner(id) {
                 Some(host) => steering::write_prefix(
@@ -416,16 +445,18 @@ impl Controller {
                 None => steering::remove_prefix(&mut self.maps, prefix.cidr)?,
             }
         }
-        for stale in steering::remove_stale_prefixes(&mut self.maps, &self.config)? {
-            // Only routes carrying our protocol are removed: anything else stays.
-            if let Err(err) = routes::remove(&self.netlink, stale).await {
-                warn!("{stale}: {err:#}");
-            }
-        }
-        for (id, prefix) in self.config.prefixes.iter().enumerate() {
-            let gateway = self.config.hosts[self.policy.owner(id).unwrap_or(prefix.owner)].address;
-            routes::replace(&self.netlink, prefix.cidr, gateway, self.lan.index).await?;
-        }
+        let wanted: Vec<_> = (self.config.prefixes.iter().enumerate())
+            .map(|(id, prefix)| {
+                let gateway_host = self.policy.owner(id).unwrap_or(prefix.owner);
+                (prefix.cidr, self.config.hosts[gateway_host].address)
+            })
+            .collect();
+        let current = match known_routes {
+            Some(routes) => routes,
+            None => routes::our_routes(&self.netlink, self.lan.index).await?,
+        };
+        let replaced = routes::agree_all(&self.netlink, &wanted, self.lan.index, &current).await?;
+        debug!(replaced, "kernel routes re-pointed");
         Ok(())
     }
 
@@ -433,8 +464,12 @@ impl Controller {
         self.config.hosts.iter().map(|h| h.name.clone()).collect()
     }
 
-    /// Labels for the metrics' map counters, by data-path id.
+    /// Labels for the metrics' map counters, by data-path id; none without a metrics
+    /// address (nothing reads them, and 65,536 prefix labels are megabytes).
     pub(crate) fn metric_names(&self) -> Names {
+        if self.config.metrics.is_none() {
+            return Names::default();
+        }
         Names {
             prefixes: self
                 .config

@@ -203,6 +203,20 @@ impl Maps {
         Ok(entries)
     }
 
+    /// The prefixes of the prefix table, in the kernel's order (its keys only: one
+    /// syscall per entry fewer than [`Maps::prefix_entries`]).
+    pub fn prefix_nets(&self) -> Result<Vec<Ipv4Net>, MapError> {
+        self.prefixes
+            .keys()
+            .map(|key| {
+                let key = key?;
+                // The kernel returns exactly the keys it was given; lengths are <= 32.
+                Ipv4Net::new(key.data().into(), key.prefix_len() as u8)
+                    .map_err(|_| MapError::KeyNotFound)
+            })
+            .collect()
+    }
+
     pub fn prefix_key(net: Ipv4Net) -> Key<[u8; 4]> {
         Key::new(u32::from(net.prefix_len()), net.network().octets())
     }

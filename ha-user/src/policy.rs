@@ -65,7 +65,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Backups, Config};
 
 /// A host's health as the health checker last reported it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -285,7 +285,7 @@ impl HostState {
 struct PrefixState {
     cidr: Ipv4Net,
     owner: usize,
-    backups: Vec<usize>,
+    backups: Backups,
     pin: Option<Pin>,
     holder: Option<usize>,
     reason: Reason,
@@ -296,15 +296,18 @@ impl PrefixState {
         self.pin.map_or(self.owner, |pin| pin.host)
     }
 
-    /// Preferred host, owner, backups: each host once.
-    fn candidates(&self) -> impl Iterator<Item = usize> + '_ {
+    /// Preferred host, owner, backups (of `hosts` hosts): each host once.
+    fn candidates(&self, hosts: usize) -> impl Iterator<Item = usize> + '_ {
         let preferred = self.preferred();
-        let rest = std::iter::once(self.owner).chain(self.backups.iter().copied());
+        let rest = std::iter::once(self.owner).chain(self.backups.hosts(self.owner, hosts));
         std::iter::once(preferred).chain(rest.filter(move |&h| h != preferred))
     }
 
-    fn is_candidate(&self, host: usize) -> bool {
-        self.candidates().any(|c| c == host)
+    fn is_candidate(&self, host: usize, hosts: usize) -> bool {
+        match self.backups {
+            Backups::AllOthers => host < hosts,
+            Backups::Listed(_) => self.candidates(hosts).any(|c| c == host),
+        }
     }
 }
 
@@ -489,7 +492,7 @@ impl Policy {
     /// candidates of their prefix are ignored.
     pub fn adopt_holders(&mut self, holders: &[Option<usize>]) {
         for (prefix, holder) in self.prefixes.iter_mut().zip(holders) {
-            if holder.is_none_or(|h| prefix.is_candidate(h)) {
+            if holder.is_none_or(|h| prefix.is_candidate(h, self.hosts.len())) {
                 prefix.holder = *holder;
                 prefix.reason = Reason::Running;
             }
@@ -728,7 +731,7 @@ impl Policy {
         let keep = (prefix.holder, Self::kept_reason(prefix, admin));
         let holder_ok = prefix
             .holder
-            .is_some_and(|h| self.usable(h, prefix) && prefix.is_candidate(h));
+            .is_some_and(|h| self.usable(h, prefix) && prefix.is_candidate(h, self.hosts.len()));
 
         if self.usable(preferred, prefix) {
             if prefix.holder == Some(preferred) {
@@ -763,7 +766,9 @@ impl Policy {
             return keep;
         }
         match (
-            prefix.candidates().find(|&h| self.usable(h, prefix)),
+            prefix
+                .candidates(self.hosts.len())
+                .find(|&h| self.usable(h, prefix)),
             prefix.holder,
         ) {
             (Some(next), Some(holder)) => (Some(next), self.leave_reason(holder, admin)),
@@ -826,7 +831,10 @@ impl Policy {
         }
         let preferred = prefix.preferred();
         let holder = prefix.holder?;
-        if holder == preferred || !self.usable(holder, prefix) || !prefix.is_candidate(holder) {
+        if holder == preferred
+            || !self.usable(holder, prefix)
+            || !prefix.is_candidate(holder, self.hosts.len())
+        {
             return None;
         }
         self.hosts.get(preferred)?.failback_at()

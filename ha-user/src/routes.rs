@@ -55,7 +55,7 @@
 
 use std::{collections::HashMap, fmt, net::Ipv4Addr};
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle, RouteMessageBuilder,
@@ -136,6 +136,19 @@ pub enum Adoption {
     AlreadyOurs { route: KernelRoute },
     /// Someone else's route was replaced by the same route with [`ROUTE_PROTO`].
     Adopted { previous: KernelRoute },
+}
+
+impl Adoption {
+    /// The gateway of the route `ha` owns after this adoption if that route goes
+    /// through `oif` (an adopted route keeps its own interface).
+    pub fn ours_via(&self, oif: u32) -> Option<Ipv4Addr> {
+        match self {
+            Adoption::Installed { gateway } => Some(*gateway),
+            Adoption::AlreadyOurs { route } | Adoption::Adopted { previous: route } => {
+                route.gateway.filter(|_| route.oif == Some(oif))
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,45 +260,46 @@ pub async fn adopt(
 ) -> Result<Adoption, RouteError> {
     check_prefix(prefix)?;
     let existing = metric_zero_routes(handle).await?;
-    adopt_one(handle, &existing, prefix, owner, oif).await
+    carry_out(
+        handle,
+        prefix,
+        owner,
+        oif,
+        decide(prefix, existing.get(&prefix)),
+    )
+    .await
 }
 
 /// [`adopt`] for every `(prefix, configured owner)` of `wanted`, reading the routing
-/// table once. The outer error: the table could not be read; otherwise one result per
-/// prefix, in order (a refused prefix does not stop the others).
+/// table once and writing up to [`IN_FLIGHT`] routes at a time. The outer error: the
+/// table could not be read; otherwise one result per prefix, in order (a refused
+/// prefix does not stop the others).
 pub async fn adopt_all(
     handle: &Handle,
     wanted: &[(Ipv4Net, Ipv4Addr)],
     oif: u32,
 ) -> Result<Vec<Result<Adoption, RouteError>>, RouteError> {
     let existing = metric_zero_routes(handle).await?;
-    let mut results = Vec::with_capacity(wanted.len());
-    for &(prefix, owner) in wanted {
-        results.push(adopt_one(handle, &existing, prefix, owner, oif).await);
-    }
-    Ok(results)
+    Ok(futures::stream::iter(wanted)
+        .map(|&(prefix, owner)| {
+            let decision = decide(prefix, existing.get(&prefix));
+            carry_out(handle, prefix, owner, oif, decision)
+        })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await)
 }
 
-/// The main-table, metric-0 routes by destination: the ones a replace would hit.
-async fn metric_zero_routes(
+/// Carries out the adoption rule's `decision` for `prefix` (configured owner `owner`,
+/// LAN interface `oif`).
+async fn carry_out(
     handle: &Handle,
-) -> Result<HashMap<Ipv4Net, (KernelRoute, RouteType)>, RouteError> {
-    Ok(dump(handle)
-        .await?
-        .into_iter()
-        .filter(|(route, _)| route.metric == 0)
-        .map(|(route, kind)| (route.prefix, (route, kind)))
-        .collect())
-}
-
-async fn adopt_one(
-    handle: &Handle,
-    existing: &HashMap<Ipv4Net, (KernelRoute, RouteType)>,
     prefix: Ipv4Net,
     owner: Ipv4Addr,
     oif: u32,
+    decision: Result<Decision, RouteError>,
 ) -> Result<Adoption, RouteError> {
-    match decide(prefix, existing.get(&prefix))? {
+    match decision? {
         Decision::Install => {
             replace(handle, prefix, owner, oif).await?;
             Ok(Adoption::Installed { gateway: owner })
@@ -300,6 +314,76 @@ async fn adopt_one(
             Ok(Adoption::Adopted { previous: route })
         }
     }
+}
+
+/// The gateways of `ha`'s routes through one interface, by prefix: what the kernel
+/// has, as [`our_routes`] read it or as [`Adoption::ours_via`] left it.
+pub type OurRoutes = HashMap<Ipv4Net, Ipv4Addr>;
+
+/// The gateways of the main-table, metric-0 routes carrying [`ROUTE_PROTO`] through
+/// `oif`, by prefix.
+pub async fn our_routes(handle: &Handle, oif: u32) -> Result<OurRoutes, RouteError> {
+    Ok(metric_zero_routes(handle)
+        .await?
+        .into_values()
+        .filter(|(route, kind)| *kind == RouteType::Unicast && route.is_ours())
+        .filter(|(route, _)| route.oif == Some(oif))
+        .filter_map(|(route, _)| Some((route.prefix, route.gateway?)))
+        .collect())
+}
+
+/// Points the route of every `(prefix, gateway)` of `wanted` through `gateway` on
+/// `oif` with [`ROUTE_PROTO`], replacing only those `current` (our routes through
+/// `oif`, see [`our_routes`]) does not already have (up to [`IN_FLIGHT`] at a time):
+/// the agreement pass after start-up and reloads. Returns how many routes were
+/// replaced; the error of the first route that could not be (the others are still
+/// tried).
+pub async fn agree_all(
+    handle: &Handle,
+    wanted: &[(Ipv4Net, Ipv4Addr)],
+    oif: u32,
+    current: &OurRoutes,
+) -> Result<usize, RouteError> {
+    let writes: Vec<(Ipv4Net, Ipv4Addr, u32)> = wanted
+        .iter()
+        .filter(|(prefix, gateway)| current.get(prefix) != Some(gateway))
+        .map(|&(prefix, gateway)| (prefix, gateway, oif))
+        .collect();
+    let results = replace_each(handle, &writes).await;
+    let replaced = results.len();
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(replaced)
+}
+
+/// [`replace`] for every `(prefix, gateway, oif)`, up to [`IN_FLIGHT`] requests in
+/// flight on the one netlink socket; one result per route, in order. `routes` must
+/// not name a prefix twice (their order in the kernel would be unspecified).
+pub async fn replace_each(
+    handle: &Handle,
+    routes: &[(Ipv4Net, Ipv4Addr, u32)],
+) -> Vec<Result<(), RouteError>> {
+    futures::stream::iter(routes)
+        .map(|&(prefix, gateway, oif)| replace(handle, prefix, gateway, oif))
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// The most route requests [`replace_each`] keeps in flight. The kernel applies them
+/// one at a time (under the RTNL lock); keeping the socket busy removes the round
+/// trip per route, not the kernel's own cost.
+const IN_FLIGHT: usize = 64;
+
+/// The main-table, metric-0 routes by destination: the ones a replace would hit.
+async fn metric_zero_routes(
+    handle: &Handle,
+) -> Result<HashMap<Ipv4Net, (KernelRoute, RouteType)>, RouteError> {
+    Ok(dump(handle)
+        .await?
+        .into_iter()
+        .filter(|(route, _)| route.metric == 0)
+        .map(|(route, kind)| (route.prefix, (route, kind)))
+        .collect())
 }
 
 /// What [`adopt_all`] does about one prefix.

@@ -2,6 +2,8 @@
 //! previous controller left there: nothing that is still wanted is removed first, so
 //! traffic keeps flowing while a new controller takes over.
 
+use std::collections::HashSet;
+
 use aya::maps::{MapError, xdp::XdpMapError};
 use ha_common::{
     HOST_READY, HostEntry, IFACE_ACTIVE, IfaceEntry, MAX_HOSTS, MAX_IFINDEX, PrefixEntry,
@@ -160,12 +162,12 @@ pub fn remove_stale_prefixes(
     maps: &mut Maps,
     config: &Config,
 ) -> Result<Vec<Ipv4Net>, SteeringError> {
+    let configured: HashSet<Ipv4Net> = config.prefixes.iter().map(|p| p.cidr).collect();
     let stale: Vec<Ipv4Net> = maps
-        .prefix_entries()
+        .prefix_nets()
         .map_err(write_err("the prefix table"))?
         .into_iter()
-        .map(|(net, _)| net)
-        .filter(|net| !config.prefixes.iter().any(|p| p.cidr == *net))
+        .filter(|net| !configured.contains(net))
         .collect();
     for net in &stale {
         remove_prefix(maps, *net)?;

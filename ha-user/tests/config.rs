@@ -8,7 +8,7 @@ use std::{
 };
 
 use ha_user::config::{
-    CheckKind, Config, ConfigError, HealthCheck, Host, Mac, Prefix, Problem, XdpMode,
+    Backups, CheckKind, Config, ConfigError, HealthCheck, Host, Mac, Prefix, Problem, XdpMode,
 };
 
 /// The documented example extended to the classic four-server network.
@@ -72,7 +72,16 @@ fn prefix(cidr: &str, owner: usize, backups: &[usize]) -> Prefix {
     Prefix {
         cidr: cidr.parse().expect("test prefix"),
         owner,
-        backups: backups.to_vec(),
+        backups: Backups::Listed(backups.to_vec()),
+    }
+}
+
+/// A prefix without a `backups` list.
+fn default_prefix(cidr: &str, owner: usize) -> Prefix {
+    Prefix {
+        cidr: cidr.parse().expect("test prefix"),
+        owner,
+        backups: Backups::AllOthers,
     }
 }
 
@@ -247,12 +256,16 @@ backups = []
     assert_eq!(
         config.prefixes,
         vec![
-            prefix("10.1.0.0/24", 2, &[0, 1, 3]),
-            prefix("10.2.0.0/24", 0, &[1, 2, 3]),
+            default_prefix("10.1.0.0/24", 2),
+            default_prefix("10.2.0.0/24", 0),
             // An explicit empty list means no backups, not the default.
             prefix("10.3.0.0/24", 3, &[]),
         ]
     );
+    let backups: Vec<Vec<usize>> = (config.prefixes.iter())
+        .map(|p| p.backup_hosts(config.hosts.len()).collect())
+        .collect();
+    assert_eq!(backups, [vec![0, 1, 3], vec![1, 2, 3], vec![]]);
 }
 
 #[test]

@@ -344,6 +344,82 @@ fn adopt_takes_over_foreign_static_routes_of_configured_prefixes_only() {
 }
 
 #[test]
+fn agree_all_rewrites_only_the_routes_that_differ() {
+    if !require_root("agree_all_rewrites_only_the_routes_that_differ") {
+        return;
+    }
+    let netns = route_lab("agree");
+    // Ours and right, ours through another gateway, someone else's, missing.
+    netns.ip(
+        0,
+        "route add 10.77.32.0/27 via 10.77.0.2 dev lan0 proto 165",
+    );
+    netns.ip(
+        0,
+        "route add 10.77.64.0/27 via 10.77.0.3 dev lan0 proto 165",
+    );
+    netns.ip(
+        0,
+        "route add 10.77.96.0/27 via 10.77.0.2 dev lan0 proto static",
+    );
+    netns.ip(
+        0,
+        "route add 10.77.160.0/27 via 10.77.0.5 dev lan0 proto static",
+    );
+    let name = netns.name(0).to_owned();
+    let (before, replaced, after, again) = in_netns(&name, || async {
+        let handle = netdev::connect().expect("netlink");
+        let lan = netdev::interface(&handle, "lan0")
+            .await
+            .expect("lan0")
+            .index;
+        let gateway = addr("10.77.0.2");
+        let wanted = [
+            "10.77.32.0/27",
+            "10.77.64.0/27",
+            "10.77.96.0/27",
+            "10.77.128.0/27",
+        ]
+        .map(|p| (net(p), gateway));
+        let before = routes::our_routes(&handle, lan).await.expect("our routes");
+        let replaced = routes::agree_all(&handle, &wanted, lan, &before)
+            .await
+            .expect("agreeing");
+        let after = routes::our_routes(&handle, lan).await.expect("our routes");
+        let again = routes::agree_all(&handle, &wanted, lan, &after)
+            .await
+            .expect("agreeing again");
+        (before, replaced, after, again)
+    });
+    let ours = |pairs: &[(&str, &str)]| -> routes::OurRoutes {
+        pairs.iter().map(|(p, g)| (net(p), addr(g))).collect()
+    };
+    assert_eq!(
+        before,
+        ours(&[
+            ("10.77.32.0/27", "10.77.0.2"),
+            ("10.77.64.0/27", "10.77.0.3")
+        ])
+    );
+    assert_eq!(replaced, 3, "all but the route that already agreed");
+    assert_eq!(
+        after,
+        ours(&[
+            ("10.77.32.0/27", "10.77.0.2"),
+            ("10.77.64.0/27", "10.77.0.2"),
+            ("10.77.96.0/27", "10.77.0.2"),
+            ("10.77.128.0/27", "10.77.0.2"),
+        ])
+    );
+    assert_eq!(again, 0, "nothing left to change");
+    // A route for a prefix that was not asked for stays someone else's.
+    assert_eq!(
+        shown(&netns, "static"),
+        ["10.77.160.0/27 via 10.77.0.5 dev lan0"]
+    );
+}
+
+#[test]
 fn replace_over_a_static_route_adopts_it() {
     if !require_root("replace_over_a_static_route_adopts_it") {
         return;

@@ -1,4 +1,7 @@
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, bail};
 use tokio::{
@@ -6,7 +9,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     adopt,
@@ -101,7 +104,7 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
     };
 
     // The slow path first: take over the static routes of the configured prefixes.
-    adopt_routes(&handle, &config, lan.index).await?;
+    let routes_left = adopt_routes(&handle, &config, lan.index).await?;
 
     if reset {
         let removed = datapath::detach_all(&config.pin_dir)?;
@@ -131,16 +134,15 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
         .prefix_entries()
         .context("reading the pinned prefix table")?;
     if !running.is_empty() {
+        let running_hosts: HashMap<_, _> = running
+            .iter()
+            .map(|(net, entry)| (*net, entry.host as usize))
+            .collect();
         let holders: Vec<Option<usize>> = config
             .prefixes
             .iter()
-            .map(|p| {
-                let entry = running
-                    .iter()
-                    .find(|(net, _)| *net == p.cidr)
-                    .map(|(_, e)| e.host as usize);
-                entry.filter(|&h| h < config.hosts.len())
-            })
+            .map(|p| running_hosts.get(&p.cidr).copied())
+            .map(|host| host.filter(|&h| h < config.hosts.len()))
             .collect();
         policy.adopt_holders(&holders);
         info!(entries = running.len(), "adopting the running data path");
@@ -181,7 +183,7 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
     controller.metrics.set_names(controller.metric_names());
     // Maps before attaching: the program never runs on half-filled maps.
     controller
-        .write_everything()
+        .write_everything(Some(routes_left))
         .await
         .context("writing the data path and routes")?;
     for iface in std::iter::once(&controller.lan).chain(&controller.ingress) {
@@ -195,6 +197,9 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
             "XDP attached"
         );
     }
+    // The links are pinned: the loaded object (the parsed ELF, its BTF) is not needed
+    // any more.
+    drop(loaded);
     controller.resolve_missing_macs().await;
 
     let addresses: Vec<_> = controller.config.hosts.iter().map(|h| h.address).collect();
@@ -213,6 +218,7 @@ pub async fn run(config_path: Option<&Path>, args: Args) -> anyhow::Result<()> {
             let _ = reload_tx.try_send(());
         }
     });
+    release_freed_memory();
     info!(
         hosts = controller.config.hosts.len(),
         prefixes = controller.config.prefixes.len(),
@@ -271,9 +277,8 @@ async fn load_config(
     );
     for prefix in &config.prefixes {
         let backups: Vec<&str> = prefix
-            .backups
-            .iter()
-            .map(|&b| config.hosts[b].name.as_str())
+            .backup_hosts(config.hosts.len())
+            .map(|b| config.hosts[b].name.as_str())
             .collect();
         info!(prefix = %prefix.cidr, owner = %config.hosts[prefix.owner].name, backups = ?backups, "adopted");
     }
@@ -282,27 +287,56 @@ async fn load_config(
 
 /// Takes over (or installs) the kernel route of every configured prefix; a route the
 /// configuration disagrees with stops the start-up before anything else changes.
+/// Returns our routes through the LAN as it left them.
 async fn adopt_routes(
     handle: &rtnetlink::Handle,
     config: &Config,
     lan_index: u32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<routes::OurRoutes> {
     let wanted: Vec<_> = config
         .prefixes
         .iter()
         .map(|p| (p.cidr, config.hosts[p.owner].address))
         .collect();
     let results = routes::adopt_all(handle, &wanted, lan_index).await?;
+    let mut left = routes::OurRoutes::with_capacity(wanted.len());
+    let (mut installed, mut kept, mut adopted) = (0, 0, 0);
     for ((prefix, _), result) in wanted.iter().zip(results) {
-        match result.with_context(|| format!("taking over the kernel route of {prefix}"))? {
-            Adoption::Installed { gateway } => info!(%prefix, %gateway, "kernel route installed"),
-            Adoption::AlreadyOurs { .. } => {}
+        let adoption =
+            result.with_context(|| format!("taking over the kernel route of {prefix}"))?;
+        if let Some(gateway) = adoption.ours_via(lan_index) {
+            left.insert(*prefix, gateway);
+        }
+        match adoption {
+            Adoption::Installed { gateway } => {
+                installed += 1;
+                debug!(%prefix, %gateway, "kernel route installed");
+            }
+            Adoption::AlreadyOurs { .. } => kept += 1,
             Adoption::Adopted { previous } => {
-                info!(%prefix, route = %previous, "kernel route adopted")
+                adopted += 1;
+                info!(%prefix, route = %previous, "kernel route adopted");
             }
         }
     }
-    Ok(())
+    info!(
+        installed,
+        adopted,
+        already_ours = kept,
+        "kernel routes taken over"
+    );
+    Ok(left)
+}
+
+/// Hands the heap start-up freed back to the kernel. Parsing a large configuration,
+/// the routing table and the BPF object leaves tens of MiB free inside the allocator,
+/// which glibc keeps for the life of the process unless asked.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Drains aya-log records from the data path into our log, for as long as we run.

@@ -63,8 +63,7 @@ struct Health {
 }
 
 /// `hosts` hosts, `prefixes` prefixes; prefix `j` owned by host `j % hosts`, its one
-/// backup the next host (the default, every other host, would make 65,536 lists of
-/// 1,023 backups).
+/// backup the next host, so that a failed host's prefixes all go to a known host.
 fn render_config(dir: &Path, pin_dir: &Path, hosts: usize, prefixes: usize, h: &Health) -> String {
     let Health {
         kind,
