@@ -12,20 +12,25 @@
 //! written by each task after each probe (before the event of a change is sent) and
 //! copied out by [`HealthStatus::snapshot`]; the lock is never held across an await.
 //!
+//! What a host's probes keep between probes is in its [`probe::Prober`]: the HTTP
+//! check keeps its connection open (HTTP/1.1 keep-alive, see [`http`]); every ICMP
+//! check shares one raw socket, opened by the first ICMP probe for the life of the
+//! checker (see [`icmp`]). A TCP check connects anew each time: that is its meaning.
+//!
 //! Detection time: a host that fails just after a successful probe is declared down
 //! after at most `interval + (fall - 1) × max(interval, timeout) + timeout`, that is
 //! `fall × interval + timeout` when `timeout ≤ interval`. A dead process answers with
-//! RST (immediate failure); a dead link, a blackhole or a hung server costs `timeout`.
+//! RST (immediate failure; a kept HTTP connection to it is found closed and the probe
+//! connects anew, refused); a dead link, a blackhole or a hung server costs `timeout`.
 
+mod http;
+mod icmp;
 mod probe;
 
 use std::{
     fmt,
     net::Ipv4Addr,
-    sync::{
-        Arc, PoisonError, RwLock,
-        atomic::{AtomicU16, Ordering},
-    },
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -189,6 +194,8 @@ pub struct HealthChecker {
     status: HealthStatus,
     events: mpsc::Sender<HealthEvent>,
     shutdown: watch::Receiver<bool>,
+    /// What the probes of all hosts share (the ICMP socket).
+    probes: probe::Shared,
 }
 
 impl HealthChecker {
@@ -207,6 +214,7 @@ impl HealthChecker {
             status,
             events,
             shutdown,
+            probes: probe::Shared::default(),
         };
         checker.tasks = hosts
             .iter()
@@ -272,6 +280,7 @@ impl HealthChecker {
     fn start(&self, index: usize, host: &Host) -> JoinHandle<()> {
         let task = HostTask {
             index,
+            prober: probe::Prober::new(host.address, &host.health, &self.probes),
             host: host.clone(),
             status: self.status.clone(),
             events: self.events.clone(),
@@ -304,11 +313,9 @@ async fn stop_task(handle: JoinHandle<()>) {
     let _ended = handle.await;
 }
 
-/// ICMP echo identifiers: distinct per task (also across restarts) and per process.
-static NEXT_ECHO_IDENT: AtomicU16 = AtomicU16::new(0);
-
 struct HostTask {
     index: usize,
+    prober: probe::Prober,
     host: Host,
     status: HealthStatus,
     events: mpsc::Sender<HealthEvent>,
@@ -318,6 +325,7 @@ impl HostTask {
     async fn run(self) {
         let Self {
             index,
+            mut prober,
             host,
             status,
             events,
@@ -326,16 +334,11 @@ impl HostTask {
         let mut interval = tokio::time::interval(Duration::from_millis(check.interval_ms.max(1)));
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut hysteresis = Hysteresis::new(check.rise, check.fall);
-        #[expect(clippy::cast_possible_truncation, reason = "any 16 bits of the pid do")]
-        let ident = (std::process::id() as u16)
-            .wrapping_add(NEXT_ECHO_IDENT.fetch_add(1, Ordering::Relaxed));
-        let mut seq = 0u16;
         let mut streak_start = Instant::now();
         loop {
             interval.tick().await;
-            seq = seq.wrapping_add(1);
             let started = Instant::now();
-            let result = probe::run(host.address, check, ident, seq).await;
+            let result = prober.probe().await;
             let change = hysteresis.record(result.is_ok());
             if hysteresis.successes() == 1 || hysteresis.failures() == 1 {
                 streak_start = started;

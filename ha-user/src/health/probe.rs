@@ -1,32 +1,23 @@
 //! One probe of one host: a TCP connect, an HTTP/1.1 GET, or an ICMP echo.
 //!
-//! Every probe is bounded by the check's `timeout_ms`. TCP connections are closed with
-//! a zero linger (RST): a probe every few milliseconds would otherwise leave thousands
-//! of sockets in TIME_WAIT.
+//! A [`Prober`] holds what its host's probes keep from one to the next: the HTTP
+//! check's connection ([`http`](super::http)), the ICMP check's identifier on the
+//! socket shared by every host ([`icmp`](super::icmp)). Every probe is bounded by the
+//! check's `timeout_ms`. TCP connections are closed with a zero linger (RST): a probe
+//! every few milliseconds would otherwise leave thousands of sockets in TIME_WAIT.
 
 use std::{
-    io::{self, Read as _},
+    io,
     net::{Ipv4Addr, SocketAddrV4},
+    sync::Arc,
     time::Duration,
 };
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::{
-    io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, unix::AsyncFd},
-    net::TcpStream,
-    time::Instant,
-};
+use tokio::{net::TcpStream, time::Instant};
 use tracing::debug;
 
+use super::{http, icmp};
 use crate::config::{CheckKind, HealthCheck};
-
-/// Longest HTTP status line read before the response is called malformed.
-const MAX_STATUS_LINE: usize = 1024;
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_DEST_UNREACHABLE: u8 = 3;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_TIME_EXCEEDED: u8 = 11;
 
 /// Why a probe failed. [`ProbeError::reason`] (the message with its sources) is the
 /// `reason` of events and the `last_error` of the status.
@@ -85,33 +76,65 @@ impl ProbeError {
     }
 }
 
-/// Probes `address` once as `check` says and returns how long the probe took.
-/// `ident` and `seq` are the ICMP echo identifier and sequence (unused by tcp and http).
-pub(super) async fn run(
-    address: Ipv4Addr,
-    check: &HealthCheck,
-    ident: u16,
-    seq: u16,
-) -> Result<Duration, ProbeError> {
-    let started = Instant::now();
-    let target = SocketAddrV4::new(address, check.port);
-    let work = async {
-        match check.kind {
-            CheckKind::Tcp => connect(target).await.map(drop),
-            CheckKind::Http => http(target, &check.path, check.expect_status).await,
-            CheckKind::Icmp => icmp(address, ident, seq).await,
+/// What the probes of all hosts share: the ICMP socket, opened by the first icmp
+/// probe and closed when the checker and every prober are gone.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Shared {
+    icmp: Arc<icmp::Lazy>,
+}
+
+/// One host's probes.
+#[derive(Debug)]
+pub(super) struct Prober {
+    timeout_ms: u64,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Tcp(SocketAddrV4),
+    Http(http::Client),
+    Icmp(icmp::Echo),
+}
+
+impl Prober {
+    pub(super) fn new(address: Ipv4Addr, check: &HealthCheck, shared: &Shared) -> Self {
+        let target = SocketAddrV4::new(address, check.port);
+        let kind = match check.kind {
+            CheckKind::Tcp => Kind::Tcp(target),
+            CheckKind::Http => {
+                Kind::Http(http::Client::new(target, &check.path, check.expect_status))
+            }
+            CheckKind::Icmp => Kind::Icmp(icmp::Echo::new(shared.icmp.clone(), address)),
+        };
+        Self {
+            timeout_ms: check.timeout_ms,
+            kind,
         }
-    };
-    match tokio::time::timeout(Duration::from_millis(check.timeout_ms), work).await {
-        Ok(Ok(())) => Ok(started.elapsed()),
-        Ok(Err(err)) => Err(err),
-        Err(_elapsed) => Err(ProbeError::Timeout {
-            ms: check.timeout_ms,
-        }),
+    }
+
+    /// Probes the host once and returns how long the probe took.
+    pub(super) async fn probe(&mut self) -> Result<Duration, ProbeError> {
+        let started = Instant::now();
+        let work = async {
+            match &mut self.kind {
+                Kind::Tcp(target) => connect(*target).await.map(drop),
+                Kind::Http(client) => client.probe().await,
+                Kind::Icmp(echo) => echo.probe().await,
+            }
+        };
+        match tokio::time::timeout(Duration::from_millis(self.timeout_ms), work).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(err)) => Err(err),
+            Err(_elapsed) => Err(ProbeError::Timeout {
+                ms: self.timeout_ms,
+            }),
+        }
     }
 }
 
-async fn connect(target: SocketAddrV4) -> Result<TcpStream, ProbeError> {
+/// A TCP connection to `target` that closes with RST.
+pub(super) async fn connect(target: SocketAddrV4) -> Result<TcpStream, ProbeError> {
     let stream = TcpStream::connect(target)
         .await
         .map_err(|source| match source.kind() {
@@ -125,251 +148,165 @@ async fn connect(target: SocketAddrV4) -> Result<TcpStream, ProbeError> {
     Ok(stream)
 }
 
-/// `GET path` with `Connection: close`; success iff the status code is `expect`.
-/// Only the status line is read; dropping the socket then resets the connection.
-async fn http(target: SocketAddrV4, path: &str, expect: u16) -> Result<(), ProbeError> {
-    let mut stream = connect(target).await?;
-    let host = match target.port() {
-        80 => target.ip().to_string(),
-        _ => target.to_string(),
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ha-health\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|source| ProbeError::Http { source })?;
-    match read_status(&mut stream).await? {
-        status if status == expect => Ok(()),
-        status => Err(ProbeError::Status { status }),
-    }
-}
-
-/// Reads up to the end of the status line and returns its code.
-async fn read_status(reader: &mut (impl AsyncRead + Unpin)) -> Result<u16, ProbeError> {
-    let mut line = Vec::with_capacity(128);
-    let mut chunk = [0u8; 512];
-    loop {
-        if let Some(end) = line.iter().position(|&b| b == b'\n') {
-            return parse_status_line(&line[..end]);
-        }
-        if line.len() > MAX_STATUS_LINE {
-            return Err(ProbeError::StatusLine {
-                line: String::from_utf8_lossy(&line[..80]).into_owned(),
-            });
-        }
-        let n = reader
-            .read(&mut chunk)
-            .await
-            .map_err(|source| ProbeError::Http { source })?;
-        if n == 0 {
-            return Err(ProbeError::Closed);
-        }
-        line.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// The code of `HTTP/1.x NNN reason` (the line without its `\n`; a `\r` is allowed).
-fn parse_status_line(line: &[u8]) -> Result<u16, ProbeError> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let code = std::str::from_utf8(line).ok().and_then(|text| {
-        let mut parts = text.splitn(3, ' ');
-        let version = parts.next()?;
-        let code = parts.next()?;
-        let valid = version.starts_with("HTTP/1.") && code.len() == 3;
-        valid.then(|| code.parse::<u16>().ok()).flatten()
-    });
-    code.ok_or_else(|| ProbeError::StatusLine {
-        line: String::from_utf8_lossy(line).into_owned(),
-    })
-}
-
-/// One echo request on its own raw socket, then waits for the matching reply (or for
-/// an ICMP error quoting the request).
-async fn icmp(address: Ipv4Addr, ident: u16, seq: u16) -> Result<(), ProbeError> {
-    let socket_error = |source| ProbeError::IcmpSocket { source };
-    let socket =
-        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(socket_error)?;
-    socket.set_nonblocking(true).map_err(socket_error)?;
-    // SAFETY: the `Socket` owns its descriptor and returns that same descriptor from
-    // `as_raw_fd` until it is dropped, which happens only with the `AsyncFd`.
-    let socket = unsafe { AsyncFd::register(socket) }.map_err(|err| socket_error(err.into()))?;
-    let icmp_error = |source| ProbeError::Icmp { source };
-
-    let request = echo_request(ident, seq);
-    let destination = SockAddr::from(SocketAddrV4::new(address, 0));
-    loop {
-        let mut guard = socket.writable().await.map_err(icmp_error)?;
-        if let Ok(sent) = guard.try_io(|s| s.get_ref().send_to(&request, &destination)) {
-            sent.map_err(icmp_error)?;
-            break;
-        }
-    }
-    // A raw socket sees every ICMP packet the host receives: keep the one about us.
-    let mut packet = [0u8; 1500];
-    loop {
-        let mut guard = socket.readable().await.map_err(icmp_error)?;
-        let Ok(received) = guard.try_io(|s| s.get_ref().read(&mut packet)) else {
-            continue;
-        };
-        let len = received.map_err(icmp_error)?;
-        if let Some(result) = classify(packet.get(..len).unwrap_or_default(), address, ident, seq) {
-            return result;
-        }
-    }
-}
-
-fn echo_request(ident: u16, seq: u16) -> [u8; 16] {
-    let mut message = [0u8; 16];
-    message[0] = ICMP_ECHO_REQUEST;
-    message[4..6].copy_from_slice(&ident.to_be_bytes());
-    message[6..8].copy_from_slice(&seq.to_be_bytes());
-    message[8..].copy_from_slice(b"ha-healt");
-    let checksum = internet_checksum(&message);
-    message[2..4].copy_from_slice(&checksum.to_be_bytes());
-    message
-}
-
-/// RFC 1071 checksum.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|pair| {
-            u32::from(u16::from_be_bytes([
-                pair[0],
-                pair.get(1).copied().unwrap_or(0),
-            ]))
-        })
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// What a received IPv4 packet means for the echo `ident`/`seq` sent to `address`:
-/// `None` if it is about something else.
-fn classify(
-    packet: &[u8],
-    address: Ipv4Addr,
-    ident: u16,
-    seq: u16,
-) -> Option<Result<(), ProbeError>> {
-    let header_len = usize::from(packet.first()? & 0x0f) * 4;
-    let source: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
-    let source = Ipv4Addr::from(source);
-    let icmp = packet.get(header_len..)?;
-    let ours = |echo: &[u8]| {
-        echo.get(4..6) == Some(&ident.to_be_bytes()[..])
-            && echo.get(6..8) == Some(&seq.to_be_bytes()[..])
-    };
-    let (&kind, &code) = (icmp.first()?, icmp.get(1)?);
-    match kind {
-        ICMP_ECHO_REPLY => (source == address && ours(icmp)).then_some(Ok(())),
-        ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED => {
-            // The error quotes our request's IP header and the first 8 bytes of the echo.
-            let quoted = icmp.get(8..)?;
-            let quoted_len = usize::from(quoted.first()? & 0x0f) * 4;
-            let destination: [u8; 4] = quoted.get(16..20)?.try_into().ok()?;
-            let echo = quoted.get(quoted_len..)?;
-            let about_us = Ipv4Addr::from(destination) == address
-                && echo.first() == Some(&ICMP_ECHO_REQUEST)
-                && ours(echo);
-            let what = match kind {
-                ICMP_DEST_UNREACHABLE => "destination unreachable",
-                _ => "time exceeded",
-            };
-            about_us.then_some(Err(ProbeError::Unreachable {
-                what,
-                code,
-                from: source,
-            }))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 pub(super) mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
 
-    use tokio::{net::TcpListener, task::JoinHandle};
+    use socket2::{Domain, Protocol, Socket, Type};
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpListener,
+        task::JoinHandle,
+    };
 
     use super::*;
 
-    /// How the test HTTP server answers a new connection.
+    /// How the test HTTP server answers the next request.
     #[derive(Clone, Copy, Debug)]
     pub enum Reply {
+        /// This status, `Content-Length: 0`, and the connection kept open.
         Status(u16),
-        /// Accepts and never answers (a hung server).
+        /// This status with `Connection: close`, then the server closes.
+        Close(u16),
+        /// Reads the request and closes without answering, once; then `Status(200)`.
+        DropOnce,
+        /// These bytes, written one part at a time 5 ms apart; the connection is
+        /// kept open.
+        Raw(&'static [&'static str]),
+        /// Never answers (a hung server).
         Hang,
     }
 
-    /// An HTTP server on 127.0.0.1 and an ephemeral port; its reply can be changed.
+    /// An HTTP/1.1 server on 127.0.0.1 and an ephemeral port with keep-alive; its
+    /// reply can be changed and it counts connections and requests.
     pub struct TestServer {
         pub port: u16,
-        reply: Arc<Mutex<Reply>>,
-        last_request: Arc<Mutex<String>>,
+        shared: Arc<Served>,
         task: JoinHandle<()>,
+    }
+
+    struct Served {
+        reply: Mutex<Reply>,
+        last_request: Mutex<String>,
+        connections: AtomicUsize,
+        requests: AtomicUsize,
+        tasks: Mutex<Vec<JoinHandle<()>>>,
     }
 
     impl TestServer {
         pub async fn start(reply: Reply) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let port = listener.local_addr().expect("local address").port();
-            let reply = Arc::new(Mutex::new(reply));
-            let last_request = Arc::new(Mutex::new(String::new()));
-            let (shared_reply, shared_request) = (reply.clone(), last_request.clone());
+            let shared = Arc::new(Served {
+                reply: Mutex::new(reply),
+                last_request: Mutex::new(String::new()),
+                connections: AtomicUsize::new(0),
+                requests: AtomicUsize::new(0),
+                tasks: Mutex::new(Vec::new()),
+            });
+            let served = shared.clone();
             let task = tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    let reply = *shared_reply.lock().expect("reply lock");
-                    tokio::spawn(serve(stream, reply, shared_request.clone()));
+                    served.connections.fetch_add(1, Ordering::Relaxed);
+                    let task = tokio::spawn(serve(stream, served.clone()));
+                    served.tasks.lock().expect("tasks lock").push(task);
                 }
             });
-            Self {
-                port,
-                reply,
-                last_request,
-                task,
-            }
+            Self { port, shared, task }
         }
 
         pub fn set(&self, reply: Reply) {
-            *self.reply.lock().expect("reply lock") = reply;
+            *self.shared.reply.lock().expect("reply lock") = reply;
         }
 
         fn last_request(&self) -> String {
-            self.last_request.lock().expect("request lock").clone()
+            self.shared
+                .last_request
+                .lock()
+                .expect("request lock")
+                .clone()
         }
 
-        /// Closes the listening socket (as if the process died); returns once it is closed.
-        pub async fn stop(self) {
+        /// (connections accepted, requests read) so far.
+        fn counts(&self) -> (usize, usize) {
+            (
+                self.shared.connections.load(Ordering::Relaxed),
+                self.shared.requests.load(Ordering::Relaxed),
+            )
+        }
+
+        /// Closes the listening socket and every connection (as if the process died);
+        /// returns once they are closed.
+        pub async fn stop(mut self) {
             self.task.abort();
-            let _cancelled = self.task.await;
+            let _cancelled = (&mut self.task).await;
+            self.close_connections().await;
+        }
+
+        /// Closes every open connection (as a server's idle timeout would); returns
+        /// once they are closed.
+        async fn close_connections(&self) {
+            let tasks = std::mem::take(&mut *self.shared.tasks.lock().expect("tasks lock"));
+            for task in tasks {
+                task.abort();
+                let _cancelled = task.await;
+            }
         }
     }
 
-    async fn serve(mut stream: TcpStream, reply: Reply, last_request: Arc<Mutex<String>>) {
-        let code = match reply {
-            Reply::Hang => {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                return;
-            }
-            Reply::Status(code) => code,
-        };
+    async fn serve(mut stream: TcpStream, served: Arc<Served>) {
         let mut request = Vec::new();
         let mut chunk = [0u8; 512];
-        while !request.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => request.extend_from_slice(&chunk[..n]),
+        loop {
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
+            *served.last_request.lock().expect("request lock") =
+                String::from_utf8_lossy(&request).into();
+            request.clear();
+            served.requests.fetch_add(1, Ordering::Relaxed);
+            let reply = *served.reply.lock().expect("reply lock");
+            let written = match reply {
+                Reply::Hang => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                Reply::DropOnce => {
+                    *served.reply.lock().expect("reply lock") = Reply::Status(200);
+                    return;
+                }
+                Reply::Status(code) => {
+                    let response = format!("HTTP/1.1 {code} Test\r\nContent-Length: 0\r\n\r\n");
+                    stream.write_all(response.as_bytes()).await
+                }
+                Reply::Close(code) => {
+                    let response = format!(
+                        "HTTP/1.1 {code} Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ignored = stream.write_all(response.as_bytes()).await;
+                    return;
+                }
+                Reply::Raw(parts) => {
+                    let mut written = Ok(());
+                    for (i, part) in parts.iter().enumerate() {
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        written = stream.write_all(part.as_bytes()).await;
+                    }
+                    written
+                }
+            };
+            if written.is_err() {
+                return;
             }
         }
-        *last_request.lock().expect("request lock") = String::from_utf8_lossy(&request).into();
-        let response =
-            format!("HTTP/1.1 {code} Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        let _ignored = stream.write_all(response.as_bytes()).await;
     }
 
     pub fn check(kind: CheckKind, port: u16, timeout_ms: u64) -> HealthCheck {
@@ -384,10 +321,26 @@ pub(super) mod tests {
 
     const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
+    fn prober(kind: CheckKind, port: u16, timeout_ms: u64) -> Prober {
+        Prober::new(
+            LOCALHOST,
+            &check(kind, port, timeout_ms),
+            &Shared::default(),
+        )
+    }
+
+    async fn probe_once(
+        kind: CheckKind,
+        port: u16,
+        timeout_ms: u64,
+    ) -> Result<Duration, ProbeError> {
+        prober(kind, port, timeout_ms).probe().await
+    }
+
     #[tokio::test]
     async fn tcp_connects_to_a_listener() {
         let server = TestServer::start(Reply::Status(200)).await;
-        let rtt = run(LOCALHOST, &check(CheckKind::Tcp, server.port, 500), 1, 1)
+        let rtt = probe_once(CheckKind::Tcp, server.port, 500)
             .await
             .expect("tcp probe");
         println!("tcp probe took {rtt:?}");
@@ -398,7 +351,7 @@ pub(super) mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("local address").port();
         drop(listener);
-        let err = run(LOCALHOST, &check(CheckKind::Tcp, port, 500), 1, 1)
+        let err = probe_once(CheckKind::Tcp, port, 500)
             .await
             .expect_err("nothing listens");
         assert!(matches!(err, ProbeError::Refused), "{err:?}");
@@ -406,9 +359,9 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn http_200_succeeds_and_sends_host_and_close() {
+    async fn http_200_succeeds_and_sends_host() {
         let server = TestServer::start(Reply::Status(200)).await;
-        run(LOCALHOST, &check(CheckKind::Http, server.port, 500), 1, 1)
+        probe_once(CheckKind::Http, server.port, 500)
             .await
             .expect("http probe");
         let request = server.last_request();
@@ -420,13 +373,13 @@ pub(super) mod tests {
             request.contains(&format!("\r\nHost: 127.0.0.1:{}\r\n", server.port)),
             "{request:?}"
         );
-        assert!(request.contains("\r\nConnection: close\r\n"), "{request:?}");
+        assert!(!request.contains("Connection:"), "keep-alive: {request:?}");
     }
 
     #[tokio::test]
     async fn http_503_fails() {
         let server = TestServer::start(Reply::Status(503)).await;
-        let err = run(LOCALHOST, &check(CheckKind::Http, server.port, 500), 1, 1)
+        let err = probe_once(CheckKind::Http, server.port, 500)
             .await
             .expect_err("503 is not 200");
         assert_eq!(err.reason(), "http status 503");
@@ -436,7 +389,7 @@ pub(super) mod tests {
     async fn http_to_a_hung_server_times_out() {
         let server = TestServer::start(Reply::Hang).await;
         let started = Instant::now();
-        let err = run(LOCALHOST, &check(CheckKind::Http, server.port, 50), 1, 1)
+        let err = probe_once(CheckKind::Http, server.port, 50)
             .await
             .expect_err("no answer");
         let took = started.elapsed();
@@ -447,81 +400,180 @@ pub(super) mod tests {
         );
     }
 
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r").ok(), Some(200));
-        assert_eq!(parse_status_line(b"HTTP/1.0 503").ok(), Some(503));
-        for bad in [
-            &b"HTTP/2 200 OK"[..],
-            b"SSH-2.0-OpenSSH",
-            b"HTTP/1.1 20 OK",
-            b"",
-        ] {
-            assert!(parse_status_line(bad).is_err(), "{bad:?}");
+    /// Probes `times` times; every probe must pass.
+    async fn probe_ok(prober: &mut Prober, times: usize) {
+        for i in 0..times {
+            if let Err(err) = prober.probe().await {
+                panic!("probe {i}: {}", err.reason());
+            }
         }
     }
 
-    #[test]
-    fn echo_request_checksum_verifies() {
-        let message = echo_request(0x1234, 7);
-        assert_eq!(internet_checksum(&message), 0, "{message:02x?}");
-        assert_eq!(&message[4..8], &[0x12, 0x34, 0, 7]);
+    #[tokio::test]
+    async fn http_keeps_its_connection_across_probes() {
+        let server = TestServer::start(Reply::Status(200)).await;
+        let mut prober = prober(CheckKind::Http, server.port, 500);
+        probe_ok(&mut prober, 5).await;
+        assert_eq!(server.counts(), (1, 5), "(connections, requests)");
+    }
+
+    #[tokio::test]
+    async fn http_reconnects_when_the_server_closes() {
+        let server = TestServer::start(Reply::Close(200)).await;
+        let mut prober = prober(CheckKind::Http, server.port, 500);
+        probe_ok(&mut prober, 3).await;
+        assert_eq!(server.counts(), (3, 3), "Connection: close");
+
+        // The server closes a kept connection between probes (an idle timeout).
+        let server = TestServer::start(Reply::Status(200)).await;
+        let mut prober = self::prober(CheckKind::Http, server.port, 500);
+        probe_ok(&mut prober, 2).await;
+        let kept = server.counts();
+        server.close_connections().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        probe_ok(&mut prober, 2).await;
+        assert_eq!((kept, server.counts()), ((1, 2), (2, 4)));
+    }
+
+    #[tokio::test]
+    async fn http_retries_once_when_a_kept_connection_closes_under_the_request() {
+        let server = TestServer::start(Reply::Status(200)).await;
+        let mut prober = prober(CheckKind::Http, server.port, 500);
+        probe_ok(&mut prober, 1).await;
+        server.set(Reply::DropOnce);
+        probe_ok(&mut prober, 2).await;
+        assert_eq!(
+            server.counts(),
+            (2, 4),
+            "dropped request retried on a new connection"
+        );
+
+        // A fresh connection is not retried: the server really closes on requests.
+        server.set(Reply::DropOnce);
+        let mut fresh = self::prober(CheckKind::Http, server.port, 500);
+        let err = fresh.probe().await.expect_err("closed without an answer");
+        assert_eq!(
+            err.reason(),
+            "http: connection closed before the status line"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_reports_a_killed_server_as_refused() {
+        let server = TestServer::start(Reply::Status(200)).await;
+        let mut prober = prober(CheckKind::Http, server.port, 500);
+        probe_ok(&mut prober, 2).await;
+        server.stop().await;
+        let err = prober.probe().await.expect_err("server gone");
+        assert_eq!(err.reason(), "connection refused");
+    }
+
+    #[tokio::test]
+    async fn http_consumes_the_body_by_content_length() {
+        // The body comes in two segments, after the head: a client that did not read
+        // it would take " world" for the next status line.
+        let server = TestServer::start(Reply::Raw(&[
+            "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello",
+            " world",
+        ]))
+        .await;
+        let mut prober = prober(CheckKind::Http, server.port, 500);
+        probe_ok(&mut prober, 3).await;
+        assert_eq!(server.counts(), (1, 3));
+
+        // Head split in the middle of a header line, then more than a buffer of body.
+        const BIG: &str = concat!("HTTP/1.1 200 OK\r\nContent-Len", "gth: 3000\r\n\r\n",);
+        let body: &'static str = "x".repeat(3000).leak();
+        let parts: &'static [&'static str] = vec![BIG, body].leak();
+        server.set(Reply::Raw(parts));
+        probe_ok(&mut prober, 3).await;
+        assert_eq!(server.counts(), (1, 6));
+    }
+
+    #[tokio::test]
+    async fn http_without_a_length_closes_after_the_response() {
+        let server = TestServer::start(Reply::Raw(&["HTTP/1.1 200 OK\r\n\r\nbody"])).await;
+        let mut prober = prober(CheckKind::Http, server.port, 500);
+        probe_ok(&mut prober, 3).await;
+        assert_eq!(server.counts(), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn http_failure_drops_the_connection() {
+        let server = TestServer::start(Reply::Status(503)).await;
+        let mut prober = prober(CheckKind::Http, server.port, 500);
+        for _ in 0..2 {
+            let err = prober.probe().await.expect_err("503");
+            assert_eq!(err.reason(), "http status 503");
+        }
+        server.set(Reply::Status(200));
+        probe_ok(&mut prober, 2).await;
+        assert_eq!(
+            server.counts(),
+            (3, 4),
+            "a new connection after each failure"
+        );
+
+        server.set(Reply::Hang);
+        let err = prober.probe().await.expect_err("hung");
+        assert_eq!(err.reason(), "timeout after 500 ms");
+        server.set(Reply::Status(200));
+        probe_ok(&mut prober, 1).await;
+        assert_eq!(server.counts(), (4, 6), "a new connection after a timeout");
+    }
+
+    fn can_open_raw_sockets() -> bool {
+        match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+            Ok(_) => true,
+            Err(err) => {
+                println!("SKIPPED: icmp probe needs root (CAP_NET_RAW): {err}");
+                false
+            }
+        }
     }
 
     #[tokio::test]
     async fn icmp_echo_to_localhost() {
-        if let Err(err) = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
-            println!("SKIPPED: icmp probe needs root (CAP_NET_RAW): {err}");
+        if !can_open_raw_sockets() {
             return;
         }
-        let icmp = check(CheckKind::Icmp, 0, 500);
-        let rtt = run(LOCALHOST, &icmp, 0x4841, 1).await.expect("echo reply");
+        let rtt = probe_once(CheckKind::Icmp, 0, 500)
+            .await
+            .expect("echo reply");
         println!("icmp probe took {rtt:?}");
     }
 
-    /// An IPv4 header (no options) from `source` to `destination`, then `payload`.
-    fn ipv4(source: [u8; 4], destination: [u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
-        packet.extend_from_slice(&source);
-        packet.extend_from_slice(&destination);
-        packet.extend_from_slice(payload);
-        packet
-    }
-
-    #[test]
-    fn classifies_replies_and_errors() {
-        let (us, server, router) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 254]);
-        let address = Ipv4Addr::from(server);
-        let request = echo_request(0x4841, 7);
-        let mut reply = request;
-        reply[0] = ICMP_ECHO_REPLY;
-        let ours =
-            |packet: &[u8]| classify(packet, address, 0x4841, 7).map(|r| r.map_err(|e| e.reason()));
-
-        assert_eq!(ours(&ipv4(server, us, &reply)), Some(Ok(())));
-        assert_eq!(
-            ours(&ipv4(router, us, &reply)),
-            None,
-            "reply from another address"
-        );
-        assert_eq!(ours(&ipv4(us, server, &request)), None, "our own request");
-        let mut other_seq = reply;
-        other_seq[7] = 6;
-        assert_eq!(ours(&ipv4(server, us, &other_seq)), None, "a late reply");
-        assert_eq!(ours(&ipv4(server, us, &reply[..5])), None, "truncated");
-
-        let mut unreachable = vec![ICMP_DEST_UNREACHABLE, 1, 0, 0, 0, 0, 0, 0];
-        unreachable.extend_from_slice(&ipv4(us, server, &request[..8]));
-        let want = "icmp destination unreachable (code 1) from 10.0.0.254";
-        assert_eq!(
-            ours(&ipv4(router, us, &unreachable)),
-            Some(Err(want.into()))
-        );
-        unreachable[8 + 12 + 7] = 0x63;
-        assert_eq!(
-            ours(&ipv4(router, us, &unreachable)),
-            None,
-            "about another echo"
-        );
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn icmp_probes_share_one_socket() {
+        if !can_open_raw_sockets() {
+            return;
+        }
+        let shared = Shared::default();
+        let icmp = check(CheckKind::Icmp, 0, 500);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let mut prober = Prober::new(LOCALHOST, &icmp, &shared);
+                tokio::spawn(async move {
+                    probe_ok(&mut prober, 20).await;
+                    prober
+                })
+            })
+            .collect();
+        let mut sockets = Vec::new();
+        let mut idents = Vec::new();
+        for task in tasks {
+            let prober = task.await.expect("probes pass");
+            let Kind::Icmp(echo) = &prober.kind else {
+                panic!("an icmp prober");
+            };
+            let (socket, ident) = echo.registration().expect("registered");
+            sockets.push(socket);
+            idents.push(ident);
+        }
+        sockets.dedup();
+        assert_eq!(sockets.len(), 1, "one socket for all: {sockets:?}");
+        idents.sort_unstable();
+        idents.dedup();
+        assert_eq!(idents.len(), 16, "an identifier each: {idents:?}");
     }
 }

@@ -1,6 +1,9 @@
 //! `ha-webd`: the lab's web server. HTTP answers every request with `200` and
-//! `<name>\n`; the UDP echo answers every datagram with `<name> <payload>`, from the
-//! address the datagram was sent to (the VIP), so connected clients accept it.
+//! `<name>\n` (with its `Content-Length`), several requests per connection as HTTP/1.1
+//! keep-alive wants (HTTP/1.0 and `Connection: close` requests get one answer and the
+//! connection closes); the UDP echo answers every datagram with `<name> <payload>`,
+//! from the address the datagram was sent to (the VIP), so connected clients accept
+//! it.
 //!
 //! ```text
 //! ha-webd --name host1 [--http 0.0.0.0:80] [--udp 0.0.0.0:9000]
@@ -20,6 +23,11 @@ use std::{
 use anyhow::{Context as _, bail};
 
 const USAGE: &str = "usage: ha-webd --name NAME [--http ADDR:PORT] [--udp ADDR:PORT]";
+
+/// A kept connection idle this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request head longer than this closes the connection.
+const MAX_HEAD: usize = 16 * 1024;
 
 struct Args {
     name: String,
@@ -73,34 +81,91 @@ fn run() -> anyhow::Result<()> {
         .name("udp".into())
         .spawn(move || udp_echo(&socket, &udp_name))
         .context("spawning the UDP thread")?;
-    let body = format!("{name}\n");
+    let head = |connection: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}\r\n{name}\n",
+            name.len() + 1
+        )
+        .into_bytes()
+    };
+    let responses: &'static Responses = Box::leak(Box::new(Responses {
+        keep: head(""),
+        close: head("Connection: close\r\n"),
+    }));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let body = body.clone();
-        // One short-lived thread per connection: health checks arrive every few ms
-        // and may go away after the status line.
-        let _ = std::thread::Builder::new().spawn(move || answer_http(stream, &body));
+        // A thread per connection: health checks keep theirs open (keep-alive), TCP
+        // checks reset theirs at once.
+        let _ = std::thread::Builder::new().spawn(move || answer_http(stream, responses));
     }
     Ok(())
 }
 
-/// Reads the request head (up to a blank line) and answers 200 with `body`.
-fn answer_http(mut stream: TcpStream, body: &str) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut head = Vec::new();
+/// The whole response, for a connection kept open and for one that closes after it.
+struct Responses {
+    keep: Vec<u8>,
+    close: Vec<u8>,
+}
+
+/// Answers every request of the connection with 200 until the client closes, asks to
+/// close, idles for [`IDLE_TIMEOUT`] or sends something that is not a request head.
+/// Request bodies are not expected (GET) and not read.
+fn answer_http(mut stream: TcpStream, responses: &Responses) {
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let mut received = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
+    loop {
+        let Some(end) = head_end(&received) else {
+            if received.len() >= MAX_HEAD {
+                return;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let keep_alive = wants_keep_alive(&received[..end]);
+        received.drain(..end);
+        let response = if keep_alive {
+            &responses.keep
+        } else {
+            &responses.close
+        };
+        // The peer may have gone (TCP checks reset at once).
+        if stream.write_all(response).is_err() || !keep_alive {
+            return;
         }
     }
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    // The peer may have gone (health checks reset after the status line).
-    let _ = stream.write_all(response.as_bytes());
+}
+
+/// The length of the request head at the start of `received` (through its blank
+/// line), if it is all there.
+fn head_end(received: &[u8]) -> Option<usize> {
+    received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+}
+
+/// HTTP/1.1 keeps the connection unless the request says `Connection: close`;
+/// HTTP/1.0 closes it unless it says `Connection: keep-alive`.
+fn wants_keep_alive(head: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.split("\r\n");
+    let http11 = lines
+        .next()
+        .is_some_and(|request| request.ends_with("HTTP/1.1"));
+    let mut tokens = lines
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim);
+    if http11 {
+        !tokens.any(|token| token.eq_ignore_ascii_case("close"))
+    } else {
+        tokens.any(|token| token.eq_ignore_ascii_case("keep-alive"))
+    }
 }
 
 fn set_pktinfo(socket: &UdpSocket) -> std::io::Result<()> {
@@ -213,5 +278,26 @@ fn send_from(socket: &UdpSocket, data: &[u8], mut peer: libc::sockaddr_in, local
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
         // Best effort: a lost answer is what the stream measures anyway.
         libc::sendmsg(socket.as_raw_fd(), &raw const msg, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_by_version_and_connection_header() {
+        let keep = |head: &str| wants_keep_alive(head.as_bytes());
+        assert!(keep("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(!keep("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!keep("GET / HTTP/1.1\r\nconnection: TE, Close\r\n\r\n"));
+        assert!(!keep("GET / HTTP/1.0\r\nHost: a\r\n\r\n"));
+        assert!(keep("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn request_heads_end_at_the_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nGET"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
     }
 }
