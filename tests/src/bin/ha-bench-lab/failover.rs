@@ -274,8 +274,8 @@ pub struct Soak {
     /// `owner changed` lines during the soak: every one is a false failover (or
     /// its failback), since nothing failed.
     pub owner_changes: Vec<String>,
-    /// `health changed ... state=down` lines during the soak.
-    pub health_downs: usize,
+    /// `health changed ... state=down` lines during the soak (with their reasons).
+    pub health_downs: Vec<String>,
     /// `/proc/loadavg` at the end of the soak (two cores).
     pub load_average_end: String,
 }
@@ -317,7 +317,8 @@ fn soak(lab: &mut Lab, seconds: u64) -> anyhow::Result<Soak> {
         .lines()
         .skip(log_mark)
         .filter(|l| l.contains("health changed") && l.contains("state=down"))
-        .count();
+        .map(str::to_owned)
+        .collect();
     let health = lab.spec().health.clone();
     let soak = Soak {
         settings: settings(&health),
@@ -333,7 +334,7 @@ fn soak(lab: &mut Lab, seconds: u64) -> anyhow::Result<Soak> {
         seconds,
         soak.settings,
         soak.owner_changes.len(),
-        soak.health_downs,
+        soak.health_downs.len(),
         soak.load.summary()
     );
     Ok(soak)
@@ -357,9 +358,12 @@ fn soak_section_lines(soak: &Soak, what: &str) -> Vec<String> {
         soak.settings,
         soak.load.summary(),
         soak.owner_changes.len(),
-        soak.health_downs,
+        soak.health_downs.len(),
         soak.load_average_end
     )];
+    for line in soak.health_downs.iter().take(10) {
+        lines.push(format!("  host declared down: `{line}`"));
+    }
     for line in soak.owner_changes.iter().take(10) {
         lines.push(format!("  false failover: `{line}`"));
     }
@@ -525,7 +529,7 @@ fn grid(lab: &mut Lab, seconds: u64) -> anyhow::Result<(Table, Option<HealthSpec
             health.fall.to_string(),
             detection_bound_ms(&health).to_string(),
             soaked.false_failovers().to_string(),
-            soaked.health_downs.to_string(),
+            soaked.health_downs.len().to_string(),
             format!(
                 "{:.0}",
                 soaked.load.steered_pps + soaked.load.kernel_forwarded_pps
@@ -580,9 +584,9 @@ fn analyse(section: &mut Section, trials: &[Trial]) {
         "Outage over all faults at interval {} / timeout {} / fall {}: p50 {} ms, p99 {} ms, \
          max {} ms (target p99 ≤ 40 ms: {}). Detection, from the first failing probe: a \
          refused connection (web server killed) fails at once, so {} probes span {} \
-         intervals: p50 {} ms (nominal {} ms); a silent host (link down, blackhole) costs a \
-         timeout per probe: p50 {} ms for {} probes, {} ms per probe against the configured \
-         {} ms. Before that, the fault waits up to one interval for the next probe \
+         intervals: p50 {} ms (nominal {} ms); a silent host (link down, blackhole) adds the \
+         last probe's timeout: p50 {} ms (nominal {} ms: {} × max(interval, timeout) + \
+         timeout). Before that, the fault waits up to one interval for the next probe \
          (the rest: p50 {} ms, max {} ms); the map switch is ~0.1-0.3 ms.",
         health.interval_ms,
         health.timeout_ms,
@@ -596,9 +600,8 @@ fn analyse(section: &mut Section, trials: &[Trial]) {
         number(killed.p50),
         (u64::from(health.fall) - 1) * health.interval_ms,
         number(silent.p50),
-        health.fall,
-        number(silent.p50 / fall),
-        health.timeout_ms,
+        detection_bound_ms(&health) - health.interval_ms,
+        health.fall - 1,
         rest.as_ref().map_or("–".to_owned(), |d| number(d.p50)),
         rest.as_ref().map_or("–".to_owned(), |d| number(d.max)),
     ));
