@@ -1,10 +1,12 @@
 //! Helpers shared by the `ha` integration test suites: a packet builder, hex dumps
 //! for failure messages, the root requirement, network-namespace isolation, a
 //! handle on the real steering program with its maps, and the lab (the classic
-//! network in named namespaces, also behind `cargo xtask lab`).
+//! network in named namespaces, also behind `cargo xtask lab`); and, for the
+//! benchmarks, the machine description and clocks.
 
 pub mod hexdump;
 pub mod lab;
+pub mod machine;
 pub mod netns;
 pub mod packet;
 pub mod report;

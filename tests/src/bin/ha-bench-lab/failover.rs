@@ -327,7 +327,7 @@ fn soak(lab: &mut Lab, seconds: u64) -> anyhow::Result<Soak> {
         load,
         owner_changes,
         health_downs,
-        load_average_end: crate::machine::Machine::load_average(),
+        load_average_end: crate::machine::load_average(),
     };
     eprintln!(
         "ha-bench-lab: soak {} s at {}: {} owner changes, {} hosts down; {}",

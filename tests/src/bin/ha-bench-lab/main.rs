@@ -192,7 +192,7 @@ fn run() -> anyhow::Result<()> {
         });
         report.family_done("soak", t.elapsed(), section);
     }
-    report.finish(started.elapsed(), Machine::load_average());
+    report.finish(started.elapsed(), machine::load_average());
     let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
     let (json_path, md_path) = (args.out.join("lab.json"), args.out.join("lab.md"));
     std::fs::write(&json_path, json).with_context(|| format!("writing {}", json_path.display()))?;
