@@ -2,7 +2,7 @@
 //! the lab runner (`ha-lab`, in the tests crate, which shares its topology library with
 //! the end-to-end suites), so Ctrl-C reaches it directly.
 
-use std::{env, ffi::OsString, os::unix::process::CommandExt as _, path::PathBuf};
+use std::{ffi::OsString, os::unix::process::CommandExt as _};
 
 use anyhow::{Context as _, bail};
 
@@ -36,9 +36,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     build.args(["build", "-p", "ha-user", "-p", "ha-tests", "--bins"]);
     exec::run_checked(&mut build)?;
 
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ctx.root.join("target"));
+    let target_dir = ctx.target_dir();
     let binary = target_dir.join("debug/ha-lab");
     if !binary.is_file() {
         bail!("{} is missing after the build", binary.display());

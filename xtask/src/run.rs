@@ -1,7 +1,7 @@
 //! `cargo xtask run`: builds `ha-user` (release) and replaces the xtask with
 //! `ha-user run ...`, so signals (Ctrl-C, SIGTERM) reach the daemon directly.
 
-use std::{env, ffi::OsString, os::unix::process::CommandExt as _, path::PathBuf};
+use std::{ffi::OsString, os::unix::process::CommandExt as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 
@@ -37,9 +37,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<()> {
     build.args(["build", "--release", "-p", "ha-user"]);
     exec::run_checked(&mut build)?;
 
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ctx.root.join("target"));
+    let target_dir = ctx.target_dir();
     let binary = target_dir.join("release/ha-user");
     if !binary.is_file() {
         bail!("{} is missing after the build", binary.display());

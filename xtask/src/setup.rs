@@ -63,6 +63,13 @@ impl Ctx {
         cmd
     }
 
+    /// Where cargo puts what it builds: `CARGO_TARGET_DIR`, else `target/`.
+    pub fn target_dir(&self) -> PathBuf {
+        env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join("target"))
+    }
+
     /// `cargo` (the rustup proxy, so `+nightly` works) run from the workspace root.
     pub fn cargo(&self) -> Command {
         let mut cmd = self.command("cargo");

@@ -4,7 +4,7 @@
 //! `target/bench/results.{json,md}` and `target/bench/lab.{json,md}`;
 //! `docs/BENCHMARKS.md` keeps the latest full run and says how to read it.
 
-use std::{env, path::PathBuf, process::ExitCode, time::Instant};
+use std::{process::ExitCode, time::Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -62,9 +62,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<ExitCode> {
     }
     exec::run_checked(&mut build).context("building the benchmark runners")?;
 
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ctx.root.join("target"));
+    let target_dir = ctx.target_dir();
     let out = target_dir.join("bench");
     let start = Instant::now();
     let mut written = Vec::new();
