@@ -12,13 +12,14 @@ use std::{
 };
 
 use ha_tests::{
-    lab::{
-        Bins, Counter, Lab, LabSpec, Node, PrefixSpec, StreamReport, XdpMode, host_address, net,
-        vip,
-    },
+    lab::{Counter, Lab, LabSpec, Node, PrefixSpec, StreamReport, XdpMode, host_address, net, vip},
     root::require_root,
 };
 use serde_json::Value;
+
+mod common;
+
+use common::{assert_agreement, build};
 
 /// What a loaded 2-core machine may add to a configured time (scheduling, the switch,
 /// a round trip). Measured figures are printed by every test.
@@ -34,28 +35,9 @@ const P32: &str = "192.168.1.32/27";
 const P64: &str = "192.168.1.64/27";
 const P96: &str = "192.168.1.96/27";
 
+/// This suite's labs run the data path in native mode.
 fn spec(prefix: &str) -> LabSpec {
-    let ha_user = Bins::ha_user().unwrap_or_else(|e| panic!("{e:#}"));
-    let bins = Bins {
-        ha_user,
-        webd: env!("CARGO_BIN_EXE_ha-webd").into(),
-        stream: env!("CARGO_BIN_EXE_ha-stream").into(),
-    };
-    let mut spec = LabSpec::new(prefix, XdpMode::Native, bins);
-    spec.health.failback_delay_ms = 300;
-    spec
-}
-
-fn build(spec: LabSpec) -> Lab {
-    let started = Instant::now();
-    let prefix = spec.prefix.clone();
-    let lab = Lab::build(spec).unwrap_or_else(|e| panic!("building lab {prefix}: {e:#}"));
-    eprintln!("lab {prefix} built in {:?}", started.elapsed());
-    lab
-}
-
-fn assert_agreement(lab: &Lab) {
-    lab.check_agreement().unwrap_or_else(|e| panic!("{e:#}"));
+    common::spec(prefix, XdpMode::Native)
 }
 
 /// The host answering UDP to the VIP of `prefix` from the LAN client.

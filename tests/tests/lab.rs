@@ -11,9 +11,13 @@ use std::{
 };
 
 use ha_tests::{
-    lab::{Bins, Counter, Fault, Lab, LabSpec, Node, PrefixSpec, StreamReport, XdpMode, vip},
+    lab::{Counter, Fault, Node, PrefixSpec, StreamReport, XdpMode, vip},
     root::require_root,
 };
+
+mod common;
+
+use common::{assert_agreement, build, spec};
 
 /// Datagrams per client and VIP in the steering tests.
 const STEERED: u64 = 20;
@@ -23,33 +27,6 @@ const RATE: u64 = 1000;
 /// stream sees the new owner: scheduling of the probe task, the switch, the first
 /// answer's round trip. Measured figures are printed by every test.
 const MARGIN: Duration = Duration::from_millis(150);
-
-fn spec(prefix: &str, mode: XdpMode) -> LabSpec {
-    let ha_user = Bins::ha_user().unwrap_or_else(|e| panic!("{e:#}"));
-    let bins = Bins {
-        ha_user,
-        webd: env!("CARGO_BIN_EXE_ha-webd").into(),
-        stream: env!("CARGO_BIN_EXE_ha-stream").into(),
-    };
-    let mut spec = LabSpec::new(prefix, mode, bins);
-    spec.health.failback_delay_ms = 300;
-    spec
-}
-
-fn build(spec: LabSpec) -> Lab {
-    let started = Instant::now();
-    let prefix = spec.prefix.clone();
-    let lab = Lab::build(spec).unwrap_or_else(|e| panic!("building lab {prefix}: {e:#}"));
-    eprintln!("lab {prefix} built in {:?}", started.elapsed());
-    for note in lab.notes() {
-        eprintln!("lab {prefix}: note: {note}");
-    }
-    lab
-}
-
-fn assert_agreement(lab: &Lab) {
-    lab.check_agreement().unwrap_or_else(|e| panic!("{e:#}"));
-}
 
 /// Every VIP, from the LAN client (XDP_TX) and the WAN client (XDP_REDIRECT), is
 /// answered by its owner; each request arrives at the owner with the router's LAN MAC
