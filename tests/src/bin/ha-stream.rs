@@ -20,57 +20,32 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::Context as _;
+use clap::Parser as _;
 use ha_tests::lab::stream::{Answer, StreamReport, StreamSetup};
 
-const USAGE: &str = "usage: ha-stream --target ADDR:PORT [--rate PPS] [--duration-ms MS] \
-                     [--grace-ms MS] [--json OUT] [--answers]";
-
+/// A sequence-numbered UDP stream at a fixed rate to an `ha-webd` echo.
+#[derive(clap::Parser)]
+#[command(name = "ha-stream")]
 struct Args {
+    /// The echo to send to (a VIP and the echo's port).
+    #[arg(long)]
     target: SocketAddrV4,
+    /// Datagrams per second.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     rate: u64,
+    /// How long to send.
+    #[arg(long, default_value_t = 5000)]
     duration_ms: u64,
+    /// How long to wait for late answers after the last datagram.
+    #[arg(long, default_value_t = 300)]
     grace_ms: u64,
+    /// Write the JSON report here instead of to stdout.
+    #[arg(long)]
     json: Option<PathBuf>,
+    /// Add every answer to the report.
+    #[arg(long)]
     answers: bool,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut target = None;
-    let mut parsed = Args {
-        target: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
-        rate: 1000,
-        duration_ms: 5000,
-        grace_ms: 300,
-        json: None,
-        answers: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--target" => target = Some(value()?.parse().context("--target")?),
-            "--rate" => parsed.rate = value()?.parse().context("--rate")?,
-            "--duration-ms" => parsed.duration_ms = value()?.parse().context("--duration-ms")?,
-            "--grace-ms" => parsed.grace_ms = value()?.parse().context("--grace-ms")?,
-            "--json" => parsed.json = Some(PathBuf::from(value()?)),
-            "--answers" => parsed.answers = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    parsed.target = target.with_context(|| format!("--target is required\n{USAGE}"))?;
-    ensure!(
-        (1..=1_000_000).contains(&parsed.rate),
-        "--rate must be 1..=1000000"
-    );
-    Ok(parsed)
 }
 
 fn main() -> ExitCode {
@@ -95,7 +70,7 @@ fn run() -> anyhow::Result<()> {
         grace_ms,
         json,
         answers: keep_answers,
-    } = parse_args()?;
+    } = Args::parse();
     let total = rate * duration_ms / 1000;
     let socket = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
     socket

@@ -14,50 +14,33 @@
 use std::{
     io::{Read as _, Write as _},
     mem::{size_of, zeroed},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     process::ExitCode,
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
-
-const USAGE: &str = "usage: ha-webd --name NAME [--http ADDR:PORT] [--udp ADDR:PORT]";
+use anyhow::Context as _;
+use clap::Parser as _;
 
 /// A kept connection idle this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request head longer than this closes the connection.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// The lab's web server: HTTP and a UDP echo, both answering with its name.
+#[derive(clap::Parser)]
+#[command(name = "ha-webd")]
 struct Args {
+    /// The name every answer carries.
+    #[arg(long)]
     name: String,
+    /// Where HTTP listens.
+    #[arg(long, default_value = "0.0.0.0:80")]
     http: SocketAddrV4,
+    /// Where the UDP echo listens.
+    #[arg(long, default_value = "0.0.0.0:9000")]
     udp: SocketAddrV4,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut name = None;
-    let mut http = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80);
-    let mut udp = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9000);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--name" => name = Some(value()?),
-            "--http" => http = value()?.parse().context("--http")?,
-            "--udp" => udp = value()?.parse().context("--udp")?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    let name = name.with_context(|| format!("--name is required\n{USAGE}"))?;
-    Ok(Args { name, http, udp })
 }
 
 fn main() -> ExitCode {
@@ -71,7 +54,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let Args { name, http, udp } = parse_args()?;
+    let Args { name, http, udp } = Args::parse();
     let listener = TcpListener::bind(http).with_context(|| format!("binding {http}"))?;
     let socket = UdpSocket::bind(udp).with_context(|| format!("binding {udp}"))?;
     set_pktinfo(&socket).context("IP_PKTINFO")?;

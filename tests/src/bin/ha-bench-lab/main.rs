@@ -43,15 +43,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
+use clap::Parser as _;
 use ha_tests::lab::{Bins, workspace_root};
 
 use crate::{
     machine::Machine,
     report::{Report, Section},
 };
-
-const USAGE: &str = "usage: ha-bench-lab [--quick] [--only failover|control-plane|soak] \
-                     [--out DIR] [--soak-seconds N] [--scale-prefixes N]";
 
 /// The families `--only` accepts; the default run is the first two.
 const FAMILIES: [&str; 3] = ["failover", "control-plane", "soak"];
@@ -68,54 +66,48 @@ pub struct Args {
     pub scale_prefixes: usize,
 }
 
+/// The lab benchmarks: failover outage and control plane, and the long soak.
+#[derive(clap::Parser)]
+#[command(name = "ha-bench-lab")]
+struct Cli {
+    /// Fewer trials and shorter windows (a smoke run).
+    #[arg(long)]
+    quick: bool,
+    /// Run one family only (`soak` runs only with this).
+    #[arg(long, value_parser = FAMILIES)]
+    only: Option<String>,
+    /// Where lab.json and lab.md go [default: target/bench].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Length of the `soak` family's soak.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    soak_seconds: u64,
+    /// Prefixes of the scale configuration, a multiple of 1024 up to 65536
+    /// [default: 65536, 8192 with --quick].
+    #[arg(long)]
+    scale_prefixes: Option<usize>,
+}
+
 fn parse_args() -> anyhow::Result<Args> {
-    let mut parsed = Args {
-        quick: false,
-        only: None,
-        out: workspace_root().join("target/bench"),
-        soak_seconds: 600,
-        scale_prefixes: 0,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--quick" => parsed.quick = true,
-            "--only" => parsed.only = Some(value()?),
-            "--out" => parsed.out = PathBuf::from(value()?),
-            "--soak-seconds" => {
-                parsed.soak_seconds = value()?.parse().context("--soak-seconds")?;
-            }
-            "--scale-prefixes" => {
-                parsed.scale_prefixes = value()?.parse().context("--scale-prefixes")?;
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    if let Some(name) = &parsed.only {
-        ensure!(
-            FAMILIES.contains(&name.as_str()),
-            "--only {name}: no such family (families: {})",
-            FAMILIES.join(", ")
-        );
-    }
-    ensure!(parsed.soak_seconds > 0, "--soak-seconds must be positive");
-    if parsed.scale_prefixes == 0 {
-        parsed.scale_prefixes = if parsed.quick { 8192 } else { 65_536 };
-    }
+    let Cli {
+        quick,
+        only,
+        out,
+        soak_seconds,
+        scale_prefixes,
+    } = Cli::parse();
+    let scale_prefixes = scale_prefixes.unwrap_or(if quick { 8192 } else { 65_536 });
     ensure!(
-        (1024..=65_536).contains(&parsed.scale_prefixes)
-            && parsed.scale_prefixes.is_multiple_of(1024),
+        (1024..=65_536).contains(&scale_prefixes) && scale_prefixes.is_multiple_of(1024),
         "--scale-prefixes must be a multiple of 1024 up to 65536"
     );
-    Ok(parsed)
+    Ok(Args {
+        quick,
+        only,
+        out: out.unwrap_or_else(|| workspace_root().join("target/bench")),
+        soak_seconds,
+        scale_prefixes,
+    })
 }
 
 fn main() -> ExitCode {

@@ -19,48 +19,23 @@ mod topology;
 use std::{fs, path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::{Context as _, bail};
+use clap::Parser as _;
 
 use crate::{machine::Machine, report::Report};
 
-const USAGE: &str = "usage: ha-bench [--quick] [--only per-packet|forwarding] --out DIR";
-
+/// The data-path benchmarks: per-packet cost and forwarding rate.
+#[derive(clap::Parser)]
+#[command(name = "ha-bench")]
 struct Args {
+    /// Fewer rounds and shorter windows (a smoke run).
+    #[arg(long)]
     quick: bool,
+    /// Run one family only.
+    #[arg(long, value_parser = FAMILIES)]
     only: Option<String>,
+    /// Where results.json and results.md go.
+    #[arg(long)]
     out: PathBuf,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut quick = false;
-    let mut only = None;
-    let mut out = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--only" => only = Some(args.next().context("--only needs a family name")?),
-            "--out" => {
-                out = Some(PathBuf::from(
-                    args.next().context("--out needs a directory")?,
-                ))
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    if let Some(name) = &only
-        && !FAMILIES.contains(&name.as_str())
-    {
-        bail!(
-            "--only {name}: no such family (families: {})",
-            FAMILIES.join(", ")
-        );
-    }
-    let out = out.context(USAGE)?;
-    Ok(Args { quick, only, out })
 }
 
 const FAMILIES: [&str; 2] = ["per-packet", "forwarding"];
@@ -76,7 +51,7 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> anyhow::Result<()> {
-    let Args { quick, only, out } = parse_args()?;
+    let Args { quick, only, out } = Args::parse();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmarks load XDP programs and create network namespaces: run as root");
