@@ -191,15 +191,11 @@ impl Controller {
                 let gateway_host = change
                     .new
                     .unwrap_or(self.config.prefixes[change.prefix].owner);
-                (
-                    *cidr,
-                    self.config.hosts[gateway_host].address,
-                    self.lan.index,
-                )
+                (*cidr, self.config.hosts[gateway_host].address)
             })
             .collect();
-        let routed = routes::replace_each(&self.netlink, &routes).await;
-        for (((change, cidr, switch), (_, gateway, _)), routed) in
+        let routed = routes::replace_each(&self.netlink, &routes, self.lan.index).await;
+        for (((change, cidr, switch), (_, gateway)), routed) in
             switched.into_iter().zip(routes).zip(routed)
         {
             let Change {

@@ -344,26 +344,27 @@ pub async fn agree_all(
     oif: u32,
     current: &OurRoutes,
 ) -> Result<usize, RouteError> {
-    let writes: Vec<(Ipv4Net, Ipv4Addr, u32)> = wanted
+    let writes: Vec<(Ipv4Net, Ipv4Addr)> = wanted
         .iter()
         .filter(|(prefix, gateway)| current.get(prefix) != Some(gateway))
-        .map(|&(prefix, gateway)| (prefix, gateway, oif))
+        .copied()
         .collect();
-    let results = replace_each(handle, &writes).await;
+    let results = replace_each(handle, &writes, oif).await;
     let replaced = results.len();
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(replaced)
 }
 
-/// [`replace`] for every `(prefix, gateway, oif)`, up to [`IN_FLIGHT`] requests in
-/// flight on the one netlink socket; one result per route, in order. `routes` must
+/// [`replace`] for every `(prefix, gateway)` on `oif`, up to [`IN_FLIGHT`] requests
+/// in flight on the one netlink socket; one result per route, in order. `routes` must
 /// not name a prefix twice (their order in the kernel would be unspecified).
 pub async fn replace_each(
     handle: &Handle,
-    routes: &[(Ipv4Net, Ipv4Addr, u32)],
+    routes: &[(Ipv4Net, Ipv4Addr)],
+    oif: u32,
 ) -> Vec<Result<(), RouteError>> {
     futures::stream::iter(routes)
-        .map(|&(prefix, gateway, oif)| replace(handle, prefix, gateway, oif))
+        .map(|&(prefix, gateway)| replace(handle, prefix, gateway, oif))
         .buffered(IN_FLIGHT)
         .collect()
         .await
