@@ -194,10 +194,7 @@ impl Maps {
         let mut entries = Vec::new();
         for item in self.prefixes.iter() {
             let (key, value) = item?;
-            // The kernel returns exactly the keys it was given; lengths are <= 32.
-            let net = Ipv4Net::new(key.data().into(), key.prefix_len() as u8)
-                .map_err(|_| MapError::KeyNotFound)?;
-            entries.push((net, value));
+            entries.push((Self::key_net(&key)?, value));
         }
         entries.sort_by_key(|(net, _)| (u32::from(net.network()), net.prefix_len()));
         Ok(entries)
@@ -208,13 +205,14 @@ impl Maps {
     pub fn prefix_nets(&self) -> Result<Vec<Ipv4Net>, MapError> {
         self.prefixes
             .keys()
-            .map(|key| {
-                let key = key?;
-                // The kernel returns exactly the keys it was given; lengths are <= 32.
-                Ipv4Net::new(key.data().into(), key.prefix_len() as u8)
-                    .map_err(|_| MapError::KeyNotFound)
-            })
+            .map(|key| Self::key_net(&key?))
             .collect()
+    }
+
+    /// The prefix a key of the prefix table stands for.
+    fn key_net(key: &Key<[u8; 4]>) -> Result<Ipv4Net, MapError> {
+        // The kernel returns exactly the keys it was given; lengths are <= 32.
+        Ipv4Net::new(key.data().into(), key.prefix_len() as u8).map_err(|_| MapError::KeyNotFound)
     }
 
     pub fn prefix_key(net: Ipv4Net) -> Key<[u8; 4]> {
