@@ -1,13 +1,13 @@
-//! Incremental IPv4 header checksum update (RFC 1624, eqn. 3).
+//! The IPv4 header checksum after the TTL drops by one, exactly as the kernel's
+//! forwarding writes it (`ip_decrease_ttl`), so a steered frame is byte for byte
+//! the frame the kernel would have sent.
 
-/// The checksum after one 16-bit word of the header changed from `old` to `new`:
-/// `HC' = ~(~HC + ~m + m')`, in one's complement arithmetic. All values are in
-/// network byte order as read from the header; the arithmetic is order-independent.
+/// The checksum (network order, as read from the header) after the TTL, the high
+/// byte of its 16-bit word, drops by one: one's complement addition of 0x0100 with
+/// the end-around carry, the same arithmetic and the same representation of zero as
+/// `ip_decrease_ttl` on either byte order.
 #[inline(always)]
-pub fn update(check: u16, old: u16, new: u16) -> u16 {
-    let sum = u32::from(!check) + u32::from(!old) + u32::from(new);
-    // Two folds bring any sum of three 16-bit words back to 16 bits.
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
+pub fn ttl_decremented(check: u16) -> u16 {
+    let sum = u32::from(check) + 0x0100;
+    (sum + u32::from(sum >= 0xffff)) as u16
 }

@@ -2,12 +2,12 @@
 //! capacities) lives in `ha-common`; the kernel object names are the static names.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, LpmTrie, PerCpuArray, lpm_trie::Key},
+    btf_maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use ha_common::{
-    Counter, HostEntry, IfaceEntry, MAX_HOSTS, MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, PrefixEntry,
-    Traffic,
+    Counter, FlowCounter, FlowEntry, FlowKey, HostEntry, IfaceEntry, MAX_FLOWS, MAX_HOSTS,
+    MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, PrefixEntry, Settings, Traffic,
 };
 
 /// Destination prefix → owner. Written by the controller.
@@ -38,6 +38,20 @@ pub static HA_HOST_STATS: PerCpuArray<Traffic, { MAX_HOSTS as usize }> = PerCpuA
 #[btf_map]
 pub static HA_PFX_STATS: PerCpuArray<Traffic, { MAX_PREFIXES as usize }> = PerCpuArray::new();
 
+/// The one flow table: flow → serving host, kernel verification, last seen. Written
+/// by both programs (see `flow.rs`); stale entries removed by the controller.
+#[btf_map]
+pub static HA_FLOWS: LruHashMap<FlowKey, FlowEntry, { MAX_FLOWS as usize }> = LruHashMap::new();
+
+/// Entry 0: the router's own addresses, the verification period. Written by the
+/// controller.
+#[btf_map]
+pub static HA_SETTINGS: Array<Settings, 1> = Array::new();
+
+/// What the programs did with the flow table. Written by both programs.
+#[btf_map]
+pub static HA_FLOW_CTRS: PerCpuArray<u64, { FlowCounter::COUNT as usize }> = PerCpuArray::new();
+
 #[inline(always)]
 pub fn lookup_prefix(dst: [u8; 4]) -> Option<&'static PrefixEntry> {
     HA_PREFIXES.get(&Key::new(32, dst))
@@ -46,6 +60,14 @@ pub fn lookup_prefix(dst: [u8; 4]) -> Option<&'static PrefixEntry> {
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = HA_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU's program instance touches it.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_flow(counter: FlowCounter) {
+    if let Some(slot) = HA_FLOW_CTRS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, only this CPU's program instance touches it.
         unsafe { *slot += 1 };
     }

@@ -123,8 +123,20 @@ impl Controller {
         };
         match self.policy.host_health(host, health, Instant::now()) {
             Ok(changes) => self.apply(changes, Some(detected_in), at).await,
-            Err(err) => warn!("health event for an unknown host: {err}"),
+            Err(err) => return warn!("health event for an unknown host: {err}"),
         }
+        // After the prefixes moved: flows that stayed with the host now follow them.
+        if let Some(mac) = self.macs.get(host).copied() {
+            let entry = steering::host_entry(mac, &self.lan, self.is_up(host));
+            if let Err(err) = steering::write_host(&mut self.maps, host as u32, entry) {
+                warn!("{err:#}");
+            }
+        }
+    }
+
+    /// Whether the health checks say host `id` is up.
+    fn is_up(&self, id: usize) -> bool {
+        self.policy.health(id) == Some(policy::Health::Up)
     }
 
     fn on_neighbour(&mut self, event: NeighEvent) {
@@ -145,7 +157,7 @@ impl Controller {
             return;
         }
         let old = self.macs[host].replace(mac);
-        let entry = steering::host_entry(Some(mac), &self.lan);
+        let entry = steering::host_entry(Some(mac), &self.lan, self.is_up(host));
         match steering::write_host(&mut self.maps, host as u32, entry) {
             Ok(()) => {
                 info!(host = %self.config.hosts[host].name, %mac, old = ?old.map(|m| m.to_string()), "MAC learned")
@@ -172,10 +184,7 @@ impl Controller {
                 Some(host) => steering::write_prefix(
                     &mut self.maps,
                     cidr,
-                    PrefixEntry {
-                        host: host as u32,
-                        prefix_id: change.prefix as u32,
-                    },
+                    PrefixEntry::owned(host as u32, change.prefix as u32),
                 ),
                 None => steering::remove_prefix(&mut self.maps, cidr),
             };
@@ -413,11 +422,8 @@ impl Controller {
     ) -> anyhow::Result<()> {
         steering::install_interfaces(&mut self.maps, &self.lan, &self.ingress)?;
         for (id, mac) in self.macs.iter().enumerate() {
-            steering::write_host(
-                &mut self.maps,
-                id as u32,
-                steering::host_entry(*mac, &self.lan),
-            )?;
+            let entry = steering::host_entry(*mac, &self.lan, self.is_up(id));
+            steering::write_host(&mut self.maps, id as u32, entry)?;
         }
         steering::clear_hosts_from(&mut self.maps, self.config.hosts.len() as u32)?;
         // Before the configured prefixes are written: at a cold start the table is
@@ -433,10 +439,7 @@ impl Controller {
                 Some(host) => steering::write_prefix(
                     &mut self.maps,
                     prefix.cidr,
-                    PrefixEntry {
-                        host: host as u32,
-                        prefix_id: id as u32,
-                    },
+                    PrefixEntry::owned(host as u32, id as u32),
                 )?,
                 None => steering::remove_prefix(&mut self.maps, prefix.cidr)?,
             }

@@ -30,6 +30,8 @@ pub struct Interface {
     pub name: String,
     pub index: u32,
     pub mac: Mac,
+    /// The interface's MTU: the longest datagram the fast path sends out of it.
+    pub mtu: u32,
     /// Id of the XDP program attached to the interface, if any (any mode).
     pub xdp_prog: Option<u32>,
 }
@@ -71,6 +73,15 @@ pub async fn interface(handle: &Handle, name: &str) -> Result<Interface, NetdevE
     let mac = mac.ok_or_else(|| NetdevError::NoMac {
         name: name.to_owned(),
     })?;
+    // Every link has one; 1500 (Ethernet's) is what a link without one would carry.
+    let mtu = link
+        .attributes
+        .iter()
+        .find_map(|attr| match attr {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or(1500);
     let xdp_prog = link.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
             LinkXdp::ProgId(id) if *id != 0 => Some(*id),
@@ -82,6 +93,7 @@ pub async fn interface(handle: &Handle, name: &str) -> Result<Interface, NetdevE
         name: name.to_owned(),
         index: link.header.index,
         mac: Mac(mac),
+        mtu,
         xdp_prog,
     })
 }

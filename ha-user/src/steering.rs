@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use aya::maps::{MapError, xdp::XdpMapError};
 use ha_common::{
-    HOST_READY, HostEntry, IFACE_ACTIVE, IfaceEntry, MAX_HOSTS, MAX_IFINDEX, PrefixEntry,
+    HOST_READY, HOST_UP, HostEntry, IFACE_ACTIVE, IfaceEntry, MAX_HOSTS, MAX_IFINDEX, PrefixEntry,
 };
 use ipnet::Ipv4Net;
 
@@ -41,14 +41,21 @@ fn write_err(what: impl Into<String>) -> impl FnOnce(MapError) -> SteeringError 
     move |source| SteeringError::Write { what, source }
 }
 
-/// The host-table entry for a host behind `lan` with `mac`, if known.
-pub fn host_entry(mac: Option<Mac>, lan: &Interface) -> HostEntry {
+/// The host-table entry for a host behind `lan` with `mac`, if known; `up`: the
+/// health checks say it is up (its flows may stay with it).
+pub fn host_entry(mac: Option<Mac>, lan: &Interface, up: bool) -> HostEntry {
+    let mut flags = if mac.is_some() { HOST_READY } else { 0 };
+    if up {
+        flags |= HOST_UP;
+    }
     HostEntry {
         mac: mac.map_or([0; 6], |m| m.0),
         egress_mac: lan.mac.0,
-        _pad: [0; 4],
+        // An MTU above 65,535 cannot be exceeded by an IPv4 datagram.
+        mtu: u16::try_from(lan.mtu).unwrap_or(u16::MAX),
+        _pad: [0; 2],
         egress_ifindex: lan.index,
-        flags: if mac.is_some() { HOST_READY } else { 0 },
+        flags,
     }
 }
 

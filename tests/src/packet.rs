@@ -10,7 +10,7 @@ mod other;
 
 use std::net::Ipv4Addr;
 
-pub use l4::{TCP_ACK, TCP_SYN, icmp_echo, tcp_segment, udp_segment};
+pub use l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, icmp_echo, tcp_segment, udp_segment};
 pub use other::{ARP_REPLY, ARP_REQUEST, arp, ipv6_udp, lldp, vlan};
 
 /// An Ethernet MAC address.
@@ -225,7 +225,20 @@ impl Ipv4Frame {
         dst: Ipv4Addr,
         dst_port: u16,
     ) -> Self {
-        let segment = tcp_segment(src, dst, 40_000, dst_port, TCP_SYN, &[]);
+        Self::tcp(dst_mac, src_mac, src, dst, dst_port, TCP_SYN, &[])
+    }
+
+    /// A TCP segment with `flags` from `src`:40000 to `dst`:`dst_port`.
+    pub fn tcp(
+        dst_mac: Mac,
+        src_mac: Mac,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        dst_port: u16,
+        flags: u8,
+        data: &[u8],
+    ) -> Self {
+        let segment = tcp_segment(src, dst, 40_000, dst_port, flags, data);
         Self::new(dst_mac, src_mac, Ipv4::new(src, dst, IPPROTO_TCP), segment)
     }
 

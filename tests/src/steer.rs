@@ -6,14 +6,16 @@ use std::{fmt, net::Ipv4Addr, time::Duration};
 use aya::{
     Ebpf,
     maps::{
-        Array, DevMapHash, MapData, PerCpuArray,
+        Array, DevMapHash, HashMap, MapData, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp},
+    programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use ha_common::{
-    Counter, HostEntry, IFACE_ACTIVE, IfaceEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS,
-    MAP_IFACES, MAP_PFX_STATS, MAP_PREFIXES, MAP_TX_PORTS, PROG_STEER, PrefixEntry, Traffic,
+    Counter, FlowCounter, FlowEntry, FlowKey, HostEntry, IFACE_ACTIVE, IfaceEntry, MAP_COUNTERS,
+    MAP_FLOW_COUNTERS, MAP_FLOWS, MAP_HOST_STATS, MAP_HOSTS, MAP_IFACES, MAP_PFX_STATS,
+    MAP_PREFIXES, MAP_SETTINGS, MAP_TX_PORTS, PROG_LEARN, PROG_STEER, PrefixEntry, Settings,
+    Traffic,
 };
 
 use crate::packet::Mac;
@@ -88,12 +90,19 @@ pub struct Steer {
     counters: PerCpuArray<MapData, u64>,
     host_stats: PerCpuArray<MapData, Traffic>,
     pfx_stats: PerCpuArray<MapData, Traffic>,
+    flows: HashMap<MapData, FlowKey, FlowEntry>,
+    settings: Array<MapData, Settings>,
+    flow_counters: PerCpuArray<MapData, u64>,
 }
 
 /// Size of `struct xdp_md` (six u32 fields), the XDP test-run context.
 const XDP_MD_LEN: usize = 24;
 /// Headroom for anything the program could add in front of the frame.
 const OUTPUT_SLACK: usize = 256;
+/// Size of `struct __sk_buff`, the TC test-run context, and the offset of its
+/// `ingress_ifindex` field (include/uapi/linux/bpf.h).
+const SK_BUFF_LEN: usize = 192;
+const SK_BUFF_INGRESS_IFINDEX: usize = 36;
 
 impl Steer {
     /// Loads the embedded object and the `ha_steer` program, with empty maps of its own.
@@ -107,6 +116,14 @@ impl Steer {
         program
             .load()
             .unwrap_or_else(|e| panic!("loading {PROG_STEER} into the kernel: {e:?}"));
+        let learn: &mut SchedClassifier = ebpf
+            .program_mut(PROG_LEARN)
+            .unwrap_or_else(|| panic!("program {PROG_LEARN} missing from the object"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("program {PROG_LEARN} is not a classifier: {e}"));
+        learn
+            .load()
+            .unwrap_or_else(|e| panic!("loading {PROG_LEARN} into the kernel: {e:?}"));
         macro_rules! take {
             ($name:expr) => {{
                 let map = ebpf
@@ -124,6 +141,9 @@ impl Steer {
             counters: take!(MAP_COUNTERS),
             host_stats: take!(MAP_HOST_STATS),
             pfx_stats: take!(MAP_PFX_STATS),
+            flows: take!(MAP_FLOWS),
+            settings: take!(MAP_SETTINGS),
+            flow_counters: take!(MAP_FLOW_COUNTERS),
             ebpf,
         }
     }
@@ -158,6 +178,61 @@ impl Steer {
         self.prefixes
             .insert(&Key::new(len, addr.octets()), entry, 0)
             .unwrap_or_else(|e| panic!("{MAP_PREFIXES}[{addr}/{len}] = {entry:?}: {e}"));
+    }
+
+    /// Declares `ifindex` an interface the program runs on, with its own MAC and
+    /// `flags` (`IFACE_ACTIVE`, `IFACE_VERIFY`).
+    pub fn set_iface_flags(&mut self, ifindex: u32, mac: Mac, flags: u16) {
+        let entry = IfaceEntry { mac, flags };
+        self.ifaces
+            .set(ifindex, entry, 0)
+            .unwrap_or_else(|e| panic!("{MAP_IFACES}[{ifindex}] = {entry:?}: {e}"));
+    }
+
+    /// Writes the router-wide settings.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings
+            .set(0, settings, 0)
+            .unwrap_or_else(|e| panic!("{MAP_SETTINGS}[0] = {settings:?}: {e}"));
+    }
+
+    /// Writes a flow entry.
+    pub fn set_flow(&mut self, key: FlowKey, entry: FlowEntry) {
+        self.flows
+            .insert(key, entry, 0)
+            .unwrap_or_else(|e| panic!("{MAP_FLOWS}[{key:?}] = {entry:?}: {e}"));
+    }
+
+    /// The flow entry of `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowEntry> {
+        self.flows.get(key, 0).ok()
+    }
+
+    /// Every flow of the table.
+    pub fn flows(&self) -> Vec<(FlowKey, FlowEntry)> {
+        self.flows
+            .iter()
+            .map(|item| item.unwrap_or_else(|e| panic!("reading {MAP_FLOWS}: {e}")))
+            .collect()
+    }
+
+    /// Removes every flow.
+    pub fn clear_flows(&mut self) {
+        for (key, _) in self.flows() {
+            let _ = self.flows.remove(&key);
+        }
+    }
+
+    /// The `ha_learn`/`ha_steer` flow counters, summed over CPUs.
+    pub fn flow_counters(&self) -> [u64; FlowCounter::COUNT as usize] {
+        FlowCounter::ALL.map(|counter| {
+            let index = counter as u32;
+            self.flow_counters
+                .get(&index, 0)
+                .unwrap_or_else(|e| panic!("reading {MAP_FLOW_COUNTERS}[{}]: {e}", counter.name()))
+                .iter()
+                .sum()
+        })
     }
 
     /// Makes `ifindex` a redirect target (the device must exist in this namespace).
@@ -221,6 +296,39 @@ impl Steer {
             output: data_out.split_off(meta.min(out_len)),
             duration: result.duration,
         })
+    }
+
+    /// Runs `frame` once through `ha_learn` (TC egress) as if the kernel had
+    /// forwarded it from `ingress_ifindex` (0: sent by the router itself). Returns
+    /// the TC verdict and the frame as it leaves.
+    pub fn run_learn(&self, frame: &[u8], ingress_ifindex: u32) -> (i32, Vec<u8>) {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(PROG_LEARN)
+            .and_then(|program| program.try_into().ok())
+            .expect("the program was loaded as a classifier by Steer::load");
+        // struct __sk_buff (192 bytes on 6.x): only `ingress_ifindex` (offset 36) is
+        // set; the kernel refuses other non-zero fields it does not accept as input.
+        let mut ctx = vec![0u8; SK_BUFF_LEN];
+        ctx[SK_BUFF_INGRESS_IFINDEX..SK_BUFF_INGRESS_IFINDEX + 4]
+            .copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let mut data_out = vec![0; frame.len() + OUTPUT_SLACK];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "BPF_PROG_TEST_RUN of {PROG_LEARN} ({} bytes): {e:?}",
+                    frame.len()
+                )
+            });
+        let out_len = usize::try_from(result.data_size_out).expect("u32 fits in usize");
+        data_out.truncate(out_len);
+        (result.return_value as i32, data_out)
     }
 
     /// Every verdict counter, summed over CPUs, indexed by [`Counter`].

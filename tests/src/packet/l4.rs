@@ -4,8 +4,12 @@ use std::net::Ipv4Addr;
 
 use super::{IPPROTO_TCP, IPPROTO_UDP, internet_checksum};
 
+/// TCP FIN flag.
+pub const TCP_FIN: u8 = 0x01;
 /// TCP SYN flag.
 pub const TCP_SYN: u8 = 0x02;
+/// TCP RST flag.
+pub const TCP_RST: u8 = 0x04;
 /// TCP ACK flag.
 pub const TCP_ACK: u8 = 0x10;
 

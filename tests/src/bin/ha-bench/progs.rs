@@ -103,7 +103,8 @@ impl Object {
         let entry = HostEntry {
             mac,
             egress_mac,
-            _pad: [0; 4],
+            mtu: 1500,
+            _pad: [0; 2],
             egress_ifindex,
             flags: HOST_READY,
         };
@@ -115,10 +116,7 @@ impl Object {
     /// Steers `addr/len` to host `host`.
     pub fn set_prefix(&mut self, addr: Ipv4Addr, len: u32, host: u32) -> anyhow::Result<()> {
         let mut prefixes: LpmTrie<_, [u8; 4], PrefixEntry> = self.map(MAP_PREFIXES)?;
-        let entry = PrefixEntry {
-            host,
-            prefix_id: host,
-        };
+        let entry = PrefixEntry::owned(host, host);
         prefixes
             .insert(&Key::new(len, addr.octets()), entry, 0)
             .with_context(|| format!("{MAP_PREFIXES}[{addr}/{len}]"))
