@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     config::{self, Config},
-    control::{self, Request, Response},
+    model::defaults,
+    proto::socket::{self as control, Request, Response},
 };
 
 pub mod check_config;
@@ -68,7 +69,7 @@ impl Cli {
     pub async fn execute(self) -> anyhow::Result<()> {
         let Cli { config, command } = self;
         let config = config.as_deref();
-        let path = config.unwrap_or(Path::new(config::DEFAULT_PATH));
+        let path = config.unwrap_or(Path::new(defaults::CONFIG_PATH));
         match command {
             Command::Run(args) => run::run(config, args).await,
             Command::SetOwner(args) => set_owner::set_owner(config, args).await,
@@ -85,31 +86,30 @@ impl Cli {
     }
 }
 
-/// Fails with a clear message unless running as root.
-pub fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo");
-    }
-    Ok(())
-}
-
 /// The configuration if there is one: the --config file (must exist) or the default
 /// file (may be missing: a controller started without one uses the defaults).
 pub fn optional_config(explicit: Option<&Path>) -> anyhow::Result<Option<Config>> {
-    let path = explicit.unwrap_or(Path::new(config::DEFAULT_PATH));
+    let path = explicit.unwrap_or(Path::new(defaults::CONFIG_PATH));
     if explicit.is_none() && !path.exists() {
         return Ok(None);
     }
     Ok(Some(Config::load(path)?))
 }
 
+/// The control socket of the running controller: the one the configuration file
+/// names. Only that key is read, so a file the controller would refuse (being edited,
+/// say) does not keep the CLI from reaching it.
+pub fn control_socket(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = explicit.unwrap_or(Path::new(defaults::CONFIG_PATH));
+    if explicit.is_none() && !path.exists() {
+        return Ok(PathBuf::from(defaults::CONTROL_SOCKET));
+    }
+    Ok(config::control_socket_of(path)?)
+}
+
 /// Sends `request` to the running controller and returns its answer's document.
 pub async fn ask(config: Option<&Path>, request: Request) -> anyhow::Result<serde_json::Value> {
-    let socket = optional_config(config)?.map_or_else(
-        || PathBuf::from(config::DEFAULT_SOCKET),
-        |c| c.control_socket,
-    );
+    let socket = control_socket(config)?;
     match control::request(&socket, &request).await? {
         Response::Ok(value) => Ok(value),
         Response::Error(message) => bail!("{message}"),

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use crate::{cli, config, control::Request};
+use crate::{cli, config, proto::socket::Request};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use crate::{cli, control::Request};
+use crate::{cli, proto::socket::Request};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{cli, control::Request};
+use crate::{cli, proto::socket::Request};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

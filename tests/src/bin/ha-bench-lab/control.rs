@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ha_tests::lab::{Bins, Lab, LabSpec, Node, XdpMode, net, vip};
-use ha_user::control::{Request, Response};
+use ha_user::proto::socket::{Request, Response};
 use serde::Serialize;
 
 use crate::{

@@ -5,8 +5,11 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::Controller;
-use crate::datapath::Maps;
+use super::controller::Controller;
+use crate::{
+    kernel::datapath::Maps,
+    model::{HostId, PrefixId},
+};
 
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
@@ -21,9 +24,10 @@ pub fn status(controller: &Controller) -> Value {
         .prefixes
         .iter()
         .enumerate()
-        .map(|(id, prefix)| {
+        .map(|(index, prefix)| {
+            let id = PrefixId::new(index);
             let owner = controller.policy.owner(id);
-            let last = controller.last_change[id].as_ref().map(|c| {
+            let last = controller.last_change[index].as_ref().map(|c| {
                 json!({
                     "at_unix_ms": unix_ms(c.at),
                     "old": controller.host_name(c.old),
@@ -48,13 +52,14 @@ pub fn status(controller: &Controller) -> Value {
         .hosts
         .iter()
         .enumerate()
-        .map(|(id, host)| {
-            let probe = health.get(id);
+        .map(|(index, host)| {
+            let id = HostId::new(index);
+            let probe = health.get(index);
             json!({
                 "name": host.name,
                 "address": host.address.to_string(),
                 "health": controller.policy.health(id).map(|h| h.to_string()),
-                "mac": controller.macs[id].map(|m| m.to_string()),
+                "mac": controller.macs[index].map(|m| m.to_string()),
                 "drained": controller.policy.is_drained(id),
                 "last_error": probe.and_then(|p| p.last_error.clone()),
                 "last_rtt_us": probe.and_then(|p| p.last_rtt).map(|d| d.as_micros() as u64),
@@ -68,15 +73,15 @@ pub fn status(controller: &Controller) -> Value {
 pub fn stats(controller: &Controller) -> anyhow::Result<Value> {
     let maps = &controller.maps;
     let mut prefixes = Vec::new();
-    for (id, prefix) in controller.config.prefixes.iter().enumerate() {
-        let t = Maps::traffic(&maps.pfx_stats, id as u32).context("reading prefix statistics")?;
+    for (id, prefix) in controller.config.prefix_ids() {
+        let t = Maps::traffic(&maps.pfx_stats, id.raw()).context("reading prefix statistics")?;
         prefixes.push(
             json!({ "prefix": prefix.cidr.to_string(), "packets": t.packets, "bytes": t.bytes }),
         );
     }
     let mut hosts = Vec::new();
-    for (id, host) in controller.config.hosts.iter().enumerate() {
-        let t = Maps::traffic(&maps.host_stats, id as u32).context("reading host statistics")?;
+    for (id, host) in controller.config.host_ids() {
+        let t = Maps::traffic(&maps.host_stats, id.raw()).context("reading host statistics")?;
         hosts.push(json!({ "host": host.name, "packets": t.packets, "bytes": t.bytes }));
     }
     let counters: serde_json::Map<String, Value> = maps

@@ -29,7 +29,7 @@ use ha_common::{
 };
 use ipnet::Ipv4Net;
 
-use crate::config::XdpMode;
+use crate::model::XdpMode;
 
 /// Filesystem magic of bpffs (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

@@ -1,0 +1,3 @@
+//! The control protocol between the CLI and the daemon.
+
+pub mod socket;
