@@ -21,8 +21,10 @@ use tracing::{debug, info, warn};
 use super::{
     Options,
     controller::{Controller, Inputs},
+    events::EventBus,
     lock::Lock,
     metrics::{self, Metrics},
+    server::{self, Command},
     state,
 };
 use crate::{
@@ -39,7 +41,7 @@ use crate::{
     },
     model::{HostId, defaults},
     policy::Policy,
-    proto::socket::{self, Command},
+    proto::{Event, events::ConfigSource},
 };
 
 /// A controller ready to run, with what it listens on.
@@ -59,8 +61,8 @@ pub(super) struct Booted {
     pub stop_checks: watch::Sender<bool>,
 }
 
-/// Starts everything but the loop.
-pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
+/// Starts everything but the loop, publishing the start-up milestones on `events`.
+pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<Booted> {
     let Options {
         config: config_path,
         iface,
@@ -73,6 +75,16 @@ pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
     let (config, config_file) =
         load_config(&handle, config_path.as_deref(), iface.as_deref()).await?;
     kernel::require_root("ha-user run")?;
+    events.publish(Event::ConfigLoaded {
+        source: match (&config_file, &iface) {
+            (Some(path), _) => ConfigSource::File { path: path.clone() },
+            (None, iface) => ConfigSource::Routes {
+                iface: iface.clone().unwrap_or_default(),
+            },
+        },
+        hosts: config.hosts.len(),
+        prefixes: config.prefixes.len(),
+    });
     let Some(lan_name) = iface.or_else(|| config.lan.clone()) else {
         bail!("no LAN interface: give --iface or set `lan` in the configuration");
     };
@@ -105,7 +117,7 @@ pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
     };
 
     // The slow path first: take over the static routes of the configured prefixes.
-    let routes_left = adopt_routes(&handle, &config, lan.index).await?;
+    let routes_left = adopt_routes(&handle, &config, lan.index, events).await?;
 
     if reset {
         let removed = datapath::detach_all(&config.pin_dir)?;
@@ -120,6 +132,9 @@ pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
         info!(removed = removed.len(), "reset: starting from scratch");
     }
     let mut loaded = Loaded::load(&config.pin_dir, log_packets).context("loading the data path")?;
+    events.publish(Event::ProgramLoaded {
+        pin_dir: config.pin_dir.clone(),
+    });
     if log_packets {
         match aya_log::EbpfLogger::init(loaded.ebpf_mut()) {
             Ok(logger) => drop(tokio::spawn(log_forwarder(logger))),
@@ -155,6 +170,7 @@ pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
         netlink: handle,
         macs,
         health,
+        events: events.clone(),
     };
     controller.metrics.set_names(controller.metric_names());
     // Maps before attaching: the program never runs on half-filled maps.
@@ -162,6 +178,15 @@ pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
         .write_everything(Some(routes_left))
         .await
         .context("writing the data path and routes")?;
+    events.publish(Event::MapsWritten {
+        hosts: controller.config.hosts.len(),
+        prefixes: controller.config.prefixes.len(),
+        steered: controller
+            .config
+            .prefix_ids()
+            .filter(|(id, _)| controller.policy.owner(*id).is_some())
+            .count(),
+    });
     for iface in std::iter::once(&controller.lan).chain(&controller.ingress) {
         let attachment = loaded.attach(&iface.name, mode)?;
         info!(
@@ -172,6 +197,12 @@ pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
             pin = %attachment.pin.display(),
             "XDP attached"
         );
+        events.publish(Event::XdpAttached {
+            iface: iface.name.clone(),
+            ifindex: iface.index,
+            mode,
+            adopted: attachment.adopted,
+        });
     }
     // The links are pinned: the loaded object (the parsed ELF, its BTF) is not needed
     // any more.
@@ -182,7 +213,7 @@ pub(super) async fn boot(options: Options) -> anyhow::Result<Booted> {
     let neigh_rx = neigh::watch(controller.lan.index, addresses, 256)?;
     let (commands, commands_rx) = mpsc::channel(64);
     let (reload, reload_rx) = mpsc::channel(1);
-    let control = socket::bind(&controller.config.control_socket)?;
+    let control = server::bind(&controller.config.control_socket)?;
     Ok(Booted {
         controller,
         inputs: Inputs {
@@ -298,6 +329,7 @@ async fn adopt_routes(
     handle: &Handle,
     config: &Config,
     lan_index: u32,
+    events: &EventBus,
 ) -> anyhow::Result<routes::OurRoutes> {
     let wanted: Vec<_> = config
         .prefixes
@@ -331,6 +363,11 @@ async fn adopt_routes(
         already_ours = kept,
         "kernel routes taken over"
     );
+    events.publish(Event::RoutesTakenOver {
+        installed,
+        adopted,
+        already_ours: kept,
+    });
     Ok(left)
 }
 

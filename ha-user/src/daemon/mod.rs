@@ -2,31 +2,36 @@
 //! ([`controller`]), and detaches cleanly when told to stop.
 //!
 //! - [`boot`]: configuration, routes, data path, attach;
-//! - [`controller`]: the loop and what it owns; [`apply`]: how every ownership
-//!   change reaches the map, the routes, the log and the metrics; [`reload`]: SIGHUP;
-//!   [`requests`] and [`report`]: the control socket's answers;
+//! - [`controller`]: the loop and what it owns, how every ownership change reaches
+//!   the map, the routes, the log and the metrics, reloads, the answers;
+//! - [`server`]: the control socket; [`events`]: the event stream;
 //! - [`metrics`], [`state`] (pins and drains on disk), [`lock`] (one controller per
 //!   control socket).
 
-mod apply;
 pub mod boot;
 mod controller;
+pub mod events;
 pub mod lock;
 pub mod metrics;
-mod reload;
-mod report;
-mod requests;
+pub mod server;
 pub mod state;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{info, warn};
 
-pub use apply::{Steering, steering_of};
+pub use controller::{Steering, steering_of};
 
-use crate::{kernel::datapath, model::XdpMode, proto::socket};
+use crate::{kernel::datapath, model::XdpMode, proto::Event};
+
+/// How long the daemon waits at exit for its event subscribers to read the last
+/// events.
+const LAST_EVENTS: Duration = Duration::from_secs(2);
 
 /// How `ha-user run` was asked to run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,6 +52,7 @@ pub struct Options {
 /// Runs the controller until `shutdown` resolves, then detaches the fast path
 /// (traffic follows the kernel routes, which point at the current owners).
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let events = events::EventBus::default();
     let boot::Booted {
         controller,
         inputs,
@@ -56,8 +62,16 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         metrics,
         lock,
         stop_checks,
-    } = boot::boot(options).await?;
-    tokio::spawn(socket::serve(control, commands));
+    } = boot::boot(options, &events).await?;
+    let (alive, mut subscribers) = mpsc::channel(1);
+    let server = tokio::spawn(server::serve(
+        control,
+        server::Served {
+            commands,
+            events: events.clone(),
+            alive,
+        },
+    ));
     if let Some(listener) = metrics {
         tokio::spawn(metrics::serve(listener, controller.metrics.clone()));
     }
@@ -75,13 +89,31 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         socket = %controller.config.control_socket.display(),
         "steering; SIGHUP reloads the configuration, Ctrl-C or SIGTERM detaches and exits"
     );
+    events.publish(Event::Serving {
+        socket: controller.config.control_socket.clone(),
+        hosts: controller.config.hosts.len(),
+        prefixes: controller.config.prefixes.len(),
+    });
+    events.started();
 
     let controller = controller.run(inputs, shutdown).await;
     let _ = stop_checks.send(true);
     let controller::Controller { config, health, .. } = controller;
     health.stop().await;
     let removed = datapath::detach_all(&config.pin_dir)?;
+    // No new connections; the subscribers read what is left, then their streams end.
+    server.abort();
     let _ = std::fs::remove_file(&config.control_socket);
+    events.publish(Event::Shutdown {
+        removed_pins: removed.len(),
+    });
+    events.close();
+    if tokio::time::timeout(LAST_EVENTS, subscribers.recv())
+        .await
+        .is_err()
+    {
+        warn!("an event subscriber did not read the last events within {LAST_EVENTS:?}");
+    }
     drop(lock);
     info!(
         removed = removed.len(),

@@ -19,12 +19,13 @@ use ha_common::PrefixEntry;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::controller::{Controller, LastChange, ms};
+use super::{Controller, LastChange, ms};
 use crate::{
     config::Config,
     kernel::{routes, steering},
     model::{HostId, PrefixId},
     policy::Change,
+    proto::Event,
 };
 
 /// Where a prefix's traffic goes, in the fast path and the slow path.
@@ -109,6 +110,15 @@ impl Controller {
                     .map(|h| h.name.as_str())
             };
             self.metrics.owner(&cidr.to_string(), name(old), name(new));
+            self.events.publish(Event::OwnerChanged {
+                prefix: cidr,
+                old: self.name_of(old),
+                new: self.name_of(new),
+                reason,
+                detection_ms: detection.map(ms),
+                switch_us: switch.as_micros() as u64,
+                route_via: gateway,
+            });
             if let Some(slot) = self.last_change.get_mut(prefix.index()) {
                 *slot = Some(Box::new(LastChange {
                     at: SystemTime::now(),
@@ -127,7 +137,7 @@ impl Controller {
     /// re-points the routes that do not agree with the owners.
     /// `known_routes`: our routes as the caller just left them (start-up's adoption);
     /// `None` reads them from the kernel.
-    pub(super) async fn write_everything(
+    pub(in crate::daemon) async fn write_everything(
         &mut self,
         known_routes: Option<routes::OurRoutes>,
     ) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::controller::Controller;
+use super::Controller;
 use crate::config::{Config, ConfigError};
 
 /// Why a reload changed nothing.

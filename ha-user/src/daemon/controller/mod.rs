@@ -1,6 +1,14 @@
-//! The controller's main loop: health events, neighbour events, admin commands, policy
-//! timers and configuration reloads all arrive here, one at a time. Every ownership
-//! change goes through [`apply`](super::apply), in the same order.
+//! The controller: what it owns and its main loop. Health events, neighbour events,
+//! admin commands, policy timers and configuration reloads all arrive here, one at a
+//! time. Every ownership change goes through [`apply`], in the same order; [`reload`]
+//! is SIGHUP, [`requests`] and [`report`] answer the control socket.
+
+mod apply;
+mod reload;
+mod report;
+mod requests;
+
+pub use apply::{Steering, steering_of};
 
 use std::{
     path::PathBuf,
@@ -17,8 +25,9 @@ use tracing::{info, warn};
 use crate::{
     config::Config,
     daemon::{
+        events::EventBus,
         metrics::{Metrics, Names},
-        requests,
+        server::Command,
     },
     health::{HealthChecker, HealthEvent},
     kernel::{
@@ -27,9 +36,9 @@ use crate::{
         netdev::Interface,
         steering,
     },
-    model::{Health, HostId, Mac, PrefixId, Reason},
+    model::{Health, HostId, Mac, Reason},
     policy::Policy,
-    proto::socket::Command,
+    proto::Event,
 };
 
 /// How a prefix came to be where it is: kept for `status`.
@@ -62,6 +71,7 @@ pub struct Controller {
     pub(super) last_change: Vec<Option<Box<LastChange>>>,
     pub(super) health: HealthChecker,
     pub(super) metrics: Metrics,
+    pub(super) events: EventBus,
 }
 
 /// The channels the loop listens on.
@@ -93,8 +103,16 @@ impl Controller {
                     let _ = reply.send(response);
                 }
                 Some(()) = inputs.reload.recv() => {
-                    // Refusals are logged; nothing changed.
-                    let _ = self.on_reload().await;
+                    let event = match self.on_reload().await {
+                        Ok(reloaded) => Event::ReloadApplied {
+                            hosts: self.config.hosts.len(),
+                            prefixes: self.config.prefixes.len(),
+                            restarted_checks: reloaded.restarted_checks,
+                            stale: reloaded.stale,
+                        },
+                        Err(refused) => Event::ReloadRefused { why: refused.to_string() },
+                    };
+                    self.events.publish(event);
                 }
                 () = sleep_or_never(deadline) => {
                     let changes = self.policy.tick(Instant::now());
@@ -108,7 +126,7 @@ impl Controller {
         let HealthEvent {
             host,
             state,
-            old: _,
+            old,
             at,
             detected_in,
             reason,
@@ -116,6 +134,13 @@ impl Controller {
         let name = self.host_name(Some(host));
         info!(host = %name, state = %state, detected_ms = ms(detected_in), reason = ?reason, "health changed");
         self.metrics.host_health(&name, state == Health::Up);
+        self.events.publish(Event::HealthChanged {
+            host: name,
+            old,
+            new: state,
+            reason,
+            detection_ms: ms(detected_in),
+        });
         match self.policy.host_health(host, state, Instant::now()) {
             Ok(changes) => self.apply(changes, Some(detected_in), at).await,
             Err(err) => warn!("health event for an unknown host: {err}"),
@@ -147,10 +172,21 @@ impl Controller {
         let entry = steering::host_entry(Some(mac), &self.lan);
         match steering::write_host(&mut self.maps, host, entry) {
             Ok(()) => {
-                info!(host = %self.config.host(host).name, %mac, old = ?old.map(|m| m.to_string()), "MAC learned")
+                let name = self.config.host(host).name.clone();
+                info!(host = %name, %mac, old = ?old.map(|m| m.to_string()), "MAC learned");
+                self.events.publish(Event::MacLearned {
+                    host: name,
+                    mac,
+                    old,
+                });
             }
             Err(err) => warn!("{err:#}"),
         }
+    }
+
+    /// The name of `host`, if any.
+    pub(super) fn name_of(&self, host: Option<HostId>) -> Option<String> {
+        host.map(|h| self.host_name(Some(h)))
     }
 
     /// The name of `host`; `-` for none.
@@ -180,14 +216,6 @@ impl Controller {
                 .collect(),
             hosts: self.config.hosts.iter().map(|h| h.name.clone()).collect(),
         }
-    }
-
-    /// The CIDR of `prefix`, as text.
-    pub(super) fn prefix_name(&self, prefix: PrefixId) -> String {
-        self.config
-            .prefixes
-            .get(prefix.index())
-            .map_or_else(|| prefix.to_string(), |p| p.cidr.to_string())
     }
 
     /// Makes the kernel resolve every host whose MAC is still unknown.
