@@ -15,6 +15,7 @@
 //! | [`MAP_COUNTERS`] | per-CPU array | [`Counter`] index           | `u64`          | data path  |
 //! | [`MAP_HOST_STATS`]| per-CPU array| host id                     | [`Traffic`]    | data path  |
 //! | [`MAP_PFX_STATS`]| per-CPU array | prefix id                   | [`Traffic`]    | data path  |
+//! | [`MAP_META`]     | array (1)     | 0                           | [`Meta`]       | controller |
 #![no_std]
 
 /// Longest-prefix-match table: destination prefix → owning host.
@@ -31,6 +32,8 @@ pub const MAP_COUNTERS: &str = "HA_COUNTERS";
 pub const MAP_HOST_STATS: &str = "HA_HOST_STATS";
 /// Per-CPU packets/bytes steered for each prefix, indexed by prefix id.
 pub const MAP_PFX_STATS: &str = "HA_PFX_STATS";
+/// One entry: the [`LAYOUT_VERSION`] of the pinned maps ([`Meta`]).
+pub const MAP_META: &str = "HA_META";
 /// Name of the steering XDP program in the object.
 pub const PROG_STEER: &str = "ha_steer";
 /// Name of the pass-everything XDP program (for the far end of veth links).
@@ -39,7 +42,7 @@ pub const PROG_PASS: &str = "ha_pass";
 pub const GLOBAL_LOG_PACKETS: &str = "HA_LOG_PACKETS";
 
 /// Every map the controller pins, in the order it opens them.
-pub const PINNED_MAPS: [&str; 7] = [
+pub const PINNED_MAPS: [&str; 8] = [
     MAP_PREFIXES,
     MAP_HOSTS,
     MAP_IFACES,
@@ -47,7 +50,16 @@ pub const PINNED_MAPS: [&str; 7] = [
     MAP_COUNTERS,
     MAP_HOST_STATS,
     MAP_PFX_STATS,
+    MAP_META,
 ];
+
+/// The layout of the pinned maps, written into [`MAP_META`] when the controller
+/// creates the pins and checked when a controller adopts them: pins of another
+/// layout (or without one) are refused, never misread.
+///
+/// Every change of a pinned map's key, value, kind or capacity, and every map added
+/// to or removed from [`PINNED_MAPS`], must bump it.
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// Capacity of the prefix table (and of the per-prefix statistics).
 pub const MAX_PREFIXES: u32 = 65_536;
@@ -114,6 +126,15 @@ impl IfaceEntry {
     pub const fn is_active(&self) -> bool {
         self.flags & IFACE_ACTIVE != 0
     }
+}
+
+/// Value of [`MAP_META`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// [`LAYOUT_VERSION`] of the controller that created the pins.
+    pub layout: u32,
+    pub _pad: u32,
 }
 
 /// Packets and bytes (whole frame length) seen by the data path.
@@ -198,6 +219,7 @@ mod pod {
     unsafe impl aya::Pod for super::HostEntry {}
     unsafe impl aya::Pod for super::IfaceEntry {}
     unsafe impl aya::Pod for super::Traffic {}
+    unsafe impl aya::Pod for super::Meta {}
 }
 
 const _: () = {
@@ -205,6 +227,7 @@ const _: () = {
     assert!(core::mem::size_of::<HostEntry>() == 24);
     assert!(core::mem::size_of::<IfaceEntry>() == 8);
     assert!(core::mem::size_of::<Traffic>() == 16);
+    assert!(core::mem::size_of::<Meta>() == 8);
     assert!(Counter::ALL.len() == Counter::COUNT as usize);
 };
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ha_common::{
-    Counter, HostEntry, IfaceEntry, MAX_HOSTS, MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, PrefixEntry,
-    Traffic,
+    Counter, HostEntry, IfaceEntry, MAX_HOSTS, MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, Meta,
+    PrefixEntry, Traffic,
 };
 
 /// Destination prefix → owner. Written by the controller.
@@ -37,6 +37,11 @@ pub static HA_HOST_STATS: PerCpuArray<Traffic, { MAX_HOSTS as usize }> = PerCpuA
 /// Packets/bytes steered per prefix id. Written by the data path.
 #[btf_map]
 pub static HA_PFX_STATS: PerCpuArray<Traffic, { MAX_PREFIXES as usize }> = PerCpuArray::new();
+
+/// The layout version of the pinned maps, in slot 0. Written by the controller when
+/// it creates the pins; the program never reads it.
+#[btf_map]
+pub static HA_META: Array<Meta, 1> = Array::new();
 
 #[inline(always)]
 pub fn lookup_prefix(dst: [u8; 4]) -> Option<&'static PrefixEntry> {

@@ -35,7 +35,7 @@ use crate::{
     health::HealthChecker,
     kernel::{
         self,
-        datapath::{self, Loaded, Maps},
+        datapath::{self, Loaded, Maps, layout},
         neigh, netdev,
         routes::{self, Adoption},
     },
@@ -107,6 +107,10 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
     }
     datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
     let lock = Lock::acquire(&config.control_socket)?;
+    // Pins of another version are refused before anything changes (--reset drops them).
+    if !reset {
+        layout::check_pinned(&config.pin_dir)?;
+    }
     let metrics_listener = match config.metrics {
         Some(addr) => Some(
             metrics::bind(addr)
