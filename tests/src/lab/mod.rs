@@ -422,6 +422,11 @@ impl Lab {
         &self.paths.pin_dir
     }
 
+    /// The controller's control socket.
+    pub fn control_socket(&self) -> &Path {
+        &self.paths.control_socket
+    }
+
     /// What the lab did differently from the plain recipe, and why.
     pub fn notes(&self) -> &[String] {
         &self.notes
