@@ -1,4 +1,4 @@
-//! `cargo xtask test`: the source rules (`rules.rs`), unit tests, the root suites of
+//! `cargo xtask test`: the source rules (`rules/`), unit tests, the root suites of
 //! `ha-tests` one by one, clippy for the host crates and the eBPF crate, rustfmt. Every step runs even when an earlier one
 //! failed; a table and one summary line close the run.
 
@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     }];
 
     // Quick and independent of the build: first.
-    println!("\nxtask: == source rules: xtask/src/rules.rs");
+    println!("\nxtask: == source rules: xtask/src/rules/");
     let start = Instant::now();
     let outcome = match rules::check(&ctx.root) {
         Ok(()) => Outcome::Ok,
