@@ -516,7 +516,7 @@ pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()
         let pid = scale.controller()?.pid();
         let (rss, hwm) = memory_mib(pid)?;
         eprintln!(
-            "ha-bench-lab: scale start {}: {total:.0} ms to steering; {routes} routes, {entries} \
+            "ha-bench-lab: scale start {}: {total:.0} ms to serving; {routes} routes, {entries} \
              map entries; RSS {rss:.1} MiB (peak {hwm:.1}); steps {steps:?}",
             run + 1
         );
