@@ -18,6 +18,7 @@
 //! | [`MAP_FLOWS`]    | LRU hash      | [`FlowKey`]                 | [`FlowEntry`]  | both programs, controller |
 //! | [`MAP_SETTINGS`] | array (1)     | 0                           | [`Settings`]   | controller |
 //! | [`MAP_FLOW_COUNTERS`]| per-CPU array | [`FlowCounter`] index   | `u64`          | both programs |
+//! | [`MAP_META`]     | array (1)     | 0                           | [`Meta`]       | controller |
 #![no_std]
 
 /// Longest-prefix-match table: destination prefix → owning host.
@@ -42,6 +43,8 @@ pub const MAP_FLOWS: &str = "HA_FLOWS";
 pub const MAP_SETTINGS: &str = "HA_SETTINGS";
 /// Per-CPU counters of what happened to flows, indexed by [`FlowCounter`].
 pub const MAP_FLOW_COUNTERS: &str = "HA_FLOW_CTRS";
+/// One entry: the [`LAYOUT_VERSION`] of the pinned maps ([`Meta`]).
+pub const MAP_META: &str = "HA_META";
 /// Name of the steering XDP program in the object.
 pub const PROG_STEER: &str = "ha_steer";
 /// Name of the TC egress program on the LAN interface: it sees every frame the kernel
@@ -53,7 +56,7 @@ pub const PROG_PASS: &str = "ha_pass";
 pub const GLOBAL_LOG_PACKETS: &str = "HA_LOG_PACKETS";
 
 /// Every map the controller pins, in the order it opens them.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     MAP_PREFIXES,
     MAP_HOSTS,
     MAP_IFACES,
@@ -64,7 +67,20 @@ pub const PINNED_MAPS: [&str; 10] = [
     MAP_FLOWS,
     MAP_SETTINGS,
     MAP_FLOW_COUNTERS,
+    MAP_META,
 ];
+
+/// The layout of the pinned maps, written into [`MAP_META`] when the controller
+/// creates the pins and checked when a controller adopts them: pins of another
+/// layout (or without one) are refused, never misread.
+///
+/// Every change of a pinned map's key, value, kind or capacity, and every map added
+/// to or removed from [`PINNED_MAPS`], must bump it.
+///
+/// 1: the first versioned layout. 2: the flow table, the settings and the flow
+/// counters; prefix entries with the previous owner and flags, host entries with the
+/// egress MTU, five more pass reasons.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Capacity of the prefix table (and of the per-prefix statistics).
 pub const MAX_PREFIXES: u32 = 65_536;
@@ -242,6 +258,15 @@ pub struct Settings {
     pub local: [u32; MAX_LOCAL_ADDRS],
 }
 
+/// Value of [`MAP_META`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// [`LAYOUT_VERSION`] of the controller that created the pins.
+    pub layout: u32,
+    pub _pad: u32,
+}
+
 /// Packets and bytes (whole frame length) seen by the data path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -410,6 +435,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::Meta {}
 }
 
 const _: () = {
@@ -420,6 +446,7 @@ const _: () = {
     assert!(core::mem::size_of::<FlowKey>() == 16);
     assert!(core::mem::size_of::<FlowEntry>() == 32);
     assert!(core::mem::size_of::<Settings>() == 16 + 4 * MAX_LOCAL_ADDRS);
+    assert!(core::mem::size_of::<Meta>() == 8);
     assert!(Counter::ALL.len() == Counter::COUNT as usize);
     assert!(FlowCounter::ALL.len() == FlowCounter::COUNT as usize);
 };

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use ha_common::{
     Counter, FlowCounter, FlowEntry, FlowKey, HostEntry, IfaceEntry, MAX_FLOWS, MAX_HOSTS,
-    MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, PrefixEntry, Settings, Traffic,
+    MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, Meta, PrefixEntry, Settings, Traffic,
 };
 
 /// Destination prefix → owner. Written by the controller.
@@ -51,6 +51,11 @@ pub static HA_SETTINGS: Array<Settings, 1> = Array::new();
 /// What the programs did with the flow table. Written by both programs.
 #[btf_map]
 pub static HA_FLOW_CTRS: PerCpuArray<u64, { FlowCounter::COUNT as usize }> = PerCpuArray::new();
+
+/// The layout version of the pinned maps, in slot 0. Written by the controller when
+/// it creates the pins; the program never reads it.
+#[btf_map]
+pub static HA_META: Array<Meta, 1> = Array::new();
 
 #[inline(always)]
 pub fn lookup_prefix(dst: [u8; 4]) -> Option<&'static PrefixEntry> {

@@ -4,20 +4,12 @@
 /// binary needs no file beside it.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ha"));
 
-pub mod adopt;
 pub mod cli;
 pub mod config;
-pub mod control;
-pub mod controller;
-pub mod datapath;
+pub mod daemon;
 pub mod health;
-pub mod lock;
-pub mod metrics;
-pub mod neigh;
-pub mod netdev;
+pub mod kernel;
+pub mod model;
 pub mod plan;
 pub mod policy;
-pub mod routes;
-pub mod simulate;
-pub mod state;
-pub mod steering;
+pub mod proto;

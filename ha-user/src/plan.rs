@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::config::{Config, Prefix};
+use crate::{config::Config, model::Prefix};
 
 /// Which part of the plan to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -154,7 +154,7 @@ fn sysctl_conf() -> String {
 
 /// The address of the owner of `prefix`, the next hop of its static route.
 fn gateway(config: &Config, prefix: &Prefix) -> Ipv4Addr {
-    config.hosts[prefix.owner].address
+    config.host(prefix.owner).address
 }
 
 /// `ip route replace PREFIX via OWNER [dev LAN]`: `replace`, so running it again, or

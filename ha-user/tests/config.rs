@@ -7,8 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ha_user::config::{
-    Backups, CheckKind, Config, ConfigError, HealthCheck, Host, Mac, Prefix, Problem, XdpMode,
+use ha_user::{
+    config::{Config, ConfigError, Problem},
+    model::{Backups, CheckKind, HealthCheck, Host, HostId, Mac, Prefix, XdpMode},
 };
 
 /// The documented example extended to the classic four-server network.
@@ -69,10 +70,14 @@ fn host(name: &str, address: [u8; 4]) -> Host {
 }
 
 fn prefix(cidr: &str, owner: usize, backups: &[usize]) -> Prefix {
+    let (owner, backups): (HostId, Vec<HostId>) = (
+        HostId::new(owner),
+        backups.iter().copied().map(HostId::new).collect(),
+    );
     Prefix {
         cidr: cidr.parse().expect("test prefix"),
         owner,
-        backups: Backups::Listed(backups.to_vec()),
+        backups: Backups::Listed(backups),
     }
 }
 
@@ -80,7 +85,7 @@ fn prefix(cidr: &str, owner: usize, backups: &[usize]) -> Prefix {
 fn default_prefix(cidr: &str, owner: usize) -> Prefix {
     Prefix {
         cidr: cidr.parse().expect("test prefix"),
-        owner,
+        owner: HostId::new(owner),
         backups: Backups::AllOthers,
     }
 }
@@ -263,7 +268,11 @@ backups = []
         ]
     );
     let backups: Vec<Vec<usize>> = (config.prefixes.iter())
-        .map(|p| p.backup_hosts(config.hosts.len()).collect())
+        .map(|p| {
+            p.backup_hosts(config.hosts.len())
+                .map(HostId::index)
+                .collect()
+        })
         .collect();
     assert_eq!(backups, [vec![0, 1, 3], vec![1, 2, 3], vec![]]);
 }
@@ -319,12 +328,12 @@ address = "10.0.0.3"
 }
 
 #[test]
-fn host_index_finds_a_host_by_name_or_address() {
+fn host_id_finds_a_host_by_name_or_address() {
     let config = parse(CLASSIC);
-    assert_eq!(config.host_index("host3"), Some(2));
-    assert_eq!(config.host_index("192.168.1.5"), Some(3));
-    assert_eq!(config.host_index("host9"), None);
-    assert_eq!(config.host_index("192.168.1.9"), None);
+    assert_eq!(config.host_id("host3"), Some(HostId::new(2)));
+    assert_eq!(config.host_id("192.168.1.5"), Some(HostId::new(3)));
+    assert_eq!(config.host_id("host9"), None);
+    assert_eq!(config.host_id("192.168.1.9"), None);
 }
 
 #[test]

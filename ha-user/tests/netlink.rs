@@ -17,10 +17,12 @@ use std::{
 };
 
 use ha_user::{
-    config::Mac,
-    neigh::{self, NeighEvent},
-    netdev,
-    routes::{self, Adoption, KernelRoute, ROUTE_PROTO, RouteError},
+    kernel::{
+        neigh::{self, NeighEvent},
+        netdev,
+        routes::{self, Adoption, KernelRoute, ROUTE_PROTO, RouteError},
+    },
+    model::Mac,
 };
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
@@ -681,8 +683,8 @@ fn zero_config_reads_the_routes_through_the_lan() {
     let path = hosts.clone();
     let result = in_netns(netns.name(0), move || async move {
         let handle = netdev::connect().expect("netlink");
-        let config = ha_user::adopt::config_from_kernel(&handle, "lan0", &path).await;
-        let missing = ha_user::adopt::config_from_kernel(&handle, "lan1", &path).await;
+        let config = ha_user::daemon::boot::config_from_kernel(&handle, "lan0", &path).await;
+        let missing = ha_user::daemon::boot::config_from_kernel(&handle, "lan1", &path).await;
         (config, missing)
     });
     let _ = std::fs::remove_file(&hosts);
@@ -693,7 +695,7 @@ fn zero_config_reads_the_routes_through_the_lan() {
     let prefixes: Vec<(String, usize)> = config
         .prefixes
         .iter()
-        .map(|p| (p.cidr.to_string(), p.owner))
+        .map(|p| (p.cidr.to_string(), p.owner.index()))
         .collect();
     assert_eq!(
         prefixes,
@@ -707,7 +709,10 @@ fn zero_config_reads_the_routes_through_the_lan() {
     assert_eq!(config.lan.as_deref(), Some("lan0"));
     let err = missing.expect_err("nothing through lan1");
     assert!(
-        matches!(err, ha_user::adopt::AdoptError::NothingFound { .. }),
+        matches!(
+            err.downcast_ref(),
+            Some(ha_user::config::adopt::AdoptError::NothingFound { .. })
+        ),
         "{err:?}"
     );
 }

@@ -1,6 +1,6 @@
 //! What benchmark figures were measured on (CPU, cores, kernel, load) and the clocks
-//! they are read with: wall-clock milliseconds, RFC 3339 timestamps, and the
-//! timestamps of the controller's log lines on the same clock.
+//! they are read with: wall-clock milliseconds (the controller's events carry the
+//! same clock) and RFC 3339 timestamps.
 
 use std::{
     fs,
@@ -51,50 +51,9 @@ pub fn utc(unix_ms: f64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-/// The timestamp of a controller log line (`2026-11-25T00:00:11.016994Z  INFO ...`,
-/// tracing's default format, possibly with ANSI colours) as Unix milliseconds.
-pub fn log_time_ms(line: &str) -> Option<f64> {
-    let stamp = strip_ansi(line.split_whitespace().next()?);
-    let time = humantime::parse_rfc3339(&stamp).ok()?;
-    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).ok()?;
-    Some(since_epoch.as_secs_f64() * 1e3)
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_timestamps_parse() {
-        let line = "2026-11-25T00:00:11.016994Z  INFO ha_user::cli::run: steering;";
-        let ms = log_time_ms(line).expect("a timestamp");
-        assert_eq!(utc(ms), "2026-11-25T00:00:11Z");
-        assert!((ms % 1000.0 - 16.994).abs() < 1e-3, "{ms}");
-        let coloured = "\u{1b}[2m2026-11-24T22:54:07.146666Z\u{1b}[0m \u{1b}[32m INFO";
-        assert_eq!(
-            utc(log_time_ms(coloured).expect("a timestamp")),
-            "2026-11-24T22:54:07Z"
-        );
-        assert_eq!(log_time_ms("no timestamp here"), None);
-    }
 
     #[test]
     fn known_dates() {

@@ -15,6 +15,13 @@ use ha_tests::{
     lab::{Counter, Lab, LabSpec, Node, PrefixSpec, StreamReport, XdpMode, host_address, net, vip},
     root::require_root,
 };
+use ha_user::{
+    model::Reason,
+    proto::{
+        ChangeReport, Event, Status,
+        reports::{HostStatus, PrefixStatus},
+    },
+};
 use serde_json::Value;
 
 mod common;
@@ -28,8 +35,6 @@ const WAIT: Duration = Duration::from_secs(5);
 /// Failback takes `rise` probes plus the delay; probes slip under load, so only a
 /// gross error (a delay not applied, a default one used) fails the bound.
 const FAILBACK_SLACK: Duration = Duration::from_millis(600);
-/// The controller's log filter when the data path logs packets (at debug level).
-const LOG_FILTER: &str = "info,ha=debug";
 
 const P32: &str = "192.168.1.32/27";
 const P64: &str = "192.168.1.64/27";
@@ -52,9 +57,14 @@ fn map_owner(lab: &Lab, prefix: &str) -> Option<String> {
         .remove(&net(prefix))
 }
 
-/// Runs `ha-user ARGS --json`, which must succeed.
-fn cli(lab: &Lab, args: &[&str]) -> Value {
+/// Runs the admin command `ha-user ARGS --json`, which must succeed.
+fn cli(lab: &Lab, args: &[&str]) -> ChangeReport {
     lab.ha_user_json(args).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The owner changes so far.
+fn changes(lab: &Lab) -> usize {
+    lab.owner_changes().expect("the event stream").len()
 }
 
 /// A killed web server's prefix moves to the first backup, the kernel route with it;
@@ -67,7 +77,7 @@ fn killed_server_moves_to_backup_and_back() {
     let mut lab = build(spec("ha-c-kill-"));
     assert_agreement(&lab);
     let p64 = net(P64);
-    let mark = lab.owner_changes().len();
+    let mark = changes(&lab);
     let killed = Instant::now();
     lab.kill_web("host2").expect("killing host2's web server");
     let change = lab
@@ -75,37 +85,30 @@ fn killed_server_moves_to_backup_and_back() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     let detection = lab.spec().health.detection_time();
     eprintln!(
-        "failover logged {:?} after the kill: {}",
-        killed.elapsed(),
-        change.line
+        "failover seen {:?} after the kill: {change}",
+        killed.elapsed()
     );
     assert_eq!(change.old.as_deref(), Some("host2"));
-    assert!(change.reason.contains("failover"), "{}", change.line);
+    assert_eq!(change.reason, Reason::Failover, "{change}");
     assert!(
         change
             .detection_ms
             .is_some_and(|d| d <= (detection + MARGIN).as_secs_f64() * 1e3),
-        "{}",
-        change.line
+        "{change}"
     );
-    assert_eq!(
-        change.route_via,
-        Ipv4Addr::new(192, 168, 1, 2),
-        "{}",
-        change.line
-    );
+    assert_eq!(change.route_via, Ipv4Addr::new(192, 168, 1, 2), "{change}");
     assert_eq!(map_owner(&lab, P64).as_deref(), Some("host1"));
     assert_agreement(&lab);
     assert_eq!(who(&lab, P64), "host1");
     // Nothing else moved.
     assert_eq!(
-        lab.owner_changes().len(),
+        changes(&lab),
         mark + 1,
-        "{}",
-        lab.controller_log()
+        "{:#?}",
+        lab.owner_changes().expect("the event stream")
     );
 
-    let mark = lab.owner_changes().len();
+    let mark = changes(&lab);
     let restarted = Instant::now();
     lab.start_web("host2")
         .expect("restarting host2's web server");
@@ -114,8 +117,8 @@ fn killed_server_moves_to_backup_and_back() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     let took = restarted.elapsed();
     let delay = Duration::from_millis(lab.spec().health.failback_delay_ms);
-    eprintln!("failback {took:?} after the restart: {}", change.line);
-    assert!(change.reason.contains("failback"), "{}", change.line);
+    eprintln!("failback {took:?} after the restart: {change}");
+    assert_eq!(change.reason, Reason::Failback, "{change}");
     assert!(
         took >= delay,
         "failback after {took:?}, before the delay {delay:?}"
@@ -168,9 +171,10 @@ fn set_owner_and_clear_owner() {
         let first = ask(host);
         commands.push(returned - started);
         latencies.push(returned.elapsed());
-        assert!(
-            answer["changes"][0]["new"] == host,
-            "set-owner {P64} {host}: {answer}"
+        assert_eq!(
+            answer.changes.first().and_then(|c| c.new.as_deref()),
+            Some(host),
+            "set-owner {P64} {host}: {answer:?}"
         );
         assert_eq!(map_owner(&lab, P64).as_deref(), Some(host));
         assert_agreement(&lab);
@@ -192,26 +196,40 @@ fn set_owner_and_clear_owner() {
     );
     let status = lab.status().expect("status");
     let p = prefix_status(&status, P64);
-    assert_eq!(p["owner"], "host3", "{p}");
-    assert_eq!(p["pinned"]["host"], "host3", "{p}");
+    assert_eq!(p.owner.as_deref(), Some("host3"), "{p:?}");
+    assert_eq!(
+        p.pinned.as_ref().map(|pin| pin.host.as_str()),
+        Some("host3"),
+        "{p:?}"
+    );
 
     let answer = cli(&lab, &["clear-owner", P64]);
-    assert!(
-        answer["changes"][0]["new"] == "host2",
-        "clear-owner: {answer}"
+    assert_eq!(
+        answer.changes.first().and_then(|c| c.new.as_deref()),
+        Some("host2"),
+        "clear-owner: {answer:?}"
     );
     ask("host2");
     let status = lab.status().expect("status");
-    assert!(prefix_status(&status, P64)["pinned"].is_null(), "{status}");
+    assert_eq!(prefix_status(&status, P64).pinned, None, "{status:?}");
     assert_eq!(map_owner(&lab, P64).as_deref(), Some("host2"));
     assert_agreement(&lab);
 }
 
-fn prefix_status<'a>(status: &'a Value, prefix: &str) -> &'a Value {
-    status["prefixes"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["prefix"] == prefix))
-        .unwrap_or_else(|| panic!("{prefix} missing from status: {status}"))
+fn prefix_status<'a>(status: &'a Status, prefix: &str) -> &'a PrefixStatus {
+    status
+        .prefixes
+        .iter()
+        .find(|p| p.prefix == net(prefix))
+        .unwrap_or_else(|| panic!("{prefix} missing from status: {status:?}"))
+}
+
+fn host_status<'a>(status: &'a Status, host: &str) -> &'a HostStatus {
+    status
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .unwrap_or_else(|| panic!("{host} missing from status: {status:?}"))
 }
 
 /// `drain host2` moves its prefix to the first backup at once; `undrain` returns it.
@@ -222,25 +240,24 @@ fn drain_and_undrain() {
     }
     let lab = build(spec("ha-c-drain-"));
     let answer = cli(&lab, &["drain", "host2"]);
-    let changes = answer["changes"].as_array().cloned().unwrap_or_default();
-    assert_eq!(changes.len(), 1, "drain host2: {answer}");
-    assert_eq!(changes[0]["prefix"], P64, "{answer}");
-    assert_eq!(changes[0]["new"], "host1", "{answer}");
+    assert_eq!(answer.changes.len(), 1, "drain host2: {answer:?}");
+    assert_eq!(answer.changes[0].prefix, net(P64), "{answer:?}");
+    assert_eq!(
+        answer.changes[0].new.as_deref(),
+        Some("host1"),
+        "{answer:?}"
+    );
     assert_eq!(who(&lab, P64), "host1");
     assert_eq!(map_owner(&lab, P64).as_deref(), Some("host1"));
     assert_agreement(&lab);
     let status = lab.status().expect("status");
-    let host2 = status["hosts"]
-        .as_array()
-        .and_then(|hs| hs.iter().find(|h| h["name"] == "host2"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(host2["drained"], true, "{status}");
+    assert!(host_status(&status, "host2").drained, "{status:?}");
 
     let answer = cli(&lab, &["undrain", "host2"]);
     assert_eq!(
-        answer["changes"][0]["new"], "host2",
-        "undrain host2: {answer}"
+        answer.changes.first().and_then(|c| c.new.as_deref()),
+        Some("host2"),
+        "undrain host2: {answer:?}"
     );
     assert_eq!(who(&lab, P64), "host2");
     assert_eq!(map_owner(&lab, P64).as_deref(), Some("host2"));
@@ -260,17 +277,17 @@ fn all_hosts_down_fall_back_to_the_kernel_route() {
     spec.prefixes[1] = PrefixSpec::new(P64, "host2").with_backups(&["host3"]);
     let mut lab = build(spec);
     let p64 = net(P64);
-    let mark = lab.owner_changes().len();
+    let mark = changes(&lab);
     lab.kill_web("host2").expect("kill");
     lab.wait_for_owner(p64, Some("host3"), mark, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_agreement(&lab);
-    let mark = lab.owner_changes().len();
+    let mark = changes(&lab);
     lab.kill_web("host3").expect("kill");
     let change = lab
         .wait_for_owner(p64, None, mark, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    eprintln!("{}", change.line);
+    eprintln!("{change}");
     assert_eq!(change.route_via, host_address("host2").expect("address"));
     assert_eq!(map_owner(&lab, P64), None, "the entry should be gone");
     // host3's own prefix went to its first backup meanwhile.
@@ -317,7 +334,7 @@ fn all_hosts_down_fall_back_to_the_kernel_route() {
     );
 
     // The first host back takes the prefix.
-    let mark = lab.owner_changes().len();
+    let mark = changes(&lab);
     lab.start_web("host2").expect("restart");
     lab.wait_for_owner(p64, Some("host2"), mark, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -382,20 +399,47 @@ fn controller_killed_and_restarted_loses_nothing() {
         adopted, prog,
         "the new controller's program should be behind the link"
     );
-    let log = lab.controller_log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("XDP attached") && l.contains("adopted=true")),
-        "the new controller did not take over the pinned links:\n{log}"
+    assert_eq!(
+        attachments(&lab),
+        [("eth1".to_owned(), true), ("eth0".to_owned(), true)],
+        "the new controller should take over both pinned links"
     );
+    let moved = lab.owner_changes().expect("the event stream");
     assert!(
-        lab.owner_changes()
+        moved
             .iter()
             .all(|c| c.new.as_deref() == Some(lab.configured_owner(c.prefix).unwrap_or("?"))),
-        "the restart moved a prefix:\n{}",
-        lab.controller_log()
+        "the restart moved a prefix: {moved:#?}"
     );
     assert_agreement(&lab);
+}
+
+/// The interfaces the current controller attached to, and whether it adopted a
+/// pinned link there, from its events.
+fn attachments(lab: &Lab) -> Vec<(String, bool)> {
+    lab.events()
+        .and_then(|events| events.records())
+        .expect("the event stream")
+        .into_iter()
+        .filter_map(|record| match record.event {
+            Event::XdpAttached { iface, adopted, .. } => Some((iface, adopted)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The size of program `id` after the verifier (`bpftool prog show`'s `bytes_xlated`).
+fn xlated_bytes(lab: &Lab, id: u64) -> u64 {
+    let text = lab
+        .exec_ok(
+            Node::Router,
+            &["bpftool", "-j", "prog", "show", "id", &id.to_string()],
+        )
+        .expect("bpftool prog show");
+    let prog: Value = serde_json::from_str(&text).expect("bpftool -j");
+    prog["bytes_xlated"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no bytes_xlated: {text}"))
 }
 
 /// The upgrade path: a new `ha-user run` with `--log-packets` (another program: the
@@ -408,11 +452,11 @@ fn program_upgrade_loses_nothing() {
     }
     let mut lab = build(spec("ha-c-upgrade-"));
     let old = (xdp_prog_id(&lab, "eth1"), xdp_prog_id(&lab, "eth0"));
+    let old_size = xlated_bytes(&lab, old.0);
     let report = stream_during(&mut lab, 2000, |lab| {
         std::thread::sleep(Duration::from_millis(400));
         lab.kill_controller().expect("SIGKILL");
-        lab.start_controller_with_env(&["--log-packets"], &[("RUST_LOG", LOG_FILTER)])
-            .expect("upgrade");
+        lab.start_controller(&["--log-packets"]).expect("upgrade");
     });
     assert_eq!(report.lost, 0, "{:?}", report.lost_ranges);
     assert_eq!(report.per_host.keys().collect::<Vec<_>>(), ["host2"]);
@@ -420,76 +464,74 @@ fn program_upgrade_loses_nothing() {
     assert_ne!(new.0, old.0, "eth1 still runs the old program");
     assert_ne!(new.1, old.1, "eth0 still runs the old program");
     assert_eq!(new.0, new.1, "one program on both interfaces");
-    let log = lab.controller_log();
-    assert!(
-        log.lines().any(|l| l.contains("adopted=true")),
-        "the links were not adopted:\n{log}"
+    assert_eq!(
+        attachments(&lab),
+        [("eth1".to_owned(), true), ("eth0".to_owned(), true)],
+        "the links were not adopted"
     );
-    // The new program is the logging variant: steered packets are logged.
-    let logged = log
-        .lines()
-        .filter(|l| l.contains("steer 192.168.1.65"))
-        .count();
-    eprintln!("{logged} steered packets logged by the new program");
-    assert!(logged > 100, "no packet log from the new program:\n{log}");
+    // The new program is the logging variant: with logging off the verifier removes
+    // the logging code, so the new one is larger after verification.
+    let new_size = xlated_bytes(&lab, new.0);
+    eprintln!("program after the verifier: {old_size} B before the upgrade, {new_size} B after");
+    assert!(
+        new_size > old_size,
+        "the new program ({new_size} B) should be the logging variant, larger than the old ({old_size} B)"
+    );
     lab.wait_steady(WAIT).unwrap_or_else(|e| panic!("{e:#}"));
     assert_agreement(&lab);
 }
 
 /// The parts of `status` that a reload could change (not probe timings).
-fn stable_status(status: &Value) -> Value {
-    let prefixes = status["prefixes"].clone();
-    let hosts: Vec<Value> = status["hosts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| {
-            serde_json::json!({
-                "name": h["name"], "address": h["address"], "health": h["health"],
-                "mac": h["mac"], "drained": h["drained"],
-            })
-        })
-        .collect();
-    serde_json::json!({ "prefixes": prefixes, "hosts": hosts })
+fn stable_status(mut status: Status) -> Status {
+    for host in &mut status.hosts {
+        host.last_error = None;
+        host.last_rtt_us = None;
+    }
+    status
 }
 
 /// A configuration that does not validate, delivered by SIGHUP, changes nothing:
-/// status, map and routes stay as they were and the log says the reload was refused.
+/// status, map and routes stay as they were and the controller says why it refused.
+/// The CLI still reaches the controller with the bad file in place.
 #[test]
 fn bad_reload_changes_nothing() {
     if !require_root("bad_reload_changes_nothing") {
         return;
     }
     let mut lab = build(spec("ha-c-badhup-"));
-    let status = stable_status(&lab.status().expect("status"));
+    let status = stable_status(lab.status().expect("status"));
     let map = lab.map_dump().expect("map");
     let routes = lab.kernel_routes().expect("routes");
     let good = std::fs::read_to_string(lab.config_path()).expect("config");
     let bad = good.replacen("owner = \"host3\"", "owner = \"host9\"", 1);
     assert_ne!(bad, good);
     lab.write_config(&bad).expect("write");
-    let mark = lab.log_mark();
+    let mark = lab.event_mark().expect("the event stream");
+    let moved = changes(&lab);
     lab.reload_controller().expect("SIGHUP");
-    let line = lab
-        .wait_for_log("reload refused", mark, WAIT)
+    let why = lab
+        .wait_for_event(mark, WAIT, "reload-refused", |record| match &record.event {
+            Event::ReloadRefused { why } => Some(why.clone()),
+            _ => None,
+        })
         .unwrap_or_else(|e| panic!("{e:#}"));
-    eprintln!("{line}");
-    let log = lab.controller_log();
+    eprintln!("reload refused: {why}");
     assert!(
-        log.contains("unknown host `host9`"),
-        "the log should name the problem:\n{log}"
+        why.contains("unknown host `host9`"),
+        "the refusal should name the problem: {why}"
     );
     std::thread::sleep(Duration::from_millis(100));
-    // The CLI validates the whole file before it talks to the socket (even for
-    // `status`): put the good file back, without a SIGHUP, to ask the controller.
-    lab.write_config(&good).expect("write");
-    assert_eq!(stable_status(&lab.status().expect("status")), status);
+    // With the bad file still in place: the CLI reads only its control_socket.
+    assert_eq!(stable_status(lab.status().expect("status")), status);
     assert_eq!(lab.map_dump().expect("map"), map);
     assert_eq!(lab.kernel_routes().expect("routes"), routes);
-    assert!(
-        !log.lines().skip(mark).any(|l| l.contains("owner changed")),
-        "a refused reload moved something:\n{log}"
+    let after = lab.owner_changes().expect("the event stream");
+    assert_eq!(
+        after.len(),
+        moved,
+        "a refused reload moved something: {after:#?}"
     );
+    lab.write_config(&good).expect("write");
 }
 
 /// A valid new configuration (192.168.1.96/27 now owned by host4) moves exactly that
@@ -504,26 +546,28 @@ fn good_reload_applies_only_the_difference() {
     let mut prefixes = PrefixSpec::classic();
     prefixes[2] = PrefixSpec::new(P96, "host4");
     let health = lab.spec().health.clone();
-    let mark = lab.owner_changes().len();
-    let log_mark = lab.log_mark();
+    let mark = changes(&lab);
+    let event_mark = lab.event_mark().expect("the event stream");
     let report = stream_during(&mut lab, 1500, |lab| {
         std::thread::sleep(Duration::from_millis(400));
         lab.reconfigure(health, prefixes).expect("write");
         lab.reload_controller().expect("SIGHUP");
-        lab.wait_for_log("configuration reloaded", log_mark, WAIT)
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        lab.wait_for_event(event_mark, WAIT, "reload-applied", |record| {
+            matches!(record.event, Event::ReloadApplied { .. }).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
     });
     assert_eq!(report.lost, 0, "{:?}", report.lost_ranges);
     assert_eq!(report.per_host.keys().collect::<Vec<_>>(), ["host2"]);
-    let changes: Vec<_> = lab.owner_changes().into_iter().skip(mark).collect();
+    let changes: Vec<_> = lab
+        .owner_changes()
+        .expect("the event stream")
+        .into_iter()
+        .skip(mark)
+        .collect();
     assert_eq!(changes.len(), 1, "{changes:#?}");
     assert_eq!(changes[0].prefix, net(P96));
-    assert_eq!(
-        changes[0].new.as_deref(),
-        Some("host4"),
-        "{}",
-        changes[0].line
-    );
+    assert_eq!(changes[0].new.as_deref(), Some("host4"), "{}", changes[0]);
     let after = lab.map_dump().expect("map");
     for (prefix, entry) in &before {
         if *prefix != net(P96) {

@@ -14,6 +14,10 @@ use ha_tests::{
     lab::{Counter, Fault, Node, PrefixSpec, StreamReport, XdpMode, vip},
     root::require_root,
 };
+use ha_user::{
+    model::Reason,
+    proto::{Stats, reports::Named},
+};
 
 mod common;
 
@@ -119,15 +123,15 @@ fn steering(prefix: &str, mode: XdpMode) {
         }
     }
     // The CLI's statistics are the data path's counters.
-    let stats = lab
+    let stats: Stats = lab
         .ha_user_json(&["stats"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     let counters = lab.xdp_counters().expect("counters");
     for counter in [Counter::Tx, Counter::Redirect] {
-        let cli = stats["counters"][counter.name()].as_u64();
+        let cli = stats.counters.get(&Named(counter)).copied();
         assert!(
             cli.is_some_and(|n| n >= 4 * STEERED && n <= counters.get(counter)),
-            "stats says {counter:?} = {cli:?}, the map {}: {stats}",
+            "stats says {counter:?} = {cli:?}, the map {}: {stats:?}",
             counters.get(counter)
         );
     }
@@ -165,7 +169,7 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
     let detection = lab.spec().health.detection_time();
     let bound = detection + MARGIN;
 
-    let mark = lab.owner_changes().len();
+    let mark = lab.owner_changes().expect("the event stream").len();
     let stream = lab
         .stream(Node::LanClient, target, RATE, Duration::from_millis(2000))
         .expect("starting ha-stream");
@@ -185,8 +189,8 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
         change.switch_us,
         seen_in_log.as_secs_f64() * 1e3
     );
-    assert_eq!(change.old.as_deref(), Some(BROKEN_OWNER), "{}", change.line);
-    assert!(change.reason.contains("failover"), "{}", change.line);
+    assert_eq!(change.old.as_deref(), Some(BROKEN_OWNER), "{change}");
+    assert_eq!(change.reason, Reason::Failover, "{change}");
     let outage = report.outage.clone().unwrap_or_else(|| {
         panic!(
             "{fault}: the answering host never changed: {}",
@@ -211,7 +215,7 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
             .detection_ms
             .is_some_and(|d| d <= bound.as_secs_f64() * 1e3),
         "{fault}: detection beyond {bound:?}: {}",
-        change.line
+        change
     );
     // Everything lost was lost in the outage: none before, none after.
     assert_eq!(
@@ -223,7 +227,7 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
     let owner = lab.udp_who(Node::LanClient, vip(broken)).expect("UDP");
     assert_eq!(owner, BACKUP, "after the failover");
 
-    let mark = lab.owner_changes().len();
+    let mark = lab.owner_changes().expect("the event stream").len();
     let repaired = Instant::now();
     lab.repair(BROKEN_OWNER, fault)
         .unwrap_or_else(|e| panic!("repairing {fault}: {e:#}"));
@@ -236,7 +240,7 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
         "{prefix} {fault}: failback {:.1} ms after the repair",
         took.as_secs_f64() * 1e3
     );
-    assert!(back.reason.contains("failback"), "{}", back.line);
+    assert_eq!(back.reason, Reason::Failback, "{back}");
     assert!(
         took >= delay,
         "failback after {took:?}, before the delay {delay:?}"

@@ -8,6 +8,7 @@ mod exec;
 mod lab;
 mod linker;
 mod packages;
+mod rules;
 mod run;
 mod rustup;
 mod setup;

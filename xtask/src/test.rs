@@ -1,5 +1,5 @@
-//! `cargo xtask test`: unit tests, the root suites of `ha-tests` one by one, clippy for
-//! the host crates and the eBPF crate, rustfmt. Every step runs even when an earlier one
+//! `cargo xtask test`: the source rules (`rules/`), unit tests, the root suites of
+//! `ha-tests` one by one, clippy for the host crates and the eBPF crate, rustfmt. Every step runs even when an earlier one
 //! failed; a table and one summary line close the run.
 
 use std::{
@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     exec::{self, Tally},
+    rules,
     setup::{Ctx, is_root},
 };
 
@@ -70,6 +71,19 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
         outcome: Outcome::Ok,
         duration: setup_time,
     }];
+
+    // Quick and independent of the build: first.
+    println!("\nxtask: == source rules: xtask/src/rules/");
+    let start = Instant::now();
+    let outcome = match rules::check(&ctx.root) {
+        Ok(()) => Outcome::Ok,
+        Err(err) => {
+            println!("{err:#}");
+            totals.failed += 1;
+            Outcome::Failed("see above".into())
+        }
+    };
+    steps.push(finish("source rules", outcome, start));
 
     // ha-ebpf's `ha` binary only builds for bpfel-unknown-none: the eBPF clippy step
     // checks it. ha-tests holds the root suites, run one by one below.

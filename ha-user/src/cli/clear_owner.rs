@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use crate::{cli, config, control::Request};
+use crate::{cli, config, proto::Request};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,12 +14,5 @@ pub struct Args {
 
 pub async fn clear_owner(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     let Args { prefix, json } = args;
-    let answer = cli::ask(
-        config,
-        Request::ClearOwner {
-            prefix: prefix.to_string(),
-        },
-    )
-    .await?;
-    cli::print_change(&answer, json)
+    cli::change(config, Request::ClearOwner { prefix }, json).await
 }

@@ -5,10 +5,10 @@ use tracing::warn;
 
 use crate::{
     cli,
-    config::{self, Config},
-    datapath,
-    lock::{Lock, LockError},
-    netdev, routes,
+    config::Config,
+    daemon::lock::{Lock, LockError},
+    kernel::{self, datapath, netdev, routes},
+    model::defaults,
 };
 
 #[derive(Debug, clap::Args)]
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub async fn detach(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
-    cli::require_root("ha-user detach")?;
+    kernel::require_root("ha-user detach")?;
     let config = cli::optional_config(config)?;
     let (pin_dir, socket, state_file) = match &config {
         Some(Config {
@@ -31,9 +31,9 @@ pub async fn detach(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
             ..
         }) => (pin_dir.clone(), control_socket.clone(), state_file.clone()),
         None => (
-            config::DEFAULT_PIN_DIR.into(),
-            config::DEFAULT_SOCKET.into(),
-            config::DEFAULT_STATE_FILE.into(),
+            defaults::PIN_DIR.into(),
+            defaults::CONTROL_SOCKET.into(),
+            defaults::STATE_FILE.into(),
         ),
     };
     // A running controller would keep writing what is removed here.

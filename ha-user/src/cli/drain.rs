@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::{cli, control::Request};
+use crate::{cli, proto::Request};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,6 +20,5 @@ pub async fn drain(config: Option<&Path>, args: Args, drain: bool) -> anyhow::Re
     } else {
         Request::Undrain { host }
     };
-    let answer = cli::ask(config, request).await?;
-    cli::print_change(&answer, json)
+    cli::change(config, request, json).await
 }

@@ -2,18 +2,23 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
 use clap::{Parser, Subcommand};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     config::{self, Config},
-    control::{self, Request, Response},
+    model::defaults,
+    proto::{
+        ChangeReport, Request,
+        socket::{Connection, ControlError},
+    },
 };
 
 pub mod check_config;
 pub mod clear_owner;
 pub mod detach;
 pub mod drain;
+pub mod events;
 pub mod plan;
 pub mod run;
 pub mod set_owner;
@@ -51,6 +56,9 @@ pub enum Command {
     Status(status::Args),
     /// Packets and bytes per prefix and host, and the data path's verdict counters.
     Stats(stats::Args),
+    /// Follow the controller live: health changes, owner changes, reloads, admin
+    /// commands, start-up and shutdown, one line (or JSON object) per event.
+    Events(events::Args),
     /// Run a packet to DST through the real program against the live tables and
     /// show where it would go (counters are not touched).
     Simulate(simulate::Args),
@@ -68,7 +76,7 @@ impl Cli {
     pub async fn execute(self) -> anyhow::Result<()> {
         let Cli { config, command } = self;
         let config = config.as_deref();
-        let path = config.unwrap_or(Path::new(config::DEFAULT_PATH));
+        let path = config.unwrap_or(Path::new(defaults::CONFIG_PATH));
         match command {
             Command::Run(args) => run::run(config, args).await,
             Command::SetOwner(args) => set_owner::set_owner(config, args).await,
@@ -77,6 +85,7 @@ impl Cli {
             Command::Undrain(args) => drain::drain(config, args, false).await,
             Command::Status(args) => status::status(config, args).await,
             Command::Stats(args) => stats::stats(config, args).await,
+            Command::Events(args) => events::events(config, args).await,
             Command::Simulate(args) => simulate::simulate(config, args).await,
             Command::Plan(args) => plan::plan(path, args),
             Command::CheckConfig(args) => check_config::check_config(path, args),
@@ -85,52 +94,58 @@ impl Cli {
     }
 }
 
-/// Fails with a clear message unless running as root.
-pub fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo");
-    }
-    Ok(())
-}
-
 /// The configuration if there is one: the --config file (must exist) or the default
 /// file (may be missing: a controller started without one uses the defaults).
 pub fn optional_config(explicit: Option<&Path>) -> anyhow::Result<Option<Config>> {
-    let path = explicit.unwrap_or(Path::new(config::DEFAULT_PATH));
+    let path = explicit.unwrap_or(Path::new(defaults::CONFIG_PATH));
     if explicit.is_none() && !path.exists() {
         return Ok(None);
     }
     Ok(Some(Config::load(path)?))
 }
 
-/// Sends `request` to the running controller and returns its answer's document.
-pub async fn ask(config: Option<&Path>, request: Request) -> anyhow::Result<serde_json::Value> {
-    let socket = optional_config(config)?.map_or_else(
-        || PathBuf::from(config::DEFAULT_SOCKET),
-        |c| c.control_socket,
-    );
-    match control::request(&socket, &request).await? {
-        Response::Ok(value) => Ok(value),
-        Response::Error(message) => bail!("{message}"),
+/// The control socket of the running controller: the one the configuration file
+/// names. Only that key is read, so a file the controller would refuse (being edited,
+/// say) does not keep the CLI from reaching it.
+pub fn control_socket(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = explicit.unwrap_or(Path::new(defaults::CONFIG_PATH));
+    if explicit.is_none() && !path.exists() {
+        return Ok(PathBuf::from(defaults::CONTROL_SOCKET));
     }
+    Ok(config::control_socket_of(path)?)
 }
 
-/// Prints the answer to a change request: JSON, or the result and the moves.
-pub fn print_change(answer: &serde_json::Value, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(answer)?);
-        return Ok(());
+/// Sends `request` to the running controller and returns its answer. With `json`, a
+/// refusal is also printed, as the controller's error object, on standard output.
+pub async fn ask<T: DeserializeOwned>(
+    config: Option<&Path>,
+    request: Request,
+    json: bool,
+) -> anyhow::Result<T> {
+    let socket = control_socket(config)?;
+    let answer = Connection::open(&socket).await?.ask(request).await;
+    if json && let Err(ControlError::Refused(error)) = &answer {
+        print_json(error)?;
     }
-    println!("{}", answer["result"].as_str().unwrap_or("done"));
-    for change in answer["changes"].as_array().into_iter().flatten() {
-        println!(
-            "  {}: {} -> {} ({})",
-            change["prefix"].as_str().unwrap_or("?"),
-            change["old"].as_str().unwrap_or("-"),
-            change["new"].as_str().unwrap_or("-"),
-            change["reason"].as_str().unwrap_or("")
-        );
+    Ok(answer?)
+}
+
+/// `value` as the protocol writes it, indented.
+pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs an admin command and prints its answer: JSON, or the result and the moves.
+pub async fn change(config: Option<&Path>, request: Request, json: bool) -> anyhow::Result<()> {
+    let report: ChangeReport = ask(config, request, json).await?;
+    if json {
+        return print_json(&report);
+    }
+    let ChangeReport { result, changes } = report;
+    println!("{result}");
+    for change in changes {
+        println!("  {change}");
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use crate::{cli, config, control::Request};
+use crate::{cli, config, proto::Request};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,10 +25,9 @@ pub async fn set_owner(config: Option<&Path>, args: Args) -> anyhow::Result<()> 
         json,
     } = args;
     let request = Request::SetOwner {
-        prefix: prefix.to_string(),
+        prefix,
         host,
         force,
     };
-    let answer = cli::ask(config, request).await?;
-    cli::print_change(&answer, json)
+    cli::change(config, request, json).await
 }

@@ -2,7 +2,11 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::bail;
 
-use crate::{cli, netdev, simulate};
+use crate::{
+    cli,
+    kernel::{self, netdev, simulate},
+    model::{HostId, defaults},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,11 +38,10 @@ pub async fn simulate(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     let Some(iface) = iface.or_else(|| config.as_ref().and_then(|c| c.lan.clone())) else {
         bail!("give --iface: no configuration names the LAN interface");
     };
-    cli::require_root("ha-user simulate")?;
-    let pin_dir = config.as_ref().map_or_else(
-        || crate::config::DEFAULT_PIN_DIR.into(),
-        |c| c.pin_dir.clone(),
-    );
+    kernel::require_root("ha-user simulate")?;
+    let pin_dir = config
+        .as_ref()
+        .map_or_else(|| defaults::PIN_DIR.into(), |c| c.pin_dir.clone());
     let handle = netdev::connect()?;
     let interface = netdev::interface(&handle, &iface).await?;
     let outcome = simulate::simulate(&pin_dir, &interface, src, dst, ttl)?;
@@ -49,7 +52,7 @@ pub async fn simulate(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     let host = outcome.host_id.map(|id| {
         config
             .as_ref()
-            .and_then(|c| c.hosts.get(id as usize))
+            .and_then(|c| c.hosts.get(HostId::from_raw(id).index()))
             .map_or_else(|| format!("host #{id}"), |h| h.name.clone())
     });
     print!(

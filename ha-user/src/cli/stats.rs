@@ -1,6 +1,9 @@
 use std::path::Path;
 
-use crate::{cli, control::Request};
+use crate::{
+    cli,
+    proto::{Request, Stats},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -9,39 +12,40 @@ pub struct Args {
     pub json: bool,
 }
 
-fn count(value: &serde_json::Value) -> u64 {
-    value.as_u64().unwrap_or(0)
-}
-
 pub async fn stats(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
-    let answer = cli::ask(config, Request::Stats).await?;
+    let stats: Stats = cli::ask(config, Request::Stats, args.json).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+        return cli::print_json(&stats);
     }
+    let Stats {
+        prefixes,
+        hosts,
+        counters,
+        flows,
+    } = stats;
     println!("{:<18} {:>14} {:>16}", "PREFIX", "PACKETS", "BYTES");
-    for p in answer["prefixes"].as_array().into_iter().flatten() {
+    for p in prefixes {
         println!(
             "{:<18} {:>14} {:>16}",
-            p["prefix"].as_str().unwrap_or("?"),
-            count(&p["packets"]),
-            count(&p["bytes"])
+            p.prefix.to_string(),
+            p.packets,
+            p.bytes
         );
     }
     println!();
     println!("{:<18} {:>14} {:>16}", "HOST", "PACKETS", "BYTES");
-    for h in answer["hosts"].as_array().into_iter().flatten() {
-        println!(
-            "{:<18} {:>14} {:>16}",
-            h["host"].as_str().unwrap_or("?"),
-            count(&h["packets"]),
-            count(&h["bytes"])
-        );
+    for h in hosts {
+        println!("{:<18} {:>14} {:>16}", h.host, h.packets, h.bytes);
     }
     println!();
     println!("{:<22} {:>14}", "VERDICT", "PACKETS");
-    for (name, value) in answer["counters"].as_object().into_iter().flatten() {
-        println!("{name:<22} {:>14}", count(value));
+    for (verdict, packets) in counters {
+        println!("{:<22} {packets:>14}", verdict.to_string());
+    }
+    println!();
+    println!("{:<22} {:>14}", "FLOW TABLE", "COUNT");
+    for (tally, count) in flows {
+        println!("{:<22} {count:>14}", tally.to_string());
     }
     Ok(())
 }

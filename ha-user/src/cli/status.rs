@@ -1,8 +1,12 @@
 use std::path::Path;
 
-use serde_json::Value;
-
-use crate::{cli, control::Request};
+use crate::{
+    cli,
+    proto::{
+        Request, Status,
+        reports::{HostStatus, LastChange, PrefixStatus},
+    },
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,49 +15,55 @@ pub struct Args {
     pub json: bool,
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
-    let answer = cli::ask(config, Request::Status).await?;
+    let status: Status = cli::ask(config, Request::Status, args.json).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+        return cli::print_json(&status);
     }
     println!(
         "{:<18} {:<10} {:<10} {:<16} {:<8} LAST CHANGE",
         "PREFIX", "OWNER", "CONFIGURED", "WHY", "PINNED"
     );
-    for p in answer["prefixes"].as_array().into_iter().flatten() {
-        let pinned = match &p["pinned"] {
-            Value::Null => "-".to_owned(),
-            pin if pin["force"] == Value::Bool(true) => format!("{}!", text(&pin["host"])),
-            pin => text(&pin["host"]),
+    for p in status.prefixes {
+        let PrefixStatus {
+            prefix,
+            owner,
+            configured_owner,
+            why,
+            pinned,
+            last_change,
+        } = p;
+        let pinned = match pinned {
+            None => "-".to_owned(),
+            Some(pin) if pin.force => format!("{}!", pin.host),
+            Some(pin) => pin.host,
         };
-        let last = match &p["last_change"] {
-            Value::Null => "-".to_owned(),
-            c => format!(
-                "{} -> {} ({}), detection {} ms, switch {} µs",
-                text(&c["old"]),
-                text(&c["new"]),
-                text(&c["reason"]),
-                c["detection_ms"]
-                    .as_f64()
-                    .map_or("-".to_owned(), |d| format!("{d:.1}")),
-                text(&c["switch_us"])
+        let last = match last_change {
+            None => "-".to_owned(),
+            Some(LastChange {
+                at_unix_ms: _,
+                old,
+                new,
+                reason,
+                detection_ms,
+                switch_us,
+            }) => format!(
+                "{} -> {} ({reason}), detection {} ms, switch {switch_us} µs",
+                or_dash(old),
+                or_dash(new),
+                detection_ms.map_or("-".to_owned(), |d| format!("{d:.1}")),
             ),
         };
         println!(
             "{:<18} {:<10} {:<10} {:<16} {:<8} {last}",
-            text(&p["prefix"]),
-            text(&p["owner"]),
-            text(&p["configured_owner"]),
-            text(&p["why"]),
+            prefix.to_string(),
+            or_dash(owner),
+            configured_owner,
+            why.to_string(),
             pinned
         );
     }
@@ -62,19 +72,24 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
         "{:<10} {:<15} {:<8} {:<17} {:<8} LAST ERROR",
         "HOST", "ADDRESS", "HEALTH", "MAC", "DRAINED"
     );
-    for h in answer["hosts"].as_array().into_iter().flatten() {
+    for h in status.hosts {
+        let HostStatus {
+            name,
+            address,
+            health,
+            mac,
+            drained,
+            last_error,
+            last_rtt_us: _,
+        } = h;
         println!(
             "{:<10} {:<15} {:<8} {:<17} {:<8} {}",
-            text(&h["name"]),
-            text(&h["address"]),
-            text(&h["health"]),
-            text(&h["mac"]),
-            if h["drained"] == Value::Bool(true) {
-                "yes"
-            } else {
-                "no"
-            },
-            text(&h["last_error"])
+            name,
+            address.to_string(),
+            health.to_string(),
+            or_dash(mac),
+            if drained { "yes" } else { "no" },
+            or_dash(last_error)
         );
     }
     Ok(())

@@ -23,7 +23,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::probe::{ProbeError, connect};
+use super::{error::ProbeError, tcp::connect};
 
 /// Longest HTTP status line read before the response is called malformed.
 const MAX_STATUS_LINE: usize = 1024;

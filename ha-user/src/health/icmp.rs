@@ -25,7 +25,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::{io::unix::AsyncFd, sync::Notify, task::AbortHandle};
 use tracing::debug;
 
-use super::probe::ProbeError;
+use super::error::ProbeError;
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_DEST_UNREACHABLE: u8 = 3;

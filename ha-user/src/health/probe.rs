@@ -3,78 +3,19 @@
 //! A [`Prober`] holds what its host's probes keep from one to the next: the HTTP
 //! check's connection ([`http`](super::http)), the ICMP check's identifier on the
 //! socket shared by every host ([`icmp`](super::icmp)). Every probe is bounded by the
-//! check's `timeout_ms`. TCP connections are closed with a zero linger (RST): a probe
-//! every few milliseconds would otherwise leave thousands of sockets in TIME_WAIT.
+//! check's `timeout_ms`; what a failed one says is a [`ProbeError`], and TCP
+//! connections come from [`connect`](super::tcp::connect).
 
 use std::{
-    io,
     net::{Ipv4Addr, SocketAddrV4},
     sync::Arc,
     time::Duration,
 };
 
-use tokio::{net::TcpStream, time::Instant};
-use tracing::debug;
+use tokio::time::Instant;
 
-use super::{http, icmp};
-use crate::config::{CheckKind, HealthCheck};
-
-/// Why a probe failed. [`ProbeError::reason`] (the message with its sources) is the
-/// `reason` of events and the `last_error` of the status.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("timeout after {ms} ms")]
-    Timeout { ms: u64 },
-    /// RST in answer to the SYN: nothing listens (the server process is dead).
-    #[error("connection refused")]
-    Refused,
-    #[error("connect")]
-    Connect {
-        #[source]
-        source: io::Error,
-    },
-    #[error("http")]
-    Http {
-        #[source]
-        source: io::Error,
-    },
-    #[error("http: connection closed before the status line")]
-    Closed,
-    #[error("http: malformed status line {line:?}")]
-    StatusLine { line: String },
-    #[error("http status {status}")]
-    Status { status: u16 },
-    #[error("icmp socket (needs CAP_NET_RAW)")]
-    IcmpSocket {
-        #[source]
-        source: io::Error,
-    },
-    #[error("icmp")]
-    Icmp {
-        #[source]
-        source: io::Error,
-    },
-    #[error("icmp {what} (code {code}) from {from}")]
-    Unreachable {
-        what: &'static str,
-        code: u8,
-        from: Ipv4Addr,
-    },
-}
-
-impl ProbeError {
-    /// The message followed by its sources, e.g. `connect: Network is unreachable (os error 101)`.
-    pub fn reason(&self) -> String {
-        let mut reason = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(err) = source {
-            reason.push_str(": ");
-            reason.push_str(&err.to_string());
-            source = err.source();
-        }
-        reason
-    }
-}
+use super::{error::ProbeError, http, icmp, tcp::connect};
+use crate::model::{CheckKind, HealthCheck};
 
 /// What the probes of all hosts share: the ICMP socket, opened by the first icmp
 /// probe and closed when the checker and every prober are gone.
@@ -133,21 +74,6 @@ impl Prober {
     }
 }
 
-/// A TCP connection to `target` that closes with RST.
-pub(super) async fn connect(target: SocketAddrV4) -> Result<TcpStream, ProbeError> {
-    let stream = TcpStream::connect(target)
-        .await
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::ConnectionRefused => ProbeError::Refused,
-            _ => ProbeError::Connect { source },
-        })?;
-    // Not fatal: without it the socket closes with FIN and lingers in TIME_WAIT.
-    if let Err(err) = stream.set_zero_linger() {
-        debug!(%target, %err, "cannot set SO_LINGER 0 on a probe socket");
-    }
-    Ok(stream)
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use std::sync::{
@@ -158,7 +84,7 @@ pub(super) mod tests {
     use socket2::{Domain, Protocol, Socket, Type};
     use tokio::{
         io::{AsyncReadExt as _, AsyncWriteExt as _},
-        net::TcpListener,
+        net::{TcpListener, TcpStream},
         task::JoinHandle,
     };
 

@@ -46,13 +46,13 @@ owner = "web3"
 backups = ["web4"]
 "#;
 
-const W1: usize = 0;
-const W2: usize = 1;
-const W3: usize = 2;
-const W4: usize = 3;
-const A: usize = 0;
-const B: usize = 1;
-const C: usize = 2;
+const W1: HostId = HostId::new(0);
+const W2: HostId = HostId::new(1);
+const W3: HostId = HostId::new(2);
+const W4: HostId = HostId::new(3);
+const A: PrefixId = PrefixId::new(0);
+const B: PrefixId = PrefixId::new(1);
+const C: PrefixId = PrefixId::new(2);
 
 // `Reason::AdminPin` stays qualified: the name is also the persisted pin's struct.
 use super::Reason::{
@@ -71,7 +71,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn ch(prefix: usize, old: Option<usize>, new: Option<usize>, reason: Reason) -> Change {
+fn ch(prefix: PrefixId, old: Option<HostId>, new: Option<HostId>, reason: Reason) -> Change {
     Change {
         prefix,
         old,
@@ -111,17 +111,17 @@ impl Harness {
         self.now += by;
     }
 
-    fn set(&mut self, host: usize, health: Health) -> Vec<Change> {
+    fn set(&mut self, host: HostId, health: Health) -> Vec<Change> {
         self.policy
             .host_health(host, health, self.now)
             .expect("known host")
     }
 
-    fn up(&mut self, host: usize) -> Vec<Change> {
+    fn up(&mut self, host: HostId) -> Vec<Change> {
         self.set(host, Health::Up)
     }
 
-    fn down(&mut self, host: usize) -> Vec<Change> {
+    fn down(&mut self, host: HostId) -> Vec<Change> {
         self.set(host, Health::Down)
     }
 
@@ -129,28 +129,28 @@ impl Harness {
         self.policy.tick(self.now)
     }
 
-    fn pin(&mut self, prefix: usize, host: usize, force: bool) -> Pinned {
+    fn pin(&mut self, prefix: PrefixId, host: HostId, force: bool) -> Pinned {
         self.policy
             .set_owner(prefix, host, force, self.now)
             .expect("known prefix and host")
     }
 
-    fn clear(&mut self, prefix: usize) -> Vec<Change> {
+    fn clear(&mut self, prefix: PrefixId) -> Vec<Change> {
         self.policy
             .clear_owner(prefix, self.now)
             .expect("known prefix")
     }
 
-    fn drain(&mut self, host: usize) -> Vec<Change> {
+    fn drain(&mut self, host: HostId) -> Vec<Change> {
         self.policy.drain(host, self.now).expect("known host")
     }
 
-    fn undrain(&mut self, host: usize) -> Vec<Change> {
+    fn undrain(&mut self, host: HostId) -> Vec<Change> {
         self.policy.undrain(host, self.now).expect("known host")
     }
 
-    fn owners(&self) -> Vec<Option<usize>> {
-        (0..3).map(|p| self.policy.owner(p)).collect()
+    fn owners(&self) -> Vec<Option<HostId>> {
+        PrefixId::all(3).map(|p| self.policy.owner(p)).collect()
     }
 }
 
@@ -161,8 +161,8 @@ fn starts_at_the_configured_owners() {
     assert_eq!(h.policy.why(A), Some(Initial));
     assert_eq!(h.policy.health(W1), Some(Health::Unknown));
     assert_eq!(h.policy.next_deadline(), None);
-    assert_eq!(h.policy.why(3), None);
-    assert_eq!(h.policy.owner(3), None);
+    assert_eq!(h.policy.why(PrefixId::new(3)), None);
+    assert_eq!(h.policy.owner(PrefixId::new(3)), None);
 }
 
 #[test]
@@ -662,7 +662,7 @@ owner = "web5"
 
 #[test]
 fn reconfigure_keeps_health_hold_downs_and_admin_state_by_name() {
-    let (n3, n1, n2, n5) = (0, 1, 2, 3);
+    let [n3, n1, n2, n5] = [0, 1, 2, 3].map(HostId::new);
     let mut h = Harness::all_up();
     h.down(W1);
     let recovered = h.now;
@@ -690,10 +690,13 @@ fn reconfigure_keeps_health_hold_downs_and_admin_state_by_name() {
     );
     // A stays on web3 (web1's hold-down runs on), B keeps its pin; the new prefix
     // goes to its owner, whose health is unknown, at once.
-    assert_eq!(applied.changes, [ch(2, None, Some(n5), Reconfigured)]);
+    assert_eq!(
+        applied.changes,
+        [ch(PrefixId::new(2), None, Some(n5), Reconfigured)]
+    );
     assert_eq!(h.owners(), [Some(n3), Some(n3), Some(n5)]);
     assert_eq!(
-        h.policy.pin(1),
+        h.policy.pin(B),
         Some(Pin {
             host: n3,
             force: false
@@ -703,7 +706,10 @@ fn reconfigure_keeps_health_hold_downs_and_admin_state_by_name() {
     assert_eq!(h.policy.health(n5), Some(Health::Unknown));
     assert_eq!(h.policy.next_deadline(), Some(recovered + ms(2000)));
     h.advance(ms(1000));
-    assert_eq!(h.tick(), [ch(0, Some(n3), Some(n1), Failback)]);
+    assert_eq!(
+        h.tick(),
+        [ch(PrefixId::new(0), Some(n3), Some(n1), Failback)]
+    );
     assert_eq!(
         h.policy.admin_state().pins[&net("192.168.1.32/27")],
         AdminPin {
@@ -729,40 +735,41 @@ fn reconfigure_drops_a_pin_to_a_removed_host() {
     assert_eq!(
         applied.changes,
         [
-            ch(0, None, Some(1), Reconfigured),
-            ch(2, None, Some(3), Reconfigured),
+            ch(PrefixId::new(0), None, Some(HostId::new(1)), Reconfigured),
+            ch(PrefixId::new(2), None, Some(HostId::new(3)), Reconfigured),
         ]
     );
-    assert_eq!(h.policy.why(0), Some(Reconfigured));
+    assert_eq!(h.policy.why(A), Some(Reconfigured));
 }
 
 #[test]
 fn unknown_indices_are_errors() {
     let mut h = Harness::all_up();
     let now = h.now;
-    let no_host = Err(PolicyError::UnknownHost { host: 9, count: 4 });
+    let (h9, p7) = (HostId::new(9), PrefixId::new(7));
+    let no_host = Err(PolicyError::UnknownHost { host: h9, count: 4 });
     let no_prefix = Err(PolicyError::UnknownPrefix {
-        prefix: 7,
+        prefix: p7,
         count: 3,
     });
-    assert_eq!(h.policy.host_health(9, Health::Up, now), no_host);
-    assert_eq!(h.policy.drain(9, now), no_host);
-    assert_eq!(h.policy.undrain(9, now), no_host);
-    assert_eq!(h.policy.clear_owner(7, now), no_prefix);
+    assert_eq!(h.policy.host_health(h9, Health::Up, now), no_host);
+    assert_eq!(h.policy.drain(h9, now), no_host);
+    assert_eq!(h.policy.undrain(h9, now), no_host);
+    assert_eq!(h.policy.clear_owner(p7, now), no_prefix);
     assert_eq!(
-        h.policy.set_owner(A, 9, false, now),
-        Err(PolicyError::UnknownHost { host: 9, count: 4 })
+        h.policy.set_owner(A, h9, false, now),
+        Err(PolicyError::UnknownHost { host: h9, count: 4 })
     );
     assert_eq!(
-        h.policy.set_owner(7, W1, false, now),
+        h.policy.set_owner(p7, W1, false, now),
         Err(PolicyError::UnknownPrefix {
-            prefix: 7,
+            prefix: p7,
             count: 3
         })
     );
     assert_eq!(h.policy.pin(A), None, "a failed set_owner pins nothing");
     assert_eq!(
-        PolicyError::UnknownHost { host: 9, count: 4 }.to_string(),
+        PolicyError::UnknownHost { host: h9, count: 4 }.to_string(),
         "no host #9: the configuration has 4"
     );
 }

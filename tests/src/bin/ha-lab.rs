@@ -222,7 +222,7 @@ fn tour(args: &Args) -> anyhow::Result<()> {
 
     let mut failure = |lab: &mut Lab, host: &str, fault: Fault, prefix| -> anyhow::Result<()> {
         check_abort()?;
-        let since = lab.owner_changes().len();
+        let since = lab.owner_changes()?.len();
         clock.say(format!("{host}: {fault}"));
         let at = unix_ms();
         lab.inject(host, fault)?;
@@ -250,7 +250,7 @@ fn tour(args: &Args) -> anyhow::Result<()> {
         });
         thread::sleep(Duration::from_millis(500));
         check_abort()?;
-        let since = lab.owner_changes().len();
+        let since = lab.owner_changes()?.len();
         clock.say(format!(
             "{host}: repaired; failback expected after the hold-down"
         ));
@@ -289,7 +289,7 @@ fn tour(args: &Args) -> anyhow::Result<()> {
             "host2",
         ),
     ] {
-        let since = lab.owner_changes().len();
+        let since = lab.owner_changes()?.len();
         let at = unix_ms();
         let sent = Instant::now();
         let output = lab.ha_user(&args)?;
@@ -397,7 +397,7 @@ fn wait_moved_off(
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(change) = lab
-            .owner_changes()
+            .owner_changes()?
             .into_iter()
             .skip(since)
             .find(|c| c.prefix == prefix && c.old.as_deref() == Some(host))

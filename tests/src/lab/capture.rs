@@ -15,39 +15,10 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use ha_user::model::Mac;
 
 use super::ns;
-
-/// An Ethernet address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl std::str::FromStr for Mac {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> anyhow::Result<Mac> {
-        let mut mac = [0; 6];
-        let mut parts = s.split(':');
-        for byte in &mut mac {
-            let part = parts
-                .next()
-                .with_context(|| format!("{s:?} is not a MAC"))?;
-            *byte = u8::from_str_radix(part, 16).with_context(|| format!("{s:?} is not a MAC"))?;
-        }
-        if parts.next().is_some() {
-            bail!("{s:?} is not a MAC");
-        }
-        Ok(Mac(mac))
-    }
-}
 
 /// One received frame, with the fields the tests look at.
 #[derive(Clone, Debug, PartialEq, Eq)]

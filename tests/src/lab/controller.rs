@@ -1,19 +1,24 @@
 //! The controller of a lab: its configuration, its process (`ha-user run` in the
-//! router's namespace), its log and its answers on the control socket.
+//! router's namespace), its event stream and its answers on the control socket.
 
 use std::{
+    fmt,
     net::Ipv4Addr,
     process::ExitStatus,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use ha_user::{
+    model::{Health, Reason},
+    proto::{Event, EventRecord, Status},
+};
 use ipnet::Ipv4Net;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
-use super::{HealthSpec, Lab, Node, PrefixSpec, Proc, render_config};
+use super::{HealthSpec, Lab, Node, PrefixSpec, Proc, control::EventLog, render_config};
 
-/// One `owner changed` line of the controller's log.
+/// One `owner-changed` event of the controller.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OwnerChange {
     pub prefix: Ipv4Net,
@@ -21,56 +26,47 @@ pub struct OwnerChange {
     pub old: Option<String>,
     /// `None`: the entry was removed (traffic follows the kernel route).
     pub new: Option<String>,
-    pub reason: String,
+    pub reason: Reason,
     /// From the first failed (or succeeded) probe to the decision, for health changes.
     pub detection_ms: Option<f64>,
     /// From the decision to the map written.
     pub switch_us: u64,
     pub route_via: Ipv4Addr,
-    /// The whole line.
-    pub line: String,
+    /// The whole event.
+    pub record: EventRecord,
 }
 
-/// The keys of an `owner changed` line, in the order the controller writes them.
-const KEYS: [&str; 7] = [
-    "prefix",
-    "old",
-    "new",
-    "reason",
-    "detection_ms",
-    "switch_us",
-    "route_via",
-];
-
 impl OwnerChange {
-    /// Parses a log line; `None` unless it is an `owner changed` line. Values may hold
-    /// spaces (reasons do), so the line is cut at the known ` key=` markers.
-    pub fn parse(line: &str) -> Option<OwnerChange> {
-        let at = line.find("owner changed ")?;
-        let rest = &line[at + "owner changed".len()..];
-        let mut marks: Vec<(usize, &str)> = KEYS
-            .iter()
-            .filter_map(|key| rest.find(&format!(" {key}=")).map(|i| (i, *key)))
-            .collect();
-        marks.sort_unstable();
-        let value = |key: &str| -> Option<&str> {
-            let index = marks.iter().position(|(_, k)| *k == key)?;
-            let start = marks[index].0 + key.len() + 2;
-            let end = marks.get(index + 1).map_or(rest.len(), |(i, _)| *i);
-            Some(rest[start..end].trim())
+    /// The owner change `record` is, if it is one.
+    pub fn of(record: &EventRecord) -> Option<OwnerChange> {
+        let Event::OwnerChanged {
+            prefix,
+            old,
+            new,
+            reason,
+            detection_ms,
+            switch_us,
+            route_via,
+        } = &record.event
+        else {
+            return None;
         };
-        let host = |text: &str| (text != "-").then(|| text.to_owned());
         Some(OwnerChange {
-            prefix: value("prefix")?.parse().ok()?,
-            old: host(value("old")?),
-            new: host(value("new")?),
-            // The controller quotes the reason (it holds spaces and colons).
-            reason: value("reason")?.trim_matches('"').to_owned(),
-            detection_ms: value("detection_ms").and_then(|v| v.parse().ok()),
-            switch_us: value("switch_us")?.parse().ok()?,
-            route_via: value("route_via")?.parse().ok()?,
-            line: line.to_owned(),
+            prefix: *prefix,
+            old: old.clone(),
+            new: new.clone(),
+            reason: *reason,
+            detection_ms: *detection_ms,
+            switch_us: *switch_us,
+            route_via: *route_via,
+            record: record.clone(),
         })
+    }
+}
+
+impl fmt::Display for OwnerChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.record.fmt(f)
     }
 }
 
@@ -131,9 +127,11 @@ impl Lab {
         let mut command = super::ns::command(&self.ns(Node::Router), &args);
         command.envs(env.iter().copied());
         let log = self.dir.join(format!("{name}.log"));
-        let mut proc = Proc::spawn(&name, command, &log)?;
-        proc.wait_for_line("steering;", Duration::from_secs(10))?;
-        self.controller = Some(proc);
+        self.events = None;
+        let proc = self.controller.insert(Proc::spawn(&name, command, &log)?);
+        let events =
+            EventLog::when_serving(proc, &self.paths.control_socket, Duration::from_secs(10))?;
+        self.events = Some(events);
         Ok(())
     }
 
@@ -163,47 +161,60 @@ impl Lab {
         self.controller()?.signal(libc::SIGHUP)
     }
 
-    /// The current controller's log.
+    /// The current controller's log, for people (failure messages): tests read its
+    /// events.
     pub fn controller_log(&self) -> String {
         self.controller.as_ref().map(Proc::log).unwrap_or_default()
     }
 
-    /// Number of lines of the current controller's log: a mark for
-    /// [`Lab::wait_for_log`].
-    pub fn log_mark(&self) -> usize {
-        self.controller_log().lines().count()
+    /// The event stream of the current controller, from its first event.
+    pub fn events(&self) -> anyhow::Result<&EventLog> {
+        self.events
+            .as_ref()
+            .context("no controller was started in this lab")
     }
 
-    /// Waits for a line containing `needle` after line `since` of the current
-    /// controller's log.
-    pub fn wait_for_log(
-        &mut self,
-        needle: &str,
+    /// The number of events of the current controller so far: a mark for
+    /// [`Lab::wait_for_event`].
+    pub fn event_mark(&self) -> anyhow::Result<usize> {
+        Ok(self.events()?.records()?.len())
+    }
+
+    /// Waits for an event after the first `since` of the current controller that
+    /// `pick` accepts.
+    pub fn wait_for_event<T>(
+        &self,
         since: usize,
         timeout: Duration,
-    ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.controller_log();
-            if let Some(line) = log.lines().skip(since).find(|l| l.contains(needle)) {
-                return Ok(line.to_owned());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the controller did not log {needle:?} within {timeout:?}; its log since line {since}:\n{}",
-                    tail(&log, since)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        what: &str,
+        pick: impl FnMut(&EventRecord) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        self.events()?.wait_for(since, timeout, what, pick)
     }
 
-    /// Every `owner changed` line of the current controller's log.
-    pub fn owner_changes(&self) -> Vec<OwnerChange> {
-        self.controller_log()
-            .lines()
-            .filter_map(OwnerChange::parse)
-            .collect()
+    /// Every owner change of the current controller.
+    pub fn owner_changes(&self) -> anyhow::Result<Vec<OwnerChange>> {
+        Ok(self
+            .events()?
+            .records()?
+            .iter()
+            .filter_map(OwnerChange::of)
+            .collect())
+    }
+
+    /// Every health change of the current controller: (host, new health, reason).
+    pub fn health_changes(&self) -> anyhow::Result<Vec<(String, Health, EventRecord)>> {
+        Ok(self
+            .events()?
+            .records()?
+            .into_iter()
+            .filter_map(|record| match &record.event {
+                Event::HealthChanged { host, new, .. } => {
+                    Some((host.clone(), *new, record.clone()))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// Waits for the first owner change after the first `since` ones that moves
@@ -217,7 +228,7 @@ impl Lab {
     ) -> anyhow::Result<OwnerChange> {
         let deadline = Instant::now() + timeout;
         loop {
-            let changes = self.owner_changes();
+            let changes = self.owner_changes()?;
             if let Some(change) = changes
                 .iter()
                 .skip(since)
@@ -226,31 +237,31 @@ impl Lab {
                 return Ok(change.clone());
             }
             if Instant::now() >= deadline {
-                let seen: Vec<&str> = changes
+                let seen: Vec<String> = changes
                     .iter()
                     .skip(since)
-                    .map(|c| c.line.as_str())
+                    .map(ToString::to_string)
                     .collect();
                 bail!(
                     "{prefix} did not move to {} within {timeout:?}; owner changes since #{since}:\n{}\nstatus: {}",
                     new.unwrap_or("(no entry)"),
                     seen.join("\n"),
                     self.status()
-                        .map_or_else(|e| format!("{e:#}"), |s| s.to_string())
+                        .map_or_else(|e| format!("{e:#}"), |s| format!("{s:?}"))
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// `ha-user status --json`.
-    pub fn status(&self) -> anyhow::Result<Value> {
+    /// `ha-user status --json`, decoded into the protocol's own type.
+    pub fn status(&self) -> anyhow::Result<Status> {
         self.ha_user_json(&["status"])
     }
 
     /// The owner of every prefix as `status` reports it (`None`: no entry).
     pub fn owners(&self) -> anyhow::Result<Vec<(Ipv4Net, Option<String>)>> {
-        owners(&self.status()?)
+        Ok(owners(&self.status()?))
     }
 
     /// Waits until every host is up with a known MAC and every prefix is with its
@@ -273,19 +284,38 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// `ha-user ... ARGS --json`, which must succeed; its answer, decoded into `T`
+    /// (the protocol's types refuse fields they do not know).
+    pub fn ha_user_json<T: DeserializeOwned>(&self, args: &[&str]) -> anyhow::Result<T> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let output = self.ha_user(&all)?;
+        anyhow::ensure!(
+            output.status.success(),
+            "ha-user {} failed ({}): {}",
+            all.join(" "),
+            super::describe_status(output.status),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "ha-user {} printed no answer of the protocol: {}",
+                all.join(" "),
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
 }
 
 /// Why `status` is not steady yet, or `None`.
-fn steady(status: &Value, prefixes: &[PrefixSpec]) -> Option<String> {
-    for host in status["hosts"].as_array().into_iter().flatten() {
-        if host["health"] != "up" || host["mac"].is_null() {
-            return Some(format!("host not ready: {host}"));
+fn steady(status: &Status, prefixes: &[PrefixSpec]) -> Option<String> {
+    for host in &status.hosts {
+        if host.health != Health::Up || host.mac.is_none() {
+            return Some(format!("host not ready: {host:?}"));
         }
     }
-    let owners = match owners(status) {
-        Ok(owners) => owners,
-        Err(err) => return Some(format!("{err:#}")),
-    };
+    let owners = owners(status);
     for spec in prefixes {
         let owner = owners.iter().find(|(p, _)| *p == spec.cidr);
         if owner.and_then(|(_, o)| o.as_deref()) != Some(spec.owner.as_str()) {
@@ -295,20 +325,11 @@ fn steady(status: &Value, prefixes: &[PrefixSpec]) -> Option<String> {
     None
 }
 
-fn owners(status: &Value) -> anyhow::Result<Vec<(Ipv4Net, Option<String>)>> {
-    status["prefixes"]
-        .as_array()
-        .context("status without prefixes")?
+fn owners(status: &Status) -> Vec<(Ipv4Net, Option<String>)> {
+    status
+        .prefixes
         .iter()
-        .map(|p| {
-            let prefix = p["prefix"]
-                .as_str()
-                .context("prefix")?
-                .parse()
-                .context("prefix")?;
-            let owner = p["owner"].as_str().filter(|o| *o != "-").map(str::to_owned);
-            Ok((prefix, owner))
-        })
+        .map(|p| (p.prefix, p.owner.clone()))
         .collect()
 }
 
@@ -316,34 +337,4 @@ fn owners(status: &Value) -> anyhow::Result<Vec<(Ipv4Net, Option<String>)>> {
 fn tail(log: &str, since: usize) -> String {
     let lines: Vec<&str> = log.lines().skip(since).collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_changed_lines_parse() {
-        let line = "2025-05-26T23:20:11.123456Z  INFO ha_user::controller: owner changed \
-                    prefix=192.168.1.64/27 old=host2 new=host1 reason=failover: previous holder down \
-                    detection_ms=31.25 switch_us=12 route_via=192.168.1.2";
-        let change = OwnerChange::parse(line).expect("an owner change");
-        assert_eq!(
-            change.prefix,
-            "192.168.1.64/27".parse::<Ipv4Net>().expect("net")
-        );
-        assert_eq!(change.old.as_deref(), Some("host2"));
-        assert_eq!(change.new.as_deref(), Some("host1"));
-        assert_eq!(change.reason, "failover: previous holder down");
-        assert_eq!(change.detection_ms, Some(31.25));
-        assert_eq!(change.switch_us, 12);
-        assert_eq!(change.route_via, Ipv4Addr::new(192, 168, 1, 2));
-
-        let removed = "INFO ha_user::controller: owner changed prefix=192.168.1.64/27 old=host3 \
-                       new=- reason=no usable host: owner and backups down or drained \
-                       detection_ms=40.0 switch_us=3 route_via=192.168.1.3";
-        let change = OwnerChange::parse(removed).expect("an owner change");
-        assert_eq!(change.new, None);
-        assert!(OwnerChange::parse("INFO health changed host=host2").is_none());
-    }
 }

@@ -41,6 +41,7 @@
 
 mod capture;
 mod clients;
+pub mod control;
 mod controller;
 mod datapath;
 mod faults;
@@ -60,12 +61,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-pub use capture::{Capture, Frame, Ipv4Info, Mac};
+pub use capture::{Capture, Frame, Ipv4Info};
 pub use clients::StreamRun;
+pub use control::EventLog;
 pub use controller::OwnerChange;
 pub use datapath::XdpCounters;
 pub use faults::Fault;
 pub use ha_common::{Counter, PrefixEntry, Traffic};
+pub use ha_user::model::Mac;
 use ipnet::Ipv4Net;
 pub use process::{Proc, describe_status};
 pub use spec::{
@@ -157,6 +160,8 @@ pub struct Lab {
     namespaces: Vec<String>,
     web: BTreeMap<String, Proc>,
     controller: Option<Proc>,
+    /// The current controller's event stream.
+    events: Option<EventLog>,
     controller_starts: u32,
     pass: Option<datapath::PassPrograms>,
     notes: Vec<String>,
@@ -197,6 +202,7 @@ impl Lab {
             namespaces: Vec::new(),
             web: BTreeMap::new(),
             controller: None,
+            events: None,
             controller_starts: 0,
             pass: None,
             notes: Vec::new(),
@@ -416,6 +422,11 @@ impl Lab {
         &self.paths.pin_dir
     }
 
+    /// The controller's control socket.
+    pub fn control_socket(&self) -> &Path {
+        &self.paths.control_socket
+    }
+
     /// What the lab did differently from the plain recipe, and why.
     pub fn notes(&self) -> &[String] {
         &self.notes
@@ -482,22 +493,6 @@ impl Lab {
         let mut command = std::process::Command::new(&self.spec.bins.ha_user);
         command.arg("--config").arg(&self.config_path).args(args);
         ns::output(&mut command)
-    }
-
-    /// `ha-user ... ARGS --json`, which must succeed; its JSON answer.
-    pub fn ha_user_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let output = self.ha_user(&all)?;
-        ensure!(
-            output.status.success(),
-            "ha-user {} failed ({}): {}",
-            all.join(" "),
-            describe_status(output.status),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        serde_json::from_slice(&output.stdout)
-            .with_context(|| format!("ha-user {} printed no JSON", all.join(" ")))
     }
 
     // ---- the router's state ----------------------------------------------------------

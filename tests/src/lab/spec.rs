@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-pub use ha_user::config::XdpMode;
+pub use ha_user::model::XdpMode;
 use ipnet::Ipv4Net;
 
 /// The web servers, in configuration order (their data-path host ids are 0..4).

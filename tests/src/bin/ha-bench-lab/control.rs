@@ -2,16 +2,14 @@
 //! then the scale figures ([`crate::scale`]).
 
 use std::{
-    io::{Read as _, Write as _},
     net::{SocketAddrV4, UdpSocket},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use ha_tests::lab::{Bins, Lab, LabSpec, Node, XdpMode, net, vip};
-use ha_user::control::{Request, Response};
+use ha_tests::lab::{Bins, Lab, LabSpec, Node, XdpMode, control, net, vip};
+use ha_user::proto::{ChangeReport, Request};
 use serde::Serialize;
 
 use crate::{
@@ -80,7 +78,7 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
         let trial = if i < socket_trials {
             let path = control_socket.clone();
             let request = Request::SetOwner {
-                prefix: PREFIX.to_owned(),
+                prefix,
                 host: to.to_owned(),
                 force: false,
             };
@@ -96,12 +94,7 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
         trials.push(trial);
         std::thread::sleep(Duration::from_millis(20));
     }
-    control_request(
-        &control_socket,
-        &Request::ClearOwner {
-            prefix: PREFIX.to_owned(),
-        },
-    )?;
+    control_request(&control_socket, &Request::ClearOwner { prefix })?;
     section.setup.push(format!(
         "set-owner: lab `{LAB_PREFIX}*` (native XDP on veth), {PREFIX} pinned alternately \
          to host4 and back to host2; a probe in the LAN client sends one datagram to its \
@@ -200,19 +193,9 @@ fn measure(
     })
 }
 
-/// One request on the controller's control socket, as the CLI sends it.
+/// One admin command on the controller's control socket, as the CLI sends it.
 pub fn control_request(socket: &Path, request: &Request) -> anyhow::Result<()> {
-    let mut stream = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    let mut line = serde_json::to_string(request)?;
-    line.push('\n');
-    stream.write_all(line.as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    match serde_json::from_str(answer.trim()).context("the controller's answer")? {
-        Response::Ok(_) => Ok(()),
-        Response::Error(message) => bail!("the controller refused {request:?}: {message}"),
-    }
+    control::ask::<ChangeReport>(socket, request).map(drop)
 }
 
 fn cli_set_owner(ha_user: &PathBuf, config: &Path, to: &str) -> anyhow::Result<()> {

@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use ha_tests::lab::{Bins, Fault, HealthSpec, Lab, LabSpec, Node, PrefixSpec, XdpMode, net, vip};
+use ha_tests::lab::{
+    Bins, Fault, HealthSpec, Lab, LabSpec, Node, OwnerChange, PrefixSpec, XdpMode, net, vip,
+};
+use ha_user::model::{Health, Reason};
 use serde::Serialize;
 
 use crate::{
@@ -99,7 +102,7 @@ fn setup_lines(lab: &Lab) -> Vec<String> {
 fn trial(lab: &mut Lab, fault: Fault) -> anyhow::Result<Trial> {
     let broken = net(BROKEN);
     let target = SocketAddrV4::new(vip(broken), lab.spec().udp_port);
-    let mark = lab.owner_changes().len();
+    let mark = lab.owner_changes()?.len();
     let stream = lab.stream(
         Node::LanClient,
         target,
@@ -117,8 +120,7 @@ fn trial(lab: &mut Lab, fault: Fault) -> anyhow::Result<Trial> {
     let (change, report) = (change?, report?);
     ensure!(
         change.old.as_deref() == Some(OWNER),
-        "unexpected change: {}",
-        change.line
+        "unexpected change: {change}"
     );
     let moves: Vec<_> = report
         .switches
@@ -129,9 +131,9 @@ fn trial(lab: &mut Lab, fault: Fault) -> anyhow::Result<Trial> {
         let backup_vip = vip(net("192.168.1.32/27"));
         bail!(
             "{fault}: the stream never moved from {OWNER} to {BACKUP}: {}; the controller \
-             logged `{}`; {BACKUP}'s own VIP {backup_vip} answers: {:?}",
+             reported `{}`; {BACKUP}'s own VIP {backup_vip} answers: {:?}",
             report.summary(),
-            change.line,
+            change,
             lab.udp_who(Node::LanClient, backup_vip)
                 .map_err(|e| format!("{e:#}"))
         );
@@ -271,10 +273,13 @@ pub struct Soak {
     pub detection_bound_ms: u64,
     pub seconds: u64,
     pub load: LoadReport,
-    /// `owner changed` lines during the soak: every one is a false failover (or
-    /// its failback), since nothing failed.
+    /// The controller's `owner-changed` events during the soak, one line each: every
+    /// one is a false failover (or its failback), since nothing failed.
     pub owner_changes: Vec<String>,
-    /// `health changed ... state=down` lines during the soak (with their reasons).
+    /// Of those, the failovers: changes for a holder that went down
+    /// (reason `failover` or `all-down`).
+    pub failovers: usize,
+    /// Its `health-changed` events to down during the soak (with their reasons).
     pub health_downs: Vec<String>,
     /// `/proc/loadavg` at the end of the soak (two cores).
     pub load_average_end: String,
@@ -283,16 +288,13 @@ pub struct Soak {
 impl Soak {
     /// Failovers: owner changes away from a prefix's configured owner.
     pub fn false_failovers(&self) -> usize {
-        self.owner_changes
-            .iter()
-            .filter(|l| l.contains("failover") || l.contains("no usable host"))
-            .count()
+        self.failovers
     }
 }
 
 fn soak(lab: &mut Lab, seconds: u64) -> anyhow::Result<Soak> {
-    let changes_mark = lab.owner_changes().len();
-    let log_mark = lab.log_mark();
+    let changes_mark = lab.owner_changes()?.len();
+    let health_mark = lab.health_changes()?.len();
     let lanes = lanes(lab);
     let run = load::start(lab, &lanes, LOAD_RATE)?;
     let started = Instant::now();
@@ -306,18 +308,22 @@ fn soak(lab: &mut Lab, seconds: u64) -> anyhow::Result<Soak> {
     }
     let load = run.stop(lab)?;
     result?;
-    let owner_changes: Vec<String> = lab
-        .owner_changes()
+    let changed: Vec<OwnerChange> = lab
+        .owner_changes()?
         .into_iter()
         .skip(changes_mark)
-        .map(|c| c.line)
         .collect();
+    let failovers = changed
+        .iter()
+        .filter(|c| matches!(c.reason, Reason::Failover | Reason::AllDown))
+        .count();
+    let owner_changes = changed.iter().map(ToString::to_string).collect();
     let health_downs = lab
-        .controller_log()
-        .lines()
-        .skip(log_mark)
-        .filter(|l| l.contains("health changed") && l.contains("state=down"))
-        .map(str::to_owned)
+        .health_changes()?
+        .into_iter()
+        .skip(health_mark)
+        .filter(|(_, health, _)| *health == Health::Down)
+        .map(|(_, _, record)| record.to_string())
         .collect();
     let health = lab.spec().health.clone();
     let soak = Soak {
@@ -326,6 +332,7 @@ fn soak(lab: &mut Lab, seconds: u64) -> anyhow::Result<Soak> {
         seconds,
         load,
         owner_changes,
+        failovers,
         health_downs,
         load_average_end: crate::machine::load_average(),
     };

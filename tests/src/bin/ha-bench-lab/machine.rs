@@ -2,7 +2,7 @@
 //! processes); the clocks are the test library's.
 
 use ha_tests::machine;
-pub use ha_tests::machine::{load_average, log_time_ms, unix_ms_now, utc};
+pub use ha_tests::machine::{load_average, unix_ms_now, utc};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]

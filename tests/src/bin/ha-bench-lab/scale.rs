@@ -20,13 +20,17 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::maps::{Map, MapData, lpm_trie::LpmTrie};
 use ha_common::{MAP_PREFIXES, PrefixEntry};
-use ha_tests::lab::{Bins, OwnerChange, Proc, ns};
+use ha_tests::lab::{Bins, EventLog, OwnerChange, Proc, ns};
+use ha_user::{
+    model::Health,
+    proto::{Event, EventRecord},
+};
 use serde::Serialize;
 
 use crate::{
     Args, check_interrupted,
     failover::write_json_extra,
-    machine::{log_time_ms, unix_ms_now},
+    machine::unix_ms_now,
     profile::{perf_record, profile, start_perf},
     report::{Figure, Over, Section, number},
     stats::{Dist, Stat},
@@ -55,7 +59,7 @@ fn prefix(j: usize) -> String {
 }
 
 /// The health checks of a configuration.
-struct Health {
+struct Checks {
     kind: &'static str,
     interval_ms: u64,
     timeout_ms: u64,
@@ -64,8 +68,8 @@ struct Health {
 
 /// `hosts` hosts, `prefixes` prefixes; prefix `j` owned by host `j % hosts`, its one
 /// backup the next host, so that a failed host's prefixes all go to a known host.
-fn render_config(dir: &Path, pin_dir: &Path, hosts: usize, prefixes: usize, h: &Health) -> String {
-    let Health {
+fn render_config(dir: &Path, pin_dir: &Path, hosts: usize, prefixes: usize, h: &Checks) -> String {
+    let Checks {
         kind,
         interval_ms,
         timeout_ms,
@@ -117,6 +121,8 @@ struct Scale {
     namespaces: Vec<String>,
     webd: Option<Proc>,
     controller: Option<Proc>,
+    /// The running controller's events.
+    events: Option<EventLog>,
     starts: u32,
 }
 
@@ -128,6 +134,7 @@ impl Scale {
             namespaces: Vec::new(),
             webd: None,
             controller: None,
+            events: None,
             starts: 0,
         };
         // Leftovers of an interrupted run: exactly our names.
@@ -222,7 +229,7 @@ impl Scale {
     }
 
     /// Starts the controller on `config` from scratch (no routes of ours, no pins)
-    /// and waits for its `steering` line. Returns (spawned at, Unix ms).
+    /// and waits until it serves. Returns when it was spawned (Unix ms).
     fn start(&mut self, ha_user: &Path, config: &Path) -> anyhow::Result<f64> {
         self.stop()?;
         ns::check(&mut ns::ip(NS_ROUTER, &["route", "flush", "proto", "165"]))?;
@@ -237,15 +244,23 @@ impl Scale {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.dir.join(format!("controller-{}.log", self.starts));
         let spawned = unix_ms_now();
-        let mut proc = Proc::spawn("controller", ns::command(NS_ROUTER, &args), &log)?;
-        let result = proc.wait_for_line("steering;", Duration::from_secs(120));
-        self.controller = Some(proc);
-        result?;
+        let proc = self.controller.insert(Proc::spawn(
+            "controller",
+            ns::command(NS_ROUTER, &args),
+            &log,
+        )?);
+        let socket = self.dir.join("ha.sock");
+        self.events = Some(EventLog::when_serving(
+            proc,
+            &socket,
+            Duration::from_secs(120),
+        )?);
         Ok(spawned)
     }
 
     /// SIGTERM to a running controller; waits for it.
     fn stop(&mut self) -> anyhow::Result<()> {
+        self.events = None;
         if let Some(mut proc) = self.controller.take()
             && proc.try_wait()?.is_none()
         {
@@ -263,36 +278,61 @@ impl Scale {
         self.controller.as_ref().map(Proc::log).unwrap_or_default()
     }
 
-    /// Waits until `count` lines after line `since` of the log satisfy `pred`.
-    fn wait_lines(
+    /// The running controller's events so far.
+    fn records(&self) -> anyhow::Result<Vec<EventRecord>> {
+        self.events
+            .as_ref()
+            .context("no controller running")?
+            .records()
+    }
+
+    /// Waits until `count` events after the first `since` satisfy `pred`.
+    fn wait_events(
         &self,
         since: usize,
         count: usize,
         timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<Vec<String>> {
+        pred: impl Fn(&Event) -> bool,
+    ) -> anyhow::Result<Vec<EventRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let log = self.log();
-            let found: Vec<String> = log
-                .lines()
+            let records = self.records()?;
+            let found: Vec<EventRecord> = records
+                .iter()
                 .skip(since)
-                .filter(|l| pred(l))
-                .map(str::to_owned)
+                .filter(|r| pred(&r.event))
+                .cloned()
                 .collect();
             if found.len() >= count {
                 return Ok(found);
             }
             if Instant::now() >= deadline {
+                let last: Vec<String> = records
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .map(ToString::to_string)
+                    .collect();
                 bail!(
-                    "{} of {count} expected log lines within {timeout:?}; the last lines:\n{}",
+                    "{} of {count} expected events within {timeout:?}; the last ones:\n{}",
                     found.len(),
-                    log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+                    last.join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Whether `event` says host `host` (any host: `None`) is now `health`.
+fn health_is(event: &Event, host: Option<&str>, health: Health) -> bool {
+    matches!(event, Event::HealthChanged { host: h, new, .. }
+        if *new == health && host.is_none_or(|host| host == h))
+}
+
+/// When `record` happened, Unix ms.
+fn unix_ms(record: &EventRecord) -> f64 {
+    record.at_unix_us as f64 / 1e3
 }
 
 impl Drop for Scale {
@@ -440,7 +480,7 @@ pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()
     // ICMP: the responder's kernel answers for all 1,024 addresses. TCP to one
     // listener was tried first: 1,024 connections at once overflow its accept queue
     // (SYNs dropped, retransmitted after 1 s) and hosts fail their first checks.
-    let scale_health = Health {
+    let scale_health = Checks {
         kind: "icmp",
         interval_ms: 500,
         timeout_ms: 100,
@@ -469,15 +509,14 @@ pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()
     for run in 0..starts {
         check_interrupted()?;
         let spawned = scale.start(&bins.ha_user, &config)?;
-        let log = scale.log();
-        let steps = startup_steps(&log, spawned);
-        let total = steps.get("steering").copied().context("no steering line")?;
+        let steps = startup_steps(&scale.records()?, spawned);
+        let total = steps.get("serving").copied().context("no serving event")?;
         let routes = route_count(&[])?;
         let (entries, _) = map_entries(&scale.pin_dir)?;
         let pid = scale.controller()?.pid();
         let (rss, hwm) = memory_mib(pid)?;
         eprintln!(
-            "ha-bench-lab: scale start {}: {total:.0} ms to steering; {routes} routes, {entries} \
+            "ha-bench-lab: scale start {}: {total:.0} ms to serving; {routes} routes, {entries} \
              map entries; RSS {rss:.1} MiB (peak {hwm:.1}); steps {steps:?}",
             run + 1
         );
@@ -499,14 +538,14 @@ pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()
     }
     section.setup.push(format!(
         "Start-up: {} cold start(s) (no routes of ours, no pins): from spawning `ha-user \
-         run` to its `steering` line (log timestamp); then the kernel's proto-165 routes and \
+         run` to its `serving` event (its timestamp); then the kernel's proto-165 routes and \
          the map's entries are counted.",
         measured.startup_ms.len()
     ));
     // Every host must be up before one fails (rise 1: one probe).
     let failures = scale
-        .wait_lines(0, HOSTS, Duration::from_secs(30), |l| {
-            l.contains("health changed") && l.contains("state=up")
+        .wait_events(0, HOSTS, Duration::from_secs(30), |e| {
+            health_is(e, None, Health::Up)
         })
         .and_then(|_| {
             for k in 0..fails {
@@ -528,27 +567,25 @@ pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()
         // The first line: the rest quotes the log, which is saved whole.
         let err = format!("{err:#}");
         let err = err.lines().next().unwrap_or_default().trim_end_matches(':');
-        let log = scale.log();
         let path = args.out.join("lab-scale-controller.log");
-        std::fs::write(&path, &log).with_context(|| format!("writing {}", path.display()))?;
-        let count = |needle: &str| {
-            log.lines()
-                .filter(|l| l.contains("health changed") && l.contains(needle))
+        std::fs::write(&path, scale.log())
+            .with_context(|| format!("writing {}", path.display()))?;
+        let records = scale.records()?;
+        let count = |health| {
+            records
+                .iter()
+                .filter(|r| health_is(&r.event, None, health))
                 .count()
         };
-        let changes = log.lines().filter(|l| l.contains("owner changed")).count();
-        let slowest = log
-            .lines()
-            .filter_map(OwnerChange::parse)
-            .map(|c| c.switch_us)
-            .max()
-            .unwrap_or(0);
+        let changes: Vec<OwnerChange> = records.iter().filter_map(OwnerChange::of).collect();
+        let slowest = changes.iter().map(|c| c.switch_us).max().unwrap_or(0);
         measured.notes.push(format!(
             "The host-failure runs did not happen: {err}. By then the controller had \
-             logged {} hosts up and {} down, {changes} owner changes, the slowest with \
+             reported {} hosts up and {} down, {} owner changes, the slowest with \
              switch_us {} (decision → map written); its log is {}.",
-            count("state=up"),
-            count("state=down"),
+            count(Health::Up),
+            count(Health::Down),
+            changes.len(),
             slowest,
             path.display()
         ));
@@ -568,7 +605,7 @@ pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()
     };
     for kind in kinds {
         check_interrupted()?;
-        let h = Health {
+        let h = Checks {
             kind,
             interval_ms: 10,
             timeout_ms: 10,
@@ -594,7 +631,7 @@ fn config_scaling(
     scale: &Scale,
     bins: &Bins,
     args: &Args,
-    health: &Health,
+    health: &Checks,
     measured: &mut Measured,
 ) -> anyhow::Result<()> {
     let ha_user = bins.ha_user.to_string_lossy().into_owned();
@@ -628,29 +665,22 @@ fn config_scaling(
     Ok(())
 }
 
-/// Start-up milestones from the log, ms after `spawned`.
-fn startup_steps(log: &str, spawned: f64) -> BTreeMap<String, f64> {
+/// Start-up milestones from the controller's events, ms after `spawned`.
+fn startup_steps(records: &[EventRecord], spawned: f64) -> BTreeMap<String, f64> {
     let mut steps = BTreeMap::new();
-    let mut first = |key: &str, needle: &str| {
-        if let Some(t) = log
-            .lines()
-            .find(|l| l.contains(needle))
-            .and_then(log_time_ms)
-        {
-            steps.insert(key.to_owned(), t - spawned);
-        }
-    };
-    first("first log line", "");
-    first("first route installed", "kernel route installed");
-    first("XDP program loaded", "XDP program loaded");
-    first("XDP attached", "XDP attached");
-    first("steering", "steering;");
-    if let Some(t) = log
-        .lines()
-        .rfind(|l| l.contains("kernel route installed"))
-        .and_then(log_time_ms)
-    {
-        steps.insert("last route installed".to_owned(), t - spawned);
+    for record in records {
+        let step = match record.event {
+            Event::ConfigLoaded { .. } => "config-loaded",
+            Event::RoutesTakenOver { .. } => "routes-taken-over",
+            Event::ProgramLoaded { .. } => "program-loaded",
+            Event::MapsWritten { .. } => "maps-written",
+            Event::XdpAttached { .. } => "xdp-attached",
+            Event::Serving { .. } => "serving",
+            _ => continue,
+        };
+        steps
+            .entry(step.to_owned())
+            .or_insert(unix_ms(record) - spawned);
     }
     steps
 }
@@ -665,37 +695,36 @@ fn fail_one(
 ) -> anyhow::Result<()> {
     let (name, backup) = (host_name(i), host_name(i + 1));
     let address = format!("{}/32", host_address(i));
-    let mark = scale.log().lines().count();
+    let mark = scale.records()?.len();
     ns::check(&mut ns::ip(
         NS_HOSTS,
         &["addr", "del", &address, "dev", "eth0"],
     ))?;
     let expected = prefixes / HOSTS;
-    let old = format!("old={name} ");
-    let lines = scale.wait_lines(mark, expected, Duration::from_secs(10), |l| {
-        l.contains("owner changed") && l.contains(&old)
-    });
+    let moved = scale.wait_events(
+        mark,
+        expected,
+        Duration::from_secs(10),
+        |e| matches!(e, Event::OwnerChanged { old: Some(old), .. } if *old == name),
+    );
     ns::check(&mut ns::ip(
         NS_HOSTS,
         &["addr", "add", &address, "dev", "eth0"],
     ))?;
-    let lines = lines?;
-    let log = scale.log();
-    let down = log
-        .lines()
+    let moved = moved?;
+    let records = scale.records()?;
+    let down = records
+        .iter()
         .skip(mark)
-        .find(|l| l.contains("health changed") && l.contains(&format!("host={name} ")))
-        .context("no health changed line")?;
-    let down_at = log_time_ms(down).context("timestamp")?;
-    let changes: Vec<OwnerChange> = lines.iter().filter_map(|l| OwnerChange::parse(l)).collect();
+        .find(|r| health_is(&r.event, Some(&name), Health::Down))
+        .context("no health-changed event for the failed host")?;
+    let down_at = unix_ms(down);
+    let changes: Vec<OwnerChange> = moved.iter().filter_map(OwnerChange::of).collect();
     ensure!(
         changes.len() == expected && changes.iter().all(|c| c.new.as_deref() == Some(&backup)),
         "expected {expected} changes to {backup}, got {changes:?}"
     );
-    let last_at = lines
-        .last()
-        .and_then(|l| log_time_ms(l))
-        .context("timestamp")?;
+    let last_at = moved.last().map(unix_ms).context("no owner change")?;
     let first_us = changes.iter().map(|c| c.switch_us).min().unwrap_or(0) as f64;
     let all_us = changes.iter().map(|c| c.switch_us).max().unwrap_or(0) as f64;
     let detection = changes[0].detection_ms.unwrap_or(f64::NAN);
@@ -711,7 +740,7 @@ fn fail_one(
     );
     eprintln!(
         "ha-bench-lab: {name} down: {expected} prefixes; map {first_us:.0} µs first, {:.2} ms \
-         all; routes + log {:.2} ms after the health line; detection {detection:.0} ms",
+         all; routes + events {:.2} ms after the health event; detection {detection:.0} ms",
         all_us / 1e3,
         last_at - down_at
     );
@@ -731,8 +760,8 @@ fn health64(
     args: &Args,
 ) -> anyhow::Result<Health64> {
     scale.start(&bins.ha_user, config)?;
-    scale.wait_lines(0, 64, Duration::from_secs(10), |l| {
-        l.contains("health changed") && l.contains("state=up")
+    scale.wait_events(0, 64, Duration::from_secs(10), |e| {
+        health_is(e, None, Health::Up)
     })?;
     std::thread::sleep(Duration::from_secs(1));
     let pid = scale.controller()?.pid();
@@ -748,9 +777,9 @@ fn health64(
     let (rss_mib, hwm_mib) = memory_mib(pid)?;
     let median = Dist::of(&cpu_percent).map_or(0.0, |d| d.p50);
     let downs = scale
-        .log()
-        .lines()
-        .filter(|l| l.contains("health changed") && l.contains("state=down"))
+        .records()?
+        .iter()
+        .filter(|r| health_is(&r.event, None, Health::Down))
         .count();
     eprintln!(
         "ha-bench-lab: 64 hosts, {kind} every 10 ms: CPU {cpu_percent:?} % of a core; RSS \
@@ -812,7 +841,7 @@ fn figures(section: &mut Section, m: &Measured, fails: usize) {
             "{fails} hosts failed one after the other (address removed from the responder: \
              echoes time out); \
              decision → last of its {per_host} map entries written (the largest switch_us \
-             of its `owner changed` lines; the first entry took {:?} µs). Checked after \
+             of its `owner-changed` events; the first entry took {:?} µs). Checked after \
              each: {} routes and map entries via the backup.{}",
             m.fail_map_first_us,
             2 * per_host,
@@ -829,8 +858,8 @@ fn figures(section: &mut Section, m: &Measured, fails: usize) {
             &m.fail_routes_ms,
         )
         .note(
-            "From the `health changed … down` log line to the last `owner changed` line \
-             (logged after its route is replaced); report only, no target.",
+            "From the `health-changed … down` event to the last `owner-changed` event \
+             (published after its route is replaced); report only, no target.",
         ),
     );
     section.figures.push(

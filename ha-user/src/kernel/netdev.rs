@@ -6,7 +6,7 @@ use rtnetlink::{
     packet_route::link::{LinkAttribute, LinkXdp},
 };
 
-use crate::config::Mac;
+use crate::model::Mac;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetdevError {

@@ -3,7 +3,10 @@
 //!
 //! Maps are pinned under the pin directory (`<pin_dir>/<MAP>`) and each attachment's
 //! XDP link under `<pin_dir>/link_<iface>`, so the fast path outlives the controller
-//! and a new controller adopts what it finds instead of flushing it.
+//! and a new controller adopts what it finds instead of flushing it, once [`layout`]
+//! says the pins are of this build's layout.
+
+pub mod layout;
 
 use std::{
     io,
@@ -13,7 +16,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, DevMapHash, Map, MapData, MapError, MapInfo, MapType, PerCpuArray,
+        Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -23,13 +26,14 @@ use aya::{
     },
 };
 use ha_common::{
-    Counter, GLOBAL_LOG_PACKETS, HostEntry, IfaceEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS,
-    MAP_IFACES, MAP_PFX_STATS, MAP_PREFIXES, MAP_TX_PORTS, PINNED_MAPS, PROG_STEER, PrefixEntry,
-    Traffic,
+    Counter, FlowCounter, FlowEntry, FlowKey, GLOBAL_LOG_PACKETS, HostEntry, IfaceEntry,
+    MAP_COUNTERS, MAP_FLOW_COUNTERS, MAP_FLOWS, MAP_HOST_STATS, MAP_HOSTS, MAP_IFACES, MAP_META,
+    MAP_PFX_STATS, MAP_PREFIXES, MAP_SETTINGS, MAP_TX_PORTS, PINNED_MAPS, PROG_STEER, PrefixEntry,
+    Settings, Traffic,
 };
 use ipnet::Ipv4Net;
 
-use crate::config::XdpMode;
+use crate::model::XdpMode;
 
 /// Filesystem magic of bpffs (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -85,6 +89,25 @@ pub enum DatapathError {
         found: String,
         expected: String,
     },
+    #[error(
+        "the maps pinned in {} have no layout version (an older ha pinned them); this \
+         version needs map layout {expected}: `ha-user run --reset` starts afresh (the \
+         fast path is rebuilt from the configuration; saved pins and drains are dropped)",
+        pin_dir.display()
+    )]
+    NoLayout { pin_dir: PathBuf, expected: u32 },
+    #[error(
+        "the maps pinned in {} have map layout {found}; this version needs map layout \
+         {expected}: `ha-user run --reset` starts afresh (the fast path is rebuilt from \
+         the configuration; saved pins and drains are dropped), or run the ha-user of \
+         layout {found}",
+        pin_dir.display()
+    )]
+    OtherLayout {
+        pin_dir: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("cannot open map {name}")]
     Map {
         name: &'static str,
@@ -108,6 +131,10 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, u64>,
     pub host_stats: PerCpuArray<MapData, Traffic>,
     pub pfx_stats: PerCpuArray<MapData, Traffic>,
+    /// The one flow table (an LRU hash; aya's `HashMap` handle covers both kinds).
+    pub flows: HashMap<MapData, FlowKey, FlowEntry>,
+    pub settings: Array<MapData, Settings>,
+    pub flow_counters: PerCpuArray<MapData, u64>,
 }
 
 /// Where a pin lives.
@@ -145,6 +172,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), DatapathError> {
 impl Maps {
     /// Opens the maps pinned under `pin_dir` by a running (or crashed) controller.
     pub fn open_pinned(pin_dir: &Path) -> Result<Maps, DatapathError> {
+        layout::check_pinned(pin_dir)?;
         let open = |name: &'static str| -> Result<Map, DatapathError> {
             let path = map_pin_path(pin_dir, name);
             if !path.exists() {
@@ -186,6 +214,9 @@ impl Maps {
             counters: typed(MAP_COUNTERS, get(MAP_COUNTERS)?)?,
             host_stats: typed(MAP_HOST_STATS, get(MAP_HOST_STATS)?)?,
             pfx_stats: typed(MAP_PFX_STATS, get(MAP_PFX_STATS)?)?,
+            flows: typed(MAP_FLOWS, get(MAP_FLOWS)?)?,
+            settings: typed(MAP_SETTINGS, get(MAP_SETTINGS)?)?,
+            flow_counters: typed(MAP_FLOW_COUNTERS, get(MAP_FLOW_COUNTERS)?)?,
         })
     }
 
@@ -230,6 +261,17 @@ impl Maps {
             .collect()
     }
 
+    /// Sum over CPUs of every flow-table counter.
+    pub fn flow_counter_totals(&self) -> Result<Vec<(FlowCounter, u64)>, MapError> {
+        FlowCounter::ALL
+            .iter()
+            .map(|&counter| {
+                let per_cpu = self.flow_counters.get(&(counter as u32), 0)?;
+                Ok((counter, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
     /// Sum over CPUs of one slot of a traffic map.
     pub fn traffic(map: &PerCpuArray<MapData, Traffic>, index: u32) -> Result<Traffic, MapError> {
         let per_cpu = map.get(&index, 0)?;
@@ -248,80 +290,6 @@ pub fn steer_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
         .map_err(DatapathError::Program)
 }
 
-/// The layout every pinned map must have for this program: type, key size, value
-/// size, capacity. A map pinned by another version is refused, not misread.
-fn expected_layout(name: &str) -> Option<(MapType, u32, u32, u32)> {
-    use std::mem::size_of;
-    let u32_size = size_of::<u32>() as u32;
-    Some(match name {
-        MAP_PREFIXES => (
-            MapType::LpmTrie,
-            8,
-            size_of::<PrefixEntry>() as u32,
-            ha_common::MAX_PREFIXES,
-        ),
-        MAP_HOSTS => (
-            MapType::Array,
-            u32_size,
-            size_of::<HostEntry>() as u32,
-            ha_common::MAX_HOSTS,
-        ),
-        MAP_IFACES => (
-            MapType::Array,
-            u32_size,
-            size_of::<IfaceEntry>() as u32,
-            ha_common::MAX_IFINDEX,
-        ),
-        MAP_TX_PORTS => (MapType::DevMapHash, u32_size, 8, ha_common::MAX_IFACES),
-        MAP_COUNTERS => (MapType::PerCpuArray, u32_size, 8, Counter::COUNT),
-        MAP_HOST_STATS => (
-            MapType::PerCpuArray,
-            u32_size,
-            size_of::<Traffic>() as u32,
-            ha_common::MAX_HOSTS,
-        ),
-        MAP_PFX_STATS => (
-            MapType::PerCpuArray,
-            u32_size,
-            size_of::<Traffic>() as u32,
-            ha_common::MAX_PREFIXES,
-        ),
-        _ => return None,
-    })
-}
-
-/// Refuses pinned maps whose layout is not [`expected_layout`].
-fn check_pinned_layouts(pin_dir: &Path) -> Result<(), DatapathError> {
-    for &name in &PINNED_MAPS {
-        let path = map_pin_path(pin_dir, name);
-        if !path.exists() {
-            continue;
-        }
-        let info =
-            MapInfo::from_pin(&path).map_err(|source| DatapathError::Map { name, source })?;
-        let found = (
-            info.map_type()
-                .map_err(|source| DatapathError::Map { name, source })?,
-            info.key_size(),
-            info.value_size(),
-            info.max_entries(),
-        );
-        if let Some(expected) = expected_layout(name)
-            && found != expected
-        {
-            let show = |(t, k, v, m): (MapType, u32, u32, u32)| {
-                format!("{t:?}, key {k} B, value {v} B, {m} entries")
-            };
-            return Err(DatapathError::IncompatiblePin {
-                path,
-                found: show(found),
-                expected: show(expected),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// A loaded program with its pinned maps; attach it to interfaces with [`Loaded::attach`].
 pub struct Loaded {
     ebpf: Ebpf,
@@ -338,7 +306,7 @@ impl Loaded {
             source,
         })?;
         ensure_bpffs(pin_dir)?;
-        check_pinned_layouts(pin_dir)?;
+        layout::check_pinned(pin_dir)?;
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
             .iter()
             .map(|&name| (name, map_pin_path(pin_dir, name)))
@@ -352,6 +320,17 @@ impl Loaded {
         let mut ebpf = loader
             .load(crate::EBPF_OBJECT)
             .map_err(DatapathError::Load)?;
+        let meta = ebpf.map_mut(MAP_META).ok_or_else(|| DatapathError::Map {
+            name: MAP_META,
+            source: MapError::InvalidName {
+                name: MAP_META.to_owned(),
+            },
+        })?;
+        let mut meta = Array::try_from(meta).map_err(|source| DatapathError::Map {
+            name: MAP_META,
+            source,
+        })?;
+        layout::write_layout(&mut meta)?;
         let program = steer_program(&mut ebpf)?;
         program.load().map_err(DatapathError::Program)?;
         if let Ok(info) = program.info() {

@@ -29,7 +29,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::datapath::Maps;
+use crate::kernel::datapath::Maps;
 
 type Labels = Vec<(&'static str, String)>;
 

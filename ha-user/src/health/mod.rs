@@ -8,7 +8,7 @@
 //! `fall` consecutive failures make it down. Every change is sent as a [`HealthEvent`].
 //!
 //! The latest [`HostHealth`] of every host is kept in a [`HealthStatus`]: an
-//! `Arc<RwLock<Vec<HostHealth>>>` indexed like [`Config::hosts`](crate::config::Config::hosts),
+//! `Arc<RwLock<Vec<HostHealth>>>` indexed by [`HostId`],
 //! written by each task after each probe (before the event of a change is sent) and
 //! copied out by [`HealthStatus::snapshot`]; the lock is never held across an await.
 //!
@@ -23,18 +23,19 @@
 //! RST (immediate failure; a kept HTTP connection to it is found closed and the probe
 //! connects anew, refused); a dead link, a blackhole or a hung server costs `timeout`.
 
+mod error;
 mod http;
 mod icmp;
 mod probe;
+mod tcp;
 
 use std::{
-    fmt,
     net::Ipv4Addr,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
-pub use probe::ProbeError;
+pub use error::ProbeError;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -42,30 +43,17 @@ use tokio::{
 };
 use tracing::{debug, trace};
 
-use crate::config::{CheckKind, Host};
-
-/// The decided health of a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Health {
-    Up,
-    Down,
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Health::Up => "up",
-            Health::Down => "down",
-        })
-    }
-}
+pub use crate::model::Health;
+use crate::model::{CheckKind, Host, HostId};
 
 /// A host changed state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthEvent {
-    /// Index into [`Config::hosts`](crate::config::Config::hosts).
-    pub host: usize,
+    pub host: HostId,
+    /// The new state: [`Health::Up`] or [`Health::Down`].
     pub state: Health,
+    /// The state before: [`Health::Unknown`] for the first decision.
+    pub old: Health,
     /// When the probe that completed the streak finished.
     pub at: Instant,
     /// From the start of the first probe of the streak that caused the change (the
@@ -82,8 +70,8 @@ pub struct HostHealth {
     pub name: String,
     pub address: Ipv4Addr,
     pub kind: CheckKind,
-    /// `None` (unknown) until `rise` successes or `fall` failures in a row decide.
-    pub state: Option<Health>,
+    /// Unknown until `rise` successes or `fall` failures in a row decide.
+    pub state: Health,
     /// Consecutive successful probes (0 after a failure).
     pub successes: u32,
     /// Consecutive failed probes (0 after a success).
@@ -104,7 +92,7 @@ impl HostHealth {
             name: host.name.clone(),
             address: host.address,
             kind: host.health.kind,
-            state: None,
+            state: Health::Unknown,
             successes: 0,
             failures: 0,
             last_error: None,
@@ -120,7 +108,7 @@ impl HostHealth {
 pub struct Hysteresis {
     rise: u32,
     fall: u32,
-    state: Option<Health>,
+    state: Health,
     successes: u32,
     failures: u32,
 }
@@ -131,7 +119,7 @@ impl Hysteresis {
         Self {
             rise: rise.max(1),
             fall: fall.max(1),
-            state: None,
+            state: Health::Unknown,
             successes: 0,
             failures: 0,
         }
@@ -148,14 +136,14 @@ impl Hysteresis {
             self.failures = self.failures.saturating_add(1);
             (self.failures, self.fall, Health::Down)
         };
-        if streak >= threshold && self.state != Some(next) {
-            self.state = Some(next);
+        if streak >= threshold && self.state != next {
+            self.state = next;
             return Some(next);
         }
         None
     }
 
-    pub fn state(&self) -> Option<Health> {
+    pub fn state(&self) -> Health {
         self.state
     }
 
@@ -173,7 +161,7 @@ impl Hysteresis {
 pub struct HealthStatus(Arc<RwLock<Vec<HostHealth>>>);
 
 impl HealthStatus {
-    /// A copy of every host's latest health, indexed like the configured hosts.
+    /// A copy of every host's latest health, indexed by [`HostId`].
     pub fn snapshot(&self) -> Vec<HostHealth> {
         self.0
             .read()
@@ -219,7 +207,7 @@ impl HealthChecker {
         checker.tasks = hosts
             .iter()
             .enumerate()
-            .map(|(index, host)| (host.clone(), checker.start(index, host)))
+            .map(|(index, host)| (host.clone(), checker.start(HostId::new(index), host)))
             .collect();
         checker
     }
@@ -236,10 +224,10 @@ impl HealthChecker {
 
     /// Applies a new host list (a configuration reload): a host whose name, address
     /// and check are unchanged at the same index keeps its task and state; any other
-    /// is stopped, and restarted from unknown if it still exists. Returns the indices
+    /// is stopped, and restarted from unknown if it still exists. Returns the hosts
     /// that were (re)started. Old tasks have ended when this returns, so they send no
     /// event after it.
-    pub async fn update(&mut self, hosts: &[Host]) -> Vec<usize> {
+    pub async fn update(&mut self, hosts: &[Host]) -> Vec<HostId> {
         let same = |old: &Host, new: &Host| {
             old.name == new.name && old.address == new.address && old.health == new.health
         };
@@ -259,9 +247,9 @@ impl HealthChecker {
                 Some(slot) => *slot = HostHealth::new(new),
                 None => all.push(HostHealth::new(new)),
             });
-            let handle = self.start(index, new);
+            let handle = self.start(HostId::new(index), new);
             self.tasks.push((new.clone(), handle));
-            restarted.push(index);
+            restarted.push(HostId::new(index));
         }
         for (_, handle) in old_tasks {
             stop_task(handle).await;
@@ -277,9 +265,9 @@ impl HealthChecker {
         }
     }
 
-    fn start(&self, index: usize, host: &Host) -> JoinHandle<()> {
+    fn start(&self, id: HostId, host: &Host) -> JoinHandle<()> {
         let task = HostTask {
-            index,
+            id,
             prober: probe::Prober::new(host.address, &host.health, &self.probes),
             host: host.clone(),
             status: self.status.clone(),
@@ -314,7 +302,7 @@ async fn stop_task(handle: JoinHandle<()>) {
 }
 
 struct HostTask {
-    index: usize,
+    id: HostId,
     prober: probe::Prober,
     host: Host,
     status: HealthStatus,
@@ -324,7 +312,7 @@ struct HostTask {
 impl HostTask {
     async fn run(self) {
         let Self {
-            index,
+            id,
             mut prober,
             host,
             status,
@@ -339,6 +327,7 @@ impl HostTask {
             interval.tick().await;
             let started = Instant::now();
             let result = prober.probe().await;
+            let old = hysteresis.state();
             let change = hysteresis.record(result.is_ok());
             if hysteresis.successes() == 1 || hysteresis.failures() == 1 {
                 streak_start = started;
@@ -356,7 +345,7 @@ impl HostTask {
                 }
             };
             status.with(|all| {
-                let Some(slot) = all.get_mut(index) else {
+                let Some(slot) = all.get_mut(id.index()) else {
                     return;
                 };
                 slot.state = hysteresis.state();
@@ -382,8 +371,9 @@ impl HostTask {
             let detected_in = at - streak_start;
             debug!(host = %host.name, %state, %reason, ?detected_in, "host health changed");
             let event = HealthEvent {
-                host: index,
+                host: id,
                 state,
+                old,
                 at,
                 detected_in,
                 reason,
@@ -399,14 +389,14 @@ impl HostTask {
 #[cfg(test)]
 mod tests {
     use super::{probe::tests::*, *};
-    use crate::config::HealthCheck;
+    use crate::model::HealthCheck;
 
     #[test]
     fn first_result_decides_nothing() {
         for ok in [true, false] {
             let mut h = Hysteresis::new(2, 3);
             assert_eq!(h.record(ok), None);
-            assert_eq!(h.state(), None);
+            assert_eq!(h.state(), Health::Unknown);
         }
     }
 
@@ -418,7 +408,7 @@ mod tests {
         assert_eq!(h.record(true), None, "already up");
         assert_eq!(h.record(false), None);
         assert_eq!(h.record(false), None);
-        assert_eq!((h.failures(), h.state()), (2, Some(Health::Up)));
+        assert_eq!((h.failures(), h.state()), (2, Health::Up));
         assert_eq!(h.record(false), Some(Health::Down));
         assert_eq!(h.record(false), None, "already down");
         assert_eq!(h.record(true), None);
@@ -484,7 +474,8 @@ mod tests {
         let checker = HealthChecker::spawn(&hosts, events_tx, shutdown);
 
         let up = next_event(&mut events).await;
-        assert_eq!((up.host, up.state), (0, Health::Up), "{up:?}");
+        assert_eq!((up.host, up.state), (HostId::new(0), Health::Up), "{up:?}");
+        assert_eq!(up.old, Health::Unknown, "{up:?}");
         let broken = Instant::now();
         fail(server).await;
         let down = next_event(&mut events).await;
@@ -501,7 +492,7 @@ mod tests {
             "detected in {measured:?}, bound {bound:?}"
         );
         let status = &checker.snapshot()[0];
-        assert_eq!(status.state, Some(Health::Down));
+        assert_eq!(status.state, Health::Down);
         assert!(status.failures >= 3, "{status:?}");
         assert!(status.last_rtt.is_some(), "{status:?}");
         checker.stop().await;
@@ -541,20 +532,28 @@ mod tests {
 
         let mut seen = [next_event(&mut events).await, next_event(&mut events).await];
         seen.sort_by_key(|event| event.host);
-        assert_eq!((seen[0].host, seen[0].state), (0, Health::Up), "{seen:?}");
+        assert_eq!(
+            (seen[0].host, seen[0].state),
+            (HostId::new(0), Health::Up),
+            "{seen:?}"
+        );
         assert_eq!(
             (seen[1].host, seen[1].state, seen[1].reason.as_str()),
-            (1, Health::Down, "http status 503")
+            (HostId::new(1), Health::Down, "http status 503")
         );
 
         hosts[1].health.expect_status = 503;
-        assert_eq!(checker.update(&hosts).await, vec![1]);
-        assert_eq!(checker.snapshot()[1].state, None, "restarted from unknown");
-        assert_eq!(checker.snapshot()[0].state, Some(Health::Up), "kept");
+        assert_eq!(checker.update(&hosts).await, vec![HostId::new(1)]);
+        assert_eq!(
+            checker.snapshot()[1].state,
+            Health::Unknown,
+            "restarted from unknown"
+        );
+        assert_eq!(checker.snapshot()[0].state, Health::Up, "kept");
         let up = next_event(&mut events).await;
-        assert_eq!((up.host, up.state), (1, Health::Up), "{up:?}");
+        assert_eq!((up.host, up.state), (HostId::new(1), Health::Up), "{up:?}");
 
-        assert_eq!(checker.update(&hosts[..1]).await, Vec::<usize>::new());
+        assert_eq!(checker.update(&hosts[..1]).await, Vec::<HostId>::new());
         assert_eq!(checker.snapshot().len(), 1);
 
         shutdown_tx.send(true).expect("checker listens");

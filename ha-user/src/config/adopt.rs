@@ -9,44 +9,49 @@
 //! ...
 //! ```
 //!
-//! [`config_from_routes`] turns that into a [`Config`]:
+//! [`config_from_routes`] writes the configuration file those routes describe and
+//! validates it like any other file ([`Config::parse`]: the same checks, the same
+//! messages). The rules:
 //!
 //! - Considered: the main-table unicast routes through a gateway whose output
 //!   interface is the LAN, of any prefix length but 0 (a default route is the way
 //!   out, not a VIP subnet), whoever installed them (boot scripts, `ip route`, or
-//!   `ha` itself on an earlier run: its routes carry [`routes::ROUTE_PROTO`]).
+//!   `ha` itself on an earlier run: its routes carry [`ROUTE_PROTO`]).
 //!   Skipped: routes on other interfaces, device routes without a gateway, routes
 //!   with several next hops. Of several routes for the same prefix (other metrics),
 //!   the lowest metric counts: it is the one the kernel uses.
 //! - Each distinct gateway is a host, in order of first appearance (the kernel lists
 //!   routes by destination), named by its first name in `/etc/hosts` or, without
 //!   one, by its address.
-//! - Each route is a prefix owned by its gateway, backed up by every other host in
-//!   host order.
-//! - Health check: TCP connect to port 80; every other setting the documented
-//!   default. `lan` is the interface; everything else is the default of the
-//!   configuration file (`pin_dir` `/sys/fs/bpf/ha`, `control_socket`
+//! - Each route is a prefix owned by its gateway, with no `backups` list: every other
+//!   host, in host order.
+//! - `[health]`: `kind = "tcp"`, `port = 80`; every other setting the documented
+//!   default. `lan` is the interface; nothing else is set, so everything else is the
+//!   default of the configuration file (`pin_dir` `/sys/fs/bpf/ha`, `control_socket`
 //!   `/run/ha/ha.sock`, `state_file` `/var/lib/ha/state.json`, native XDP).
+//!
+//! Routes the validator refuses (overlapping prefixes, a gateway inside a steered
+//! prefix, more hosts or prefixes than the data path holds) stop the adoption with
+//! the validator's problems and the file they were found in.
 //!
 //! It assumes every gateway route on the LAN leads to a web server holding the VIPs:
 //! a route to another network through another router on the same LAN would be
 //! steered too. Such setups need a configuration file.
 
 use std::{
-    collections::HashMap,
-    io,
+    collections::{HashMap, hash_map::Entry},
+    fmt::Write as _,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use ipnet::Ipv4Net;
-use rtnetlink::Handle;
+use serde::Serialize;
 
-use crate::{
-    config::{self, Backups, CheckKind, Config, HealthCheck, Host, Prefix, XdpMode},
-    netdev::{self, NetdevError},
-    routes::{self, KernelRoute, RouteError},
-};
+use super::{Config, ConfigError};
+#[cfg(doc)]
+use crate::model::ROUTE_PROTO;
+use crate::model::{CheckKind, KernelRoute};
 
 /// Where host names come from.
 pub const ETC_HOSTS: &str = "/etc/hosts";
@@ -60,70 +65,52 @@ pub enum AdoptError {
          explains it) and pass it with --config"
     )]
     NothingFound { lan: String },
-    #[error(
-        "the routes `{first} via {first_gateway}` and `{second} via {second_gateway}` on \
-         `{lan}` overlap, so an address would have two owners; write a configuration \
-         file (see `ha-user plan` and the README)"
-    )]
-    Overlap {
+    #[error("cannot write the configuration the static routes through `{lan}` describe")]
+    Serialize {
         lan: String,
-        first: Ipv4Net,
-        first_gateway: Ipv4Addr,
-        second: Ipv4Net,
-        second_gateway: Ipv4Addr,
+        #[source]
+        source: toml::ser::Error,
     },
     #[error(
-        "{count} {what} found through `{lan}`, at most {max} are supported; write a \
-         configuration file (see `ha-user plan` and the README)"
+        "the static routes through `{lan}` do not make a valid configuration:\n{problems}\n\
+         The configuration they describe:\n{numbered}\n\
+         Write a configuration file (see `ha-user plan` and the README) and pass it with --config",
+        numbered = numbered(text)
     )]
-    TooMany {
+    Invalid {
         lan: String,
-        what: &'static str,
-        count: usize,
-        max: u32,
-    },
-    #[error("cannot look up the LAN interface to adopt its routes")]
-    Interface {
+        /// The configuration file the routes describe.
+        text: String,
         #[source]
-        source: NetdevError,
-    },
-    #[error("cannot read the kernel's routes to adopt them")]
-    Routes {
-        #[source]
-        source: RouteError,
-    },
-    #[error("cannot read {} for host names", path.display())]
-    ReadHosts {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
+        problems: ConfigError,
     },
 }
 
-/// Reads the routes through `lan` and the host names of `etc_hosts` (normally
-/// [`ETC_HOSTS`]; a missing file means no names) and builds the configuration.
-pub async fn config_from_kernel(
-    handle: &Handle,
-    lan: &str,
-    etc_hosts: &Path,
-) -> Result<Config, AdoptError> {
-    let interface = netdev::interface(handle, lan)
-        .await
-        .map_err(|source| AdoptError::Interface { source })?;
-    let kernel_routes = routes::list(handle)
-        .await
-        .map_err(|source| AdoptError::Routes { source })?;
-    let hosts_text = match std::fs::read_to_string(etc_hosts) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
-            return Err(AdoptError::ReadHosts {
-                path: etc_hosts.to_owned(),
-                source,
-            });
-        }
-    };
-    config_from_routes(lan, interface.index, &kernel_routes, &hosts_text)
+/// The file the routes describe: the keys of the configuration file it sets.
+#[derive(Serialize)]
+struct File<'a> {
+    lan: &'a str,
+    health: Health,
+    host: Vec<Host>,
+    prefix: Vec<Prefix>,
+}
+
+#[derive(Serialize)]
+struct Health {
+    kind: CheckKind,
+    port: u16,
+}
+
+#[derive(Serialize)]
+struct Host {
+    name: String,
+    address: Ipv4Addr,
+}
+
+#[derive(Serialize)]
+struct Prefix {
+    cidr: Ipv4Net,
+    owner: String,
 }
 
 /// The configuration the routes through `lan` (index `lan_index`) describe; see the
@@ -134,8 +121,26 @@ pub fn config_from_routes(
     routes: &[KernelRoute],
     etc_hosts: &str,
 ) -> Result<Config, AdoptError> {
-    // The route the kernel uses for each prefix: the lowest metric.
+    let text = file_from_routes(lan, lan_index, routes, etc_hosts)?;
+    let origin = format!("(the static routes through {lan})");
+    Config::parse(Path::new(&origin), &text).map_err(|problems| AdoptError::Invalid {
+        lan: lan.to_owned(),
+        text,
+        problems,
+    })
+}
+
+/// The configuration file (TOML) the routes through `lan` describe.
+pub fn file_from_routes(
+    lan: &str,
+    lan_index: u32,
+    routes: &[KernelRoute],
+    etc_hosts: &str,
+) -> Result<String, AdoptError> {
+    // The route the kernel uses for each prefix: the lowest metric; first appearance
+    // keeps the kernel's order.
     let mut chosen: Vec<(Ipv4Net, Ipv4Addr, u32)> = Vec::new();
+    let mut by_prefix: HashMap<Ipv4Net, usize> = HashMap::new();
     for route in routes {
         let KernelRoute {
             prefix,
@@ -148,10 +153,17 @@ pub fn config_from_routes(
         if *oif != Some(lan_index) || prefix.prefix_len() == 0 {
             continue;
         }
-        match chosen.iter_mut().find(|(p, _, _)| p == prefix) {
-            Some(existing) if existing.2 > *metric => *existing = (*prefix, gateway, *metric),
-            Some(_) => {}
-            None => chosen.push((*prefix, gateway, *metric)),
+        match by_prefix.entry(*prefix) {
+            Entry::Occupied(at) => {
+                let existing = &mut chosen[*at.get()];
+                if existing.2 > *metric {
+                    *existing = (*prefix, gateway, *metric);
+                }
+            }
+            Entry::Vacant(at) => {
+                at.insert(chosen.len());
+                chosen.push((*prefix, gateway, *metric));
+            }
         }
     }
     if chosen.is_empty() {
@@ -159,84 +171,54 @@ pub fn config_from_routes(
             lan: lan.to_owned(),
         });
     }
-    for (i, (first, first_gateway, _)) in chosen.iter().enumerate() {
-        if let Some((second, second_gateway, _)) = chosen[i + 1..]
-            .iter()
-            .find(|(other, _, _)| other.contains(first) || first.contains(other))
-        {
-            return Err(AdoptError::Overlap {
-                lan: lan.to_owned(),
-                first: *first,
-                first_gateway: *first_gateway,
-                second: *second,
-                second_gateway: *second_gateway,
-            });
-        }
-    }
 
     let names = host_names(etc_hosts);
-    let health = HealthCheck {
-        kind: CheckKind::Tcp,
-        port: 80,
-        ..HealthCheck::default()
-    };
     let mut hosts: Vec<Host> = Vec::new();
-    let mut owners = Vec::with_capacity(chosen.len());
-    for (_, gateway, _) in &chosen {
-        let index = match hosts.iter().position(|h| h.address == *gateway) {
-            Some(index) => index,
-            None => {
-                let name = match names.get(gateway) {
+    let mut name_of: HashMap<Ipv4Addr, String> = HashMap::new();
+    let mut prefixes = Vec::with_capacity(chosen.len());
+    for (cidr, gateway, _) in chosen {
+        let owner = match name_of.entry(gateway) {
+            Entry::Occupied(name) => name.get().clone(),
+            Entry::Vacant(slot) => {
+                let name = match names.get(&gateway) {
                     // Two addresses under one name would make host names ambiguous.
                     Some(name) if !hosts.iter().any(|h| h.name == *name) => name.clone(),
                     _ => gateway.to_string(),
                 };
                 hosts.push(Host {
-                    name,
-                    address: *gateway,
-                    mac: None,
-                    health: health.clone(),
+                    name: name.clone(),
+                    address: gateway,
                 });
-                hosts.len() - 1
+                slot.insert(name).clone()
             }
         };
-        owners.push(index);
+        prefixes.push(Prefix { cidr, owner });
     }
-    check_count(lan, "gateways (hosts)", hosts.len(), ha_common::MAX_HOSTS)?;
-    check_count(lan, "prefixes", chosen.len(), ha_common::MAX_PREFIXES)?;
-
-    let prefixes = chosen
-        .iter()
-        .zip(owners)
-        .map(|((cidr, _, _), owner)| Prefix {
-            cidr: *cidr,
-            owner,
-            backups: Backups::AllOthers,
-        })
-        .collect();
-    Ok(Config {
-        lan: Some(lan.to_owned()),
-        ingress: Vec::new(),
-        xdp_mode: XdpMode::Native,
-        pin_dir: PathBuf::from(config::DEFAULT_PIN_DIR),
-        control_socket: PathBuf::from(config::DEFAULT_SOCKET),
-        state_file: PathBuf::from(config::DEFAULT_STATE_FILE),
-        metrics: None,
-        hosts,
-        prefixes,
-    })
+    let file = File {
+        lan,
+        health: Health {
+            kind: CheckKind::Tcp,
+            port: 80,
+        },
+        host: hosts,
+        prefix: prefixes,
+    };
+    let mut text = format!("# The static routes through {lan}, as `ha` adopts them.\n");
+    let body = toml::to_string(&file).map_err(|source| AdoptError::Serialize {
+        lan: lan.to_owned(),
+        source,
+    })?;
+    text.push_str(&body);
+    Ok(text)
 }
 
-fn check_count(lan: &str, what: &'static str, count: usize, max: u32) -> Result<(), AdoptError> {
-    if count > max as usize {
-        return Err(AdoptError::TooMany {
-            lan: lan.to_owned(),
-            what,
-            count,
-            max,
-        });
+/// `text` with line numbers, as problems name them.
+fn numbered(text: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let _ = writeln!(out, "{:>5} | {line}", i + 1);
     }
-    Ok(())
+    out
 }
 
 /// The first name of each IPv4 address in an `/etc/hosts` text (`ADDRESS NAME
@@ -260,6 +242,7 @@ fn host_names(text: &str) -> HashMap<Ipv4Addr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{HealthCheck, HostId, XdpMode};
 
     const LAN: u32 = 4;
     const OTHER: u32 = 5;
@@ -303,9 +286,9 @@ mod tests {
             .map(|p| {
                 (
                     p.cidr.to_string(),
-                    config.hosts[p.owner].name.clone(),
+                    config.host(p.owner).name.clone(),
                     p.backup_hosts(config.hosts.len())
-                        .map(|b| config.hosts[b].name.clone())
+                        .map(|b| config.host(b).name.clone())
                         .collect(),
                 )
             })
@@ -385,7 +368,7 @@ mod tests {
             ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5"]
         );
         // The names work where the configuration takes a host.
-        assert_eq!(config.host_index("192.168.1.4"), Some(2));
+        assert_eq!(config.host_id("192.168.1.4"), Some(HostId::new(2)));
     }
 
     #[test]
@@ -429,10 +412,14 @@ mod tests {
         let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
         // Order of first appearance, not of address.
         assert_eq!(hosts, ["host2", "host1.example.net"]);
-        let owners: Vec<usize> = config.prefixes.iter().map(|p| p.owner).collect();
+        let owners: Vec<usize> = config.prefixes.iter().map(|p| p.owner.index()).collect();
         assert_eq!(owners, [0, 1, 0, 1]);
         let backups: Vec<Vec<usize>> = (config.prefixes.iter())
-            .map(|p| p.backup_hosts(config.hosts.len()).collect())
+            .map(|p| {
+                p.backup_hosts(config.hosts.len())
+                    .map(HostId::index)
+                    .collect()
+            })
             .collect();
         assert_eq!(backups, [vec![1], vec![0], vec![1], vec![0]]);
     }
@@ -475,13 +462,58 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_routes_are_refused() {
+    fn routes_the_validator_refuses_name_the_problem_and_the_file() {
         let routes = vec![
             route("192.168.1.64/26", Some("192.168.1.3"), LAN),
             route("192.168.1.96/27", Some("192.168.1.4"), LAN),
         ];
         let err = config_from_routes("eth1", LAN, &routes, "").expect_err("overlap");
-        assert!(matches!(err, AdoptError::Overlap { .. }), "{err:?}");
+        let AdoptError::Invalid { text, .. } = &err else {
+            panic!("expected Invalid, got {err:?}");
+        };
+        assert!(text.contains("cidr = \"192.168.1.96/27\""), "{text}");
+        let message = err.to_string();
+        assert!(
+            message.contains("(the static routes through eth1):")
+                && message.contains("192.168.1.96/27 overlaps 192.168.1.64/26"),
+            "{message}"
+        );
+        assert!(message.contains("    1 | # The static routes"), "{message}");
+
+        // Not caught before the routes went through the file's validator: a gateway
+        // inside a prefix it would steer.
+        let looped = vec![
+            route("192.168.1.0/27", Some("192.168.1.3"), LAN),
+            route("192.168.1.64/27", Some("192.168.1.2"), LAN),
+        ];
+        let err = config_from_routes("eth1", LAN, &looped, "").expect_err("loop");
+        let message = err.to_string();
+        assert!(
+            message.contains("192.168.1.3 is inside the steered prefix 192.168.1.0/27"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_adopted_file_reads_like_a_hand_written_one() {
+        let text = file_from_routes("eth1", LAN, &classic(), ETC_HOSTS_TEXT).expect("a file");
+        let expected = "\
+# The static routes through eth1, as `ha` adopts them.
+lan = \"eth1\"
+
+[health]
+kind = \"tcp\"
+port = 80
+
+[[host]]
+name = \"host1.example.net\"
+address = \"192.168.1.2\"
+";
+        assert!(text.starts_with(expected), "{text}");
+        assert!(
+            text.contains("[[prefix]]\ncidr = \"192.168.1.128/27\"\nowner = \"host4\"\n"),
+            "{text}"
+        );
     }
 
     #[test]

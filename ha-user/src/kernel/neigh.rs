@@ -44,7 +44,7 @@ use rtnetlink::{
 };
 use tokio::sync::mpsc;
 
-use crate::config::Mac;
+use crate::model::Mac;
 
 /// Receive buffer of the watching socket: room for bursts of neighbour changes
 /// (each notification is about 100 bytes). An overflow is survived by a re-read.

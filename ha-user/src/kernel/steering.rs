@@ -11,9 +11,8 @@ use ha_common::{
 use ipnet::Ipv4Net;
 
 use crate::{
-    config::{Config, Mac},
-    datapath::Maps,
-    netdev::Interface,
+    kernel::{datapath::Maps, netdev::Interface},
+    model::{HostId, Mac},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +60,8 @@ pub fn host_entry(mac: Option<Mac>, lan: &Interface, up: bool) -> HostEntry {
 
 /// Writes host `id`. A ready entry whose MAC changes is first marked not ready, so
 /// the data path never reads half an old and half a new address.
-pub fn write_host(maps: &mut Maps, id: u32, entry: HostEntry) -> Result<(), SteeringError> {
+pub fn write_host(maps: &mut Maps, host: HostId, entry: HostEntry) -> Result<(), SteeringError> {
+    let id = host.raw();
     let what = || format!("host {id}");
     let current = maps.hosts.get(&id, 0).map_err(write_err(what()))?;
     if current == entry {
@@ -148,8 +148,8 @@ pub fn install_interfaces(
 }
 
 /// Clears host entries from `first` up: hosts a previous configuration had.
-pub fn clear_hosts_from(maps: &mut Maps, first: u32) -> Result<(), SteeringError> {
-    for id in first..MAX_HOSTS {
+pub fn clear_hosts_from(maps: &mut Maps, first: HostId) -> Result<(), SteeringError> {
+    for id in first.raw()..MAX_HOSTS {
         if maps
             .hosts
             .get(&id, 0)
@@ -164,12 +164,12 @@ pub fn clear_hosts_from(maps: &mut Maps, first: u32) -> Result<(), SteeringError
     Ok(())
 }
 
-/// Removes map entries for prefixes `config` does not have; returns them.
+/// Removes the map entries of prefixes not among `configured`; returns them.
 pub fn remove_stale_prefixes(
     maps: &mut Maps,
-    config: &Config,
+    configured: impl IntoIterator<Item = Ipv4Net>,
 ) -> Result<Vec<Ipv4Net>, SteeringError> {
-    let configured: HashSet<Ipv4Net> = config.prefixes.iter().map(|p| p.cidr).collect();
+    let configured: HashSet<Ipv4Net> = configured.into_iter().collect();
     let stale: Vec<Ipv4Net> = maps
         .prefix_nets()
         .map_err(write_err("the prefix table"))?

@@ -7,24 +7,22 @@
 //! each naming the file, the line and the field. Nothing is applied before the whole
 //! file is valid.
 
+pub mod adopt;
+
 use std::{
     collections::HashMap,
     fmt,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    str::FromStr,
 };
 
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// Default location of the configuration file.
-pub const DEFAULT_PATH: &str = "/etc/ha/ha.toml";
-/// Defaults of the paths a configuration may set.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ha";
-pub const DEFAULT_SOCKET: &str = "/run/ha/ha.sock";
-pub const DEFAULT_STATE_FILE: &str = "/var/lib/ha/state.json";
+use crate::model::{
+    Backups, CheckKind, HealthCheck, Host, HostId, Mac, Prefix, PrefixId, XdpMode, defaults,
+};
 
 /// A fully validated configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,153 +38,10 @@ pub struct Config {
     pub state_file: PathBuf,
     /// Optional Prometheus text endpoint.
     pub metrics: Option<SocketAddr>,
-    /// Hosts in file order; a host's index is its id in the data path.
+    /// Hosts in file order: the `HostId` of each is its position.
     pub hosts: Vec<Host>,
-    /// Prefixes in file order; a prefix's index is its statistics id in the data path.
+    /// Prefixes in file order: the `PrefixId` of each is its position.
     pub prefixes: Vec<Prefix>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// In the driver: fastest. veth needs the preparation the README describes.
-    #[default]
-    Native,
-    /// Generic (skb) mode: works on any interface, slower.
-    Skb,
-}
-
-impl fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            XdpMode::Native => "native",
-            XdpMode::Skb => "skb",
-        })
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Host {
-    pub name: String,
-    pub address: Ipv4Addr,
-    /// Configured MAC; otherwise learned from the neighbour table.
-    pub mac: Option<Mac>,
-    pub health: HealthCheck,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Prefix {
-    pub cidr: Ipv4Net,
-    /// Index into [`Config::hosts`].
-    pub owner: usize,
-    /// The hosts it fails over to, in order.
-    pub backups: Backups,
-}
-
-impl Prefix {
-    /// Indices into the `hosts` hosts of the configuration, in failover order.
-    pub fn backup_hosts(&self, hosts: usize) -> impl Iterator<Item = usize> + '_ {
-        self.backups.hosts(self.owner, hosts)
-    }
-}
-
-/// The hosts a prefix fails over to after its owner.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backups {
-    /// Indices into [`Config::hosts`], as listed in the configuration.
-    Listed(Vec<usize>),
-    /// None listed: every other host, in configuration order. One word rather than a
-    /// list: 65,536 prefixes of 1,024 hosts would otherwise hold 67 million indices.
-    AllOthers,
-}
-
-impl Backups {
-    /// The backups of a prefix owned by `owner` among `hosts` hosts, in order.
-    pub fn hosts(&self, owner: usize, hosts: usize) -> impl Iterator<Item = usize> + '_ {
-        let (listed, others) = match self {
-            Backups::Listed(list) => (list.as_slice(), 0..0),
-            Backups::AllOthers => (&[][..], 0..hosts),
-        };
-        listed
-            .iter()
-            .copied()
-            .chain(others.filter(move |&host| host != owner))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckKind {
-    Tcp,
-    Http,
-    Icmp,
-}
-
-/// One host's health check, defaults and overrides merged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub kind: CheckKind,
-    pub port: u16,
-    pub path: String,
-    pub expect_status: u16,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    /// Consecutive failures before a host is down.
-    pub fall: u32,
-    /// Consecutive successes before it is up again.
-    pub rise: u32,
-    /// Hold-down before a recovered owner takes its prefixes back.
-    pub failback_delay_ms: u64,
-}
-
-impl Default for HealthCheck {
-    fn default() -> Self {
-        Self {
-            kind: CheckKind::Http,
-            port: 80,
-            path: "/".to_owned(),
-            expect_status: 200,
-            interval_ms: 10,
-            timeout_ms: 5,
-            fall: 3,
-            rise: 5,
-            failback_delay_ms: 2000,
-        }
-    }
-}
-
-/// An Ethernet address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl FromStr for Mac {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!("`{s}` is not a MAC address (expected six hex bytes like 02:00:00:00:00:02)")
-        };
-        let mut mac = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut mac {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Mac(mac))
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
 }
 
 /// The `control_socket` a configuration file names (or the default), reading nothing
@@ -197,11 +52,15 @@ pub fn control_socket_of(path: &Path) -> Result<PathBuf, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let socket = text
-        .parse::<toml::Table>()
+    /// Only the key wanted; every other key, valid or not, is ignored.
+    #[derive(Deserialize)]
+    struct Lenient {
+        control_socket: Option<PathBuf>,
+    }
+    let socket = toml::from_str::<Lenient>(&text)
         .ok()
-        .and_then(|table| table.get("control_socket")?.as_str().map(PathBuf::from));
-    Ok(socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)))
+        .and_then(|lenient| lenient.control_socket);
+    Ok(socket.unwrap_or_else(|| PathBuf::from(defaults::CONTROL_SOCKET)))
 }
 
 /// Parses `A.B.C.D/N` and insists that no host bits are set, so a typo such as
@@ -363,14 +222,14 @@ impl Checker<'_> {
         });
     }
 
-    /// The index of the host named `name`, or a problem listing the known hosts.
+    /// The host named `name`, or a problem listing the known hosts.
     fn host(
         &mut self,
         hosts: &[Host],
-        by_name: &HashMap<&str, usize>,
+        by_name: &HashMap<&str, HostId>,
         name: &Spanned<String>,
         field: String,
-    ) -> Option<usize> {
+    ) -> Option<HostId> {
         let index = by_name.get(name.get_ref().as_str()).copied();
         if index.is_none() {
             let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -491,9 +350,10 @@ impl Config {
             lan,
             ingress,
             xdp_mode,
-            pin_dir: pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
-            control_socket: control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
-            state_file: state_file.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
+            pin_dir: pin_dir.unwrap_or_else(|| PathBuf::from(defaults::PIN_DIR)),
+            control_socket: control_socket
+                .unwrap_or_else(|| PathBuf::from(defaults::CONTROL_SOCKET)),
+            state_file: state_file.unwrap_or_else(|| PathBuf::from(defaults::STATE_FILE)),
             metrics,
             hosts,
             prefixes,
@@ -501,10 +361,45 @@ impl Config {
     }
 
     /// The host named `name_or_address` (its name, or its address in dotted form).
-    pub fn host_index(&self, name_or_address: &str) -> Option<usize> {
+    pub fn host_id(&self, name_or_address: &str) -> Option<HostId> {
         self.hosts
             .iter()
             .position(|h| h.name == name_or_address || h.address.to_string() == name_or_address)
+            .map(HostId::new)
+    }
+
+    /// The configured prefix `cidr`.
+    pub fn prefix_id(&self, cidr: Ipv4Net) -> Option<PrefixId> {
+        self.prefixes
+            .iter()
+            .position(|p| p.cidr == cidr)
+            .map(PrefixId::new)
+    }
+
+    /// Host `id`. Ids come from this configuration (or one with as many hosts).
+    pub fn host(&self, id: HostId) -> &Host {
+        &self.hosts[id.index()]
+    }
+
+    /// Prefix `id`. Ids come from this configuration (or one with as many prefixes).
+    pub fn prefix(&self, id: PrefixId) -> &Prefix {
+        &self.prefixes[id.index()]
+    }
+
+    /// Every host with its id.
+    pub fn host_ids(&self) -> impl Iterator<Item = (HostId, &Host)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (HostId::new(i), h))
+    }
+
+    /// Every prefix with its id.
+    pub fn prefix_ids(&self) -> impl Iterator<Item = (PrefixId, &Prefix)> {
+        self.prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (PrefixId::new(i), p))
     }
 }
 
@@ -602,8 +497,8 @@ fn hosts_from_raw(
             .as_ref()
             .and_then(|mac| match mac.get_ref().parse::<Mac>() {
                 Ok(parsed) => Some(parsed),
-                Err(message) => {
-                    checker.report(mac.span(), field("mac"), message);
+                Err(err) => {
+                    checker.report(mac.span(), field("mac"), err.to_string());
                     None
                 }
             });
@@ -637,7 +532,7 @@ fn prefixes_from_raw(
 ) -> Vec<Prefix> {
     let mut by_name = HashMap::new();
     for (i, host) in hosts.iter().enumerate() {
-        by_name.entry(host.name.as_str()).or_insert(i);
+        by_name.entry(host.name.as_str()).or_insert(HostId::new(i));
     }
     // (prefix, line, span of its cidr, index in the file)
     let mut prefixes: Vec<(Prefix, usize, std::ops::Range<usize>, usize)> = Vec::new();

@@ -51,8 +51,8 @@
 //!   to nobody is never a failover target, and an unknown host never preempts
 //!   (preemption needs a hold-down of known health).
 //!
-//! Hosts and prefixes are identified by their index in [`Config::hosts`] and
-//! [`Config::prefixes`]. Persisted admin state ([`AdminState`]) names them by host
+//! Hosts and prefixes are identified by their [`HostId`] and [`PrefixId`]: their
+//! positions in [`Config::hosts`] and [`Config::prefixes`]. Persisted admin state ([`AdminState`]) names them by host
 //! name and prefix CIDR instead, so it survives reordering of the configuration.
 
 use std::{
@@ -65,110 +65,27 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Backups, Config};
+pub use crate::model::{Health, Reason};
+use crate::{
+    config::Config,
+    model::{Backups, HostId, PrefixId},
+};
 
-/// A host's health as the health checker last reported it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// No result yet (start-up, or a host new in the configuration).
-    #[default]
-    Unknown,
-    Up,
-    Down,
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Health::Unknown => "unknown",
-            Health::Up => "up",
-            Health::Down => "down",
-        })
-    }
-}
-
-/// Why a prefix's holder holds it (or why nobody does).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// The configured owner, as at start-up.
-    Initial,
-    /// Found in the running data path when the controller started (restart).
-    Running,
-    /// The previous holder went down; this is the first usable candidate.
-    Failover,
-    /// No candidate is usable: the prefix follows the kernel route.
-    AllDown,
-    /// Nobody held the prefix and this candidate became usable.
-    Recovered,
-    /// The configured owner was up for its whole failback delay and took it back.
-    Failback,
-    /// The pinned host was up for its whole failback delay and took it back.
-    PinResumed,
-    /// Pinned by the admin.
-    AdminPin,
-    /// Pinned by the admin with force: steered there whatever its health.
-    AdminForce,
-    /// Pinned elsewhere, but the pinned host is down, drained or in its hold-down:
-    /// this holder keeps the prefix meanwhile.
-    PinWaiting,
-    /// The admin cleared the pin.
-    AdminClear,
-    /// The previous holder was drained.
-    Drain,
-    /// The admin undrained this host.
-    Undrain,
-    /// The configuration was reloaded.
-    Reconfigured,
-}
-
-impl Reason {
-    /// Whether this reason only makes sense while the prefix is pinned.
-    fn is_pin(self) -> bool {
-        matches!(
-            self,
-            Reason::AdminPin | Reason::AdminForce | Reason::PinResumed
-        )
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Reason::Initial => "configured owner",
-            Reason::Running => "kept from the running data path",
-            Reason::Failover => "failover: previous holder down",
-            Reason::AllDown => "no usable host: owner and backups down or drained",
-            Reason::Recovered => "first usable host after none was",
-            Reason::Failback => "failback: owner up for its failback delay",
-            Reason::PinResumed => "pinned host up for its failback delay",
-            Reason::AdminPin => "pinned by set-owner",
-            Reason::AdminForce => "pinned by set-owner --force, whatever its health",
-            Reason::PinWaiting => "kept while the pinned host is down, drained or held down",
-            Reason::AdminClear => "pin cleared",
-            Reason::Drain => "previous holder drained",
-            Reason::Undrain => "host undrained",
-            Reason::Reconfigured => "configuration reloaded",
-        })
-    }
-}
-
-/// A prefix changed hands. Hosts and prefixes are configuration indices.
+/// A prefix changed hands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Change {
-    pub prefix: usize,
+    pub prefix: PrefixId,
     /// The previous holder; `None`: the prefix had no fast-path entry.
-    pub old: Option<usize>,
+    pub old: Option<HostId>,
     /// The new holder; `None`: remove the entry, traffic follows the kernel route.
-    pub new: Option<usize>,
+    pub new: Option<HostId>,
     pub reason: Reason,
 }
 
 /// An admin pin of a prefix to a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pin {
-    pub host: usize,
+    pub host: HostId,
     /// Steer there whatever the host's health or drain.
     pub force: bool,
 }
@@ -194,10 +111,10 @@ pub enum PinEffect {
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("no prefix #{prefix}: the configuration has {count}")]
-    UnknownPrefix { prefix: usize, count: usize },
-    #[error("no host #{host}: the configuration has {count}")]
-    UnknownHost { host: usize, count: usize },
+    #[error("no prefix {prefix}: the configuration has {count}")]
+    UnknownPrefix { prefix: PrefixId, count: usize },
+    #[error("no host {host}: the configuration has {count}")]
+    UnknownHost { host: HostId, count: usize },
 }
 
 /// The admin's pins and drains, as persisted in the state file: prefixes by CIDR,
@@ -284,28 +201,28 @@ impl HostState {
 #[derive(Clone, Debug)]
 struct PrefixState {
     cidr: Ipv4Net,
-    owner: usize,
+    owner: HostId,
     backups: Backups,
     pin: Option<Pin>,
-    holder: Option<usize>,
+    holder: Option<HostId>,
     reason: Reason,
 }
 
 impl PrefixState {
-    fn preferred(&self) -> usize {
+    fn preferred(&self) -> HostId {
         self.pin.map_or(self.owner, |pin| pin.host)
     }
 
     /// Preferred host, owner, backups (of `hosts` hosts): each host once.
-    fn candidates(&self, hosts: usize) -> impl Iterator<Item = usize> + '_ {
+    fn candidates(&self, hosts: usize) -> impl Iterator<Item = HostId> + '_ {
         let preferred = self.preferred();
         let rest = std::iter::once(self.owner).chain(self.backups.hosts(self.owner, hosts));
         std::iter::once(preferred).chain(rest.filter(move |&h| h != preferred))
     }
 
-    fn is_candidate(&self, host: usize, hosts: usize) -> bool {
+    fn is_candidate(&self, host: HostId, hosts: usize) -> bool {
         match self.backups {
-            Backups::AllOthers => host < hosts,
+            Backups::AllOthers => host.index() < hosts,
             Backups::Listed(_) => self.candidates(hosts).any(|c| c == host),
         }
     }
@@ -352,7 +269,7 @@ impl Policy {
     /// nothing (in particular it does not restart a hold-down).
     pub fn host_health(
         &mut self,
-        host: usize,
+        host: HostId,
         health: Health,
         now: Instant,
     ) -> Result<Vec<Change>, PolicyError> {
@@ -367,8 +284,8 @@ impl Policy {
     /// Pins `prefix` to `host` until [`Policy::clear_owner`], replacing any pin.
     pub fn set_owner(
         &mut self,
-        prefix: usize,
-        host: usize,
+        prefix: PrefixId,
+        host: HostId,
         force: bool,
         now: Instant,
     ) -> Result<Pinned, PolicyError> {
@@ -394,7 +311,11 @@ impl Policy {
 
     /// Removes the pin of `prefix` (nothing if there is none): the configured owner
     /// takes it now if usable, else the normal rules apply.
-    pub fn clear_owner(&mut self, prefix: usize, now: Instant) -> Result<Vec<Change>, PolicyError> {
+    pub fn clear_owner(
+        &mut self,
+        prefix: PrefixId,
+        now: Instant,
+    ) -> Result<Vec<Change>, PolicyError> {
         if self.prefix_mut(prefix)?.pin.take().is_none() {
             return Ok(Vec::new());
         }
@@ -404,7 +325,7 @@ impl Policy {
     }
 
     /// Moves every prefix off `host` (except forced pins) until [`Policy::undrain`].
-    pub fn drain(&mut self, host: usize, now: Instant) -> Result<Vec<Change>, PolicyError> {
+    pub fn drain(&mut self, host: HostId, now: Instant) -> Result<Vec<Change>, PolicyError> {
         let state = self.host_mut(host)?;
         if state.drained {
             return Ok(Vec::new());
@@ -415,7 +336,7 @@ impl Policy {
 
     /// Makes `host` usable again; it takes back at once the prefixes it is preferred
     /// for (if it is up).
-    pub fn undrain(&mut self, host: usize, now: Instant) -> Result<Vec<Change>, PolicyError> {
+    pub fn undrain(&mut self, host: HostId, now: Instant) -> Result<Vec<Change>, PolicyError> {
         let state = self.host_mut(host)?;
         if !state.drained {
             return Ok(Vec::new());
@@ -440,28 +361,28 @@ impl Policy {
     }
 
     /// The host steering `prefix`; `None` if nobody (or no such prefix).
-    pub fn owner(&self, prefix: usize) -> Option<usize> {
-        self.prefixes.get(prefix)?.holder
+    pub fn owner(&self, prefix: PrefixId) -> Option<HostId> {
+        self.prefixes.get(prefix.index())?.holder
     }
 
     /// Why [`Policy::owner`] holds `prefix`; `None` if there is no such prefix.
-    pub fn why(&self, prefix: usize) -> Option<Reason> {
-        self.prefixes.get(prefix).map(|p| p.reason)
+    pub fn why(&self, prefix: PrefixId) -> Option<Reason> {
+        self.prefixes.get(prefix.index()).map(|p| p.reason)
     }
 
     /// The admin pin of `prefix`, if any.
-    pub fn pin(&self, prefix: usize) -> Option<Pin> {
-        self.prefixes.get(prefix)?.pin
+    pub fn pin(&self, prefix: PrefixId) -> Option<Pin> {
+        self.prefixes.get(prefix.index())?.pin
     }
 
     /// The last reported health of `host`; `None` if there is no such host.
-    pub fn health(&self, host: usize) -> Option<Health> {
-        self.hosts.get(host).map(|h| h.health)
+    pub fn health(&self, host: HostId) -> Option<Health> {
+        self.hosts.get(host.index()).map(|h| h.health)
     }
 
     /// Whether `host` is drained.
-    pub fn is_drained(&self, host: usize) -> bool {
-        self.hosts.get(host).is_some_and(|h| h.drained)
+    pub fn is_drained(&self, host: HostId) -> bool {
+        self.hosts.get(host.index()).is_some_and(|h| h.drained)
     }
 
     /// The pins and drains, for the state file.
@@ -471,7 +392,7 @@ impl Policy {
             .iter()
             .filter_map(|prefix| {
                 let Pin { host, force } = prefix.pin?;
-                let host = self.hosts.get(host)?.name.clone();
+                let host = self.hosts.get(host.index())?.name.clone();
                 Some((prefix.cidr, AdminPin { host, force }))
             })
             .collect();
@@ -490,7 +411,7 @@ impl Policy {
     /// decide: a prefix that had failed over stays on its backup instead of being
     /// sent back to a dead owner for a detection time. Holders that are not
     /// candidates of their prefix are ignored.
-    pub fn adopt_holders(&mut self, holders: &[Option<usize>]) {
+    pub fn adopt_holders(&mut self, holders: &[Option<HostId>]) {
         for (prefix, holder) in self.prefixes.iter_mut().zip(holders) {
             if holder.is_none_or(|h| prefix.is_candidate(h, self.hosts.len())) {
                 prefix.holder = *holder;
@@ -510,7 +431,7 @@ impl Policy {
         let mut drains = vec![false; self.hosts.len()];
         for host in drained {
             match self.host_index(&host) {
-                Some(index) => drains[index] = true,
+                Some(index) => drains[index.index()] = true,
                 None => stale.push(Stale::Drain { host }),
             }
         }
@@ -545,14 +466,14 @@ impl Policy {
                     None => Reason::AdminClear,
                 });
                 prefix.pin = pin;
-            } else if undrained.get(prefix.preferred()) == Some(&true) {
+            } else if undrained.get(prefix.preferred().index()) == Some(&true) {
                 *reason = Some(Reason::Undrain);
             }
         }
         for (host, drained) in self.hosts.iter_mut().zip(drains) {
             host.drained = drained;
         }
-        let changes = self.settle(now, |index, _| admin.get(index).copied().flatten());
+        let changes = self.settle(now, |index, _| admin.get(index.index()).copied().flatten());
         Applied { changes, stale }
     }
 
@@ -568,9 +489,14 @@ impl Policy {
     /// longer a candidate.
     pub fn reconfigure(&mut self, new: &Config, now: Instant) -> Applied {
         let mut stale = Vec::new();
-        let find_host = |name: &str| new.hosts.iter().position(|h| h.name == name);
+        let find_host = |name: &str| {
+            new.hosts
+                .iter()
+                .position(|h| h.name == name)
+                .map(HostId::new)
+        };
         // An old host index in the new configuration.
-        let translate = |old: usize| self.hosts.get(old).and_then(|h| find_host(&h.name));
+        let translate = |old: HostId| self.hosts.get(old.index()).and_then(|h| find_host(&h.name));
 
         let hosts = new
             .hosts
@@ -614,8 +540,8 @@ impl Policy {
                 None => {
                     let host = self
                         .hosts
-                        .get(pin.host)
-                        .map_or_else(|| format!("#{}", pin.host), |h| h.name.clone());
+                        .get(pin.host.index())
+                        .map_or_else(|| pin.host.to_string(), |h| h.name.clone());
                     stale.push(Stale::PinHost {
                         prefix: prefix.cidr,
                         host,
@@ -643,8 +569,8 @@ impl Policy {
             {
                 let host = self
                     .hosts
-                    .get(pin.host)
-                    .map_or_else(|| format!("#{}", pin.host), |h| h.name.clone());
+                    .get(pin.host.index())
+                    .map_or_else(|| pin.host.to_string(), |h| h.name.clone());
                 stale.push(Stale::PinPrefix {
                     prefix: old.cidr,
                     host,
@@ -654,35 +580,38 @@ impl Policy {
 
         self.hosts = hosts;
         self.prefixes = prefixes;
-        let changes = self.settle(now, |index, _| admin.get(index).copied().flatten());
+        let changes = self.settle(now, |index, _| admin.get(index.index()).copied().flatten());
         Applied { changes, stale }
     }
 
     // ---- internals -----------------------------------------------------------------
 
-    fn host(&self, host: usize) -> Result<&HostState, PolicyError> {
+    fn host(&self, host: HostId) -> Result<&HostState, PolicyError> {
         let count = self.hosts.len();
         self.hosts
-            .get(host)
+            .get(host.index())
             .ok_or(PolicyError::UnknownHost { host, count })
     }
 
-    fn host_mut(&mut self, host: usize) -> Result<&mut HostState, PolicyError> {
+    fn host_mut(&mut self, host: HostId) -> Result<&mut HostState, PolicyError> {
         let count = self.hosts.len();
         self.hosts
-            .get_mut(host)
+            .get_mut(host.index())
             .ok_or(PolicyError::UnknownHost { host, count })
     }
 
-    fn prefix_mut(&mut self, prefix: usize) -> Result<&mut PrefixState, PolicyError> {
+    fn prefix_mut(&mut self, prefix: PrefixId) -> Result<&mut PrefixState, PolicyError> {
         let count = self.prefixes.len();
         self.prefixes
-            .get_mut(prefix)
+            .get_mut(prefix.index())
             .ok_or(PolicyError::UnknownPrefix { prefix, count })
     }
 
-    fn host_index(&self, name: &str) -> Option<usize> {
-        self.hosts.iter().position(|h| h.name == name)
+    fn host_index(&self, name: &str) -> Option<HostId> {
+        self.hosts
+            .iter()
+            .position(|h| h.name == name)
+            .map(HostId::new)
     }
 
     /// Re-decides every prefix at `now`. `admin` names the prefixes an admin action
@@ -691,21 +620,21 @@ impl Policy {
     fn settle(
         &mut self,
         now: Instant,
-        admin: impl Fn(usize, &PrefixState) -> Option<Reason>,
+        admin: impl Fn(PrefixId, &PrefixState) -> Option<Reason>,
     ) -> Vec<Change> {
         let mut changes = Vec::new();
-        let decisions: Vec<(Option<usize>, Reason)> = self
+        let decisions: Vec<(Option<HostId>, Reason)> = self
             .prefixes
             .iter()
             .enumerate()
-            .map(|(index, prefix)| self.decide(prefix, now, admin(index, prefix)))
+            .map(|(index, prefix)| self.decide(prefix, now, admin(PrefixId::new(index), prefix)))
             .collect();
         for (index, (prefix, (holder, reason))) in
             self.prefixes.iter_mut().zip(decisions).enumerate()
         {
             if prefix.holder != holder {
                 changes.push(Change {
-                    prefix: index,
+                    prefix: PrefixId::new(index),
                     old: prefix.holder,
                     new: holder,
                     reason,
@@ -723,7 +652,7 @@ impl Policy {
         prefix: &PrefixState,
         now: Instant,
         admin: Option<Reason>,
-    ) -> (Option<usize>, Reason) {
+    ) -> (Option<HostId>, Reason) {
         if let Some(Pin { host, force: true }) = prefix.pin {
             return (Some(host), Reason::AdminForce);
         }
@@ -748,7 +677,7 @@ impl Policy {
             }
             let ready = self
                 .hosts
-                .get(preferred)
+                .get(preferred.index())
                 .and_then(HostState::failback_at)
                 .is_some_and(|at| now >= at);
             if !ready {
@@ -797,8 +726,8 @@ impl Policy {
     }
 
     /// Why a prefix leaves `holder`.
-    fn leave_reason(&self, holder: usize, admin: Option<Reason>) -> Reason {
-        match self.hosts.get(holder) {
+    fn leave_reason(&self, holder: HostId, admin: Option<Reason>) -> Reason {
+        match self.hosts.get(holder.index()) {
             Some(HostState { drained: true, .. }) => Reason::Drain,
             Some(HostState {
                 health: Health::Up, ..
@@ -809,10 +738,10 @@ impl Policy {
     }
 
     /// Whether `host` may hold `prefix` (see "Unknown health" in the module docs).
-    fn usable(&self, host: usize, prefix: &PrefixState) -> bool {
+    fn usable(&self, host: HostId, prefix: &PrefixState) -> bool {
         let Some(HostState {
             health, drained, ..
-        }) = self.hosts.get(host)
+        }) = self.hosts.get(host.index())
         else {
             return false;
         };
@@ -837,7 +766,7 @@ impl Policy {
         {
             return None;
         }
-        self.hosts.get(preferred)?.failback_at()
+        self.hosts.get(preferred.index())?.failback_at()
     }
 }
 

@@ -14,9 +14,11 @@ use ha_common::{Counter, MAP_HOSTS, MAP_IFACES, MAP_PREFIXES, MAP_TX_PORTS, Pref
 use serde::Serialize;
 
 use crate::{
-    config::Mac,
-    datapath::{DatapathError, Maps, map_pin_path, steer_program},
-    netdev::Interface,
+    kernel::{
+        datapath::{DatapathError, Maps, map_pin_path, steer_program},
+        netdev::Interface,
+    },
+    model::Mac,
 };
 
 /// Source MAC of simulated frames (locally administered).

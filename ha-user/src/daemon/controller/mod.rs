@@ -1,0 +1,255 @@
+//! The controller: what it owns and its main loop. Health events, neighbour events,
+//! admin commands, policy timers and configuration reloads all arrive here, one at a
+//! time. Every ownership change goes through [`apply`], in the same order; [`reload`]
+//! is SIGHUP, [`requests`] and [`report`] answer the control socket.
+
+mod apply;
+mod reload;
+mod report;
+mod requests;
+
+pub use apply::{Steering, steering_of};
+
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use rtnetlink::Handle;
+use tokio::{
+    sync::mpsc,
+    time::{Instant, sleep_until},
+};
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    daemon::{
+        events::EventBus,
+        metrics::{Metrics, Names},
+        server::Command,
+    },
+    health::{HealthChecker, HealthEvent},
+    kernel::{
+        datapath::Maps,
+        neigh::{self, NeighEvent},
+        netdev::Interface,
+        steering,
+    },
+    model::{Health, HostId, Mac, Reason},
+    policy::Policy,
+    proto::Event,
+};
+
+/// How a prefix came to be where it is: kept for `status`.
+#[derive(Clone, Debug)]
+pub struct LastChange {
+    pub at: SystemTime,
+    pub old: Option<HostId>,
+    pub new: Option<HostId>,
+    pub reason: Reason,
+    /// From the first failed probe to the decision, when a health change caused it.
+    pub detection: Option<Duration>,
+    /// From the decision to the data-path map written.
+    pub switch: Duration,
+}
+
+/// Everything the loop owns.
+pub struct Controller {
+    pub(super) config: Config,
+    /// The file the configuration came from and SIGHUP re-reads; `None` when it was
+    /// adopted from the kernel's routes.
+    pub(super) config_path: Option<PathBuf>,
+    pub(super) lan: Interface,
+    pub(super) ingress: Vec<Interface>,
+    pub(super) maps: Maps,
+    pub(super) policy: Policy,
+    pub(super) netlink: Handle,
+    /// Per host: configured, else learned from the neighbour table.
+    pub(super) macs: Vec<Option<Mac>>,
+    /// Boxed: one word per prefix that never changed (most of them, at 65,536).
+    pub(super) last_change: Vec<Option<Box<LastChange>>>,
+    pub(super) health: HealthChecker,
+    pub(super) metrics: Metrics,
+    pub(super) events: EventBus,
+}
+
+/// The channels the loop listens on.
+pub struct Inputs {
+    pub health: mpsc::Receiver<HealthEvent>,
+    pub neigh: mpsc::Receiver<NeighEvent>,
+    pub commands: mpsc::Receiver<Command>,
+    pub reload: mpsc::Receiver<()>,
+}
+
+impl Controller {
+    /// Runs until `shutdown` resolves.
+    pub async fn run(
+        mut self,
+        mut inputs: Inputs,
+        shutdown: impl Future<Output = ()>,
+    ) -> Controller {
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self.policy.next_deadline();
+            tokio::select! {
+                () = &mut shutdown => return self,
+                Some(event) = inputs.health.recv() => self.on_health(event).await,
+                Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
+                Some(command) = inputs.commands.recv() => {
+                    let Command { request, reply } = command;
+                    let response = requests::answer(&mut self, request).await;
+                    // The client may have gone; the change is applied either way.
+                    let _ = reply.send(response);
+                }
+                Some(()) = inputs.reload.recv() => {
+                    let event = match self.on_reload().await {
+                        Ok(reloaded) => Event::ReloadApplied {
+                            hosts: self.config.hosts.len(),
+                            prefixes: self.config.prefixes.len(),
+                            restarted_checks: reloaded.restarted_checks,
+                            stale: reloaded.stale,
+                        },
+                        Err(refused) => Event::ReloadRefused { why: refused.to_string() },
+                    };
+                    self.events.publish(event);
+                }
+                () = sleep_or_never(deadline) => {
+                    let changes = self.policy.tick(Instant::now());
+                    self.apply(changes, None, Instant::now()).await;
+                }
+            }
+        }
+    }
+
+    async fn on_health(&mut self, event: HealthEvent) {
+        let HealthEvent {
+            host,
+            state,
+            old,
+            at,
+            detected_in,
+            reason,
+        } = event;
+        let name = self.host_name(Some(host));
+        info!(host = %name, state = %state, detected_ms = ms(detected_in), reason = ?reason, "health changed");
+        self.metrics.host_health(&name, state == Health::Up);
+        self.events.publish(Event::HealthChanged {
+            host: name,
+            old,
+            new: state,
+            reason,
+            detection_ms: ms(detected_in),
+        });
+        match self.policy.host_health(host, state, Instant::now()) {
+            Ok(changes) => self.apply(changes, Some(detected_in), at).await,
+            Err(err) => return warn!("health event for an unknown host: {err}"),
+        }
+        // After the prefixes moved: flows that stayed with the host now follow them.
+        if let Some(mac) = self.macs.get(host.index()).copied() {
+            let entry = steering::host_entry(mac, &self.lan, self.is_up(host));
+            if let Err(err) = steering::write_host(&mut self.maps, host, entry) {
+                warn!("{err:#}");
+            }
+        }
+    }
+
+    /// Whether the health checks say `host` is up.
+    pub(super) fn is_up(&self, host: HostId) -> bool {
+        self.policy.health(host) == Some(Health::Up)
+    }
+
+    fn on_neighbour(&mut self, event: NeighEvent) {
+        let NeighEvent { addr, ifindex, mac } = event;
+        if ifindex != self.lan.index {
+            return;
+        }
+        let Some((host, configured)) = self.config.host_ids().find(|(_, h)| h.address == addr)
+        else {
+            return;
+        };
+        if configured.mac.is_some() {
+            return; // configured MACs win
+        }
+        // A lost entry (FAILED, deleted) keeps the last known MAC: hosts keep their
+        // address; the health check decides whether the host is usable.
+        let Some(mac) = mac else { return };
+        let Some(known) = self.macs.get_mut(host.index()) else {
+            return;
+        };
+        if *known == Some(mac) {
+            return;
+        }
+        let old = known.replace(mac);
+        let entry = steering::host_entry(Some(mac), &self.lan, self.is_up(host));
+        match steering::write_host(&mut self.maps, host, entry) {
+            Ok(()) => {
+                let name = self.config.host(host).name.clone();
+                info!(host = %name, %mac, old = ?old.map(|m| m.to_string()), "MAC learned");
+                self.events.publish(Event::MacLearned {
+                    host: name,
+                    mac,
+                    old,
+                });
+            }
+            Err(err) => warn!("{err:#}"),
+        }
+    }
+
+    /// The name of `host`, if any.
+    pub(super) fn name_of(&self, host: Option<HostId>) -> Option<String> {
+        host.map(|h| self.host_name(Some(h)))
+    }
+
+    /// The name of `host`; `-` for none.
+    pub(super) fn host_name(&self, host: Option<HostId>) -> String {
+        match host {
+            Some(h) => self
+                .config
+                .hosts
+                .get(h.index())
+                .map_or_else(|| h.to_string(), |h| h.name.clone()),
+            None => "-".to_owned(),
+        }
+    }
+
+    /// Labels for the metrics' map counters, by data-path id; none without a metrics
+    /// address (nothing reads them, and 65,536 prefix labels are megabytes).
+    pub(super) fn metric_names(&self) -> Names {
+        if self.config.metrics.is_none() {
+            return Names::default();
+        }
+        Names {
+            prefixes: self
+                .config
+                .prefixes
+                .iter()
+                .map(|p| p.cidr.to_string())
+                .collect(),
+            hosts: self.config.hosts.iter().map(|h| h.name.clone()).collect(),
+        }
+    }
+
+    /// Makes the kernel resolve every host whose MAC is still unknown.
+    pub(super) async fn resolve_missing_macs(&self) {
+        for (host, mac) in self.config.hosts.iter().zip(&self.macs) {
+            if mac.is_none()
+                && let Err(err) = neigh::resolve(&self.netlink, host.address, self.lan.index).await
+            {
+                warn!("{err:#}");
+            }
+        }
+    }
+}
+
+/// Milliseconds, to the microsecond (so logs show `20.911`, not float noise).
+pub(super) fn ms(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1e3
+}
+
+async fn sleep_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,142 @@
+//! SIGHUP: the configuration file is read again; a bad one changes nothing, a good
+//! one applies only the difference.
+
+use std::collections::HashMap;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::Controller;
+use crate::config::{Config, ConfigError};
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error("running without a configuration file (the routes were adopted)")]
+    NoFile,
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("`{0}` cannot change while running; restart ha-user")]
+    Fixed(&'static str),
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Health checks started afresh (new or changed hosts).
+    pub restarted_checks: usize,
+    /// Pins and drains dropped because what they name is gone.
+    pub stale: Vec<String>,
+}
+
+impl Controller {
+    pub(super) async fn on_reload(&mut self) -> Result<Reloaded, ReloadRefused> {
+        let result = match self.config_path.clone() {
+            None => Err(ReloadRefused::NoFile),
+            Some(path) => match Config::load(&path) {
+                Err(err) => Err(err.into()),
+                Ok(new) => match self.check_reload(&new) {
+                    Err(refused) => Err(refused),
+                    Ok(()) => Ok(self.reconfigure(new).await),
+                },
+            },
+        };
+        match &result {
+            Err(ReloadRefused::NoFile) => {
+                warn!("SIGHUP ignored: running without a configuration file");
+            }
+            Err(ReloadRefused::Invalid(err)) => warn!("reload refused, nothing changed:\n{err}"),
+            Err(refused) => warn!("reload refused, nothing changed: {refused}"),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    /// The settings a running controller cannot change.
+    fn check_reload(&self, new: &Config) -> Result<(), ReloadRefused> {
+        if new.lan.as_ref().is_some_and(|lan| *lan != self.lan.name) {
+            return Err(ReloadRefused::Fixed("lan"));
+        }
+        let ingress: Vec<&str> = self.ingress.iter().map(|i| i.name.as_str()).collect();
+        if new
+            .ingress
+            .iter()
+            .filter(|i| **i != self.lan.name)
+            .map(String::as_str)
+            .ne(ingress.iter().copied())
+        {
+            return Err(ReloadRefused::Fixed("ingress"));
+        }
+        let Config {
+            xdp_mode,
+            pin_dir,
+            control_socket,
+            state_file,
+            metrics,
+            ..
+        } = &self.config;
+        if new.xdp_mode != *xdp_mode
+            || new.pin_dir != *pin_dir
+            || new.control_socket != *control_socket
+            || new.state_file != *state_file
+            || new.metrics != *metrics
+        {
+            return Err(ReloadRefused::Fixed(
+                "xdp_mode, pin_dir, control_socket, state_file and metrics",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a new, valid configuration: only the difference changes.
+    async fn reconfigure(&mut self, new: Config) -> Reloaded {
+        let now = Instant::now();
+        let applied = self.policy.reconfigure(&new, now);
+        for stale in &applied.stale {
+            warn!("after reload: {stale}");
+        }
+        let old = std::mem::replace(&mut self.config, new);
+        // Host ids may have moved: rewrite the host table from the new order.
+        let old_macs: HashMap<_, _> = old
+            .hosts
+            .iter()
+            .zip(&self.macs)
+            .filter_map(|(host, mac)| Some((host.address, (*mac)?)))
+            .collect();
+        self.macs = self
+            .config
+            .hosts
+            .iter()
+            .map(|h| h.mac.or_else(|| old_macs.get(&h.address).copied()))
+            .collect();
+        let restarted = self.health.update(&self.config.hosts).await;
+        if let Err(err) = self.write_everything(None).await {
+            warn!("after reload: {err:#}");
+        }
+        // Keep each surviving prefix's history, matched by CIDR.
+        let mut history: HashMap<_, _> = old
+            .prefixes
+            .iter()
+            .map(|p| p.cidr)
+            .zip(std::mem::take(&mut self.last_change))
+            .collect();
+        self.last_change = self
+            .config
+            .prefixes
+            .iter()
+            .map(|p| history.remove(&p.cidr).flatten())
+            .collect();
+        self.metrics.set_names(self.metric_names());
+        self.apply(applied.changes, None, now).await;
+        info!(
+            hosts = self.config.hosts.len(),
+            prefixes = self.config.prefixes.len(),
+            restarted_checks = restarted.len(),
+            "configuration reloaded"
+        );
+        Reloaded {
+            restarted_checks: restarted.len(),
+            stale: applied.stale.iter().map(ToString::to_string).collect(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The controller daemon: [`run`] boots it ([`boot`]), runs its loop
+//! ([`controller`]), and detaches cleanly when told to stop.
+//!
+//! - [`boot`]: configuration, routes, data path, attach;
+//! - [`controller`]: the loop and what it owns, how every ownership change reaches
+//!   the map, the routes, the log and the metrics, reloads, the answers;
+//! - [`server`]: the control socket; [`events`]: the event stream;
+//! - [`metrics`], [`state`] (pins and drains on disk), [`lock`] (one controller per
+//!   control socket).
+
+pub mod boot;
+mod controller;
+pub mod events;
+pub mod lock;
+pub mod metrics;
+pub mod server;
+pub mod state;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{info, warn};
+
+pub use controller::{Steering, steering_of};
+
+use crate::{kernel::datapath, model::XdpMode, proto::Event};
+
+/// How long the daemon waits at exit for its event subscribers to read the last
+/// events.
+const LAST_EVENTS: Duration = Duration::from_secs(2);
+
+/// How `ha-user run` was asked to run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `--config`: this file, which must exist. `None`: the default path, which may be
+    /// missing when `iface` is given (the routes through it are adopted).
+    pub config: Option<PathBuf>,
+    /// `--iface`: the LAN interface, over the configuration's `lan`.
+    pub iface: Option<String>,
+    /// `--xdp-mode`, over the configuration's `xdp_mode`.
+    pub xdp_mode: Option<XdpMode>,
+    /// Log every steered packet (aya-log).
+    pub log_packets: bool,
+    /// Drop the pins, drains and maps of a previous controller instead of adopting them.
+    pub reset: bool,
+}
+
+/// Runs the controller until `shutdown` resolves, then detaches the fast path
+/// (traffic follows the kernel routes, which point at the current owners).
+pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let events = events::EventBus::default();
+    let boot::Booted {
+        controller,
+        inputs,
+        commands,
+        reload,
+        control,
+        metrics,
+        lock,
+        stop_checks,
+    } = boot::boot(options, &events).await?;
+    let (alive, mut subscribers) = mpsc::channel(1);
+    let server = tokio::spawn(server::serve(
+        control,
+        server::Served {
+            commands,
+            events: events.clone(),
+            alive,
+        },
+    ));
+    if let Some(listener) = metrics {
+        tokio::spawn(metrics::serve(listener, controller.metrics.clone()));
+    }
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // A reload already queued covers this one too.
+            let _ = reload.try_send(());
+        }
+    });
+    release_freed_memory();
+    info!(
+        hosts = controller.config.hosts.len(),
+        prefixes = controller.config.prefixes.len(),
+        socket = %controller.config.control_socket.display(),
+        "steering; SIGHUP reloads the configuration, Ctrl-C or SIGTERM detaches and exits"
+    );
+    events.publish(Event::Serving {
+        socket: controller.config.control_socket.clone(),
+        hosts: controller.config.hosts.len(),
+        prefixes: controller.config.prefixes.len(),
+    });
+    events.started();
+
+    let controller = controller.run(inputs, shutdown).await;
+    let _ = stop_checks.send(true);
+    let controller::Controller { config, health, .. } = controller;
+    health.stop().await;
+    let removed = datapath::detach_all(&config.pin_dir)?;
+    // No new connections; the subscribers read what is left, then their streams end.
+    server.abort();
+    let _ = std::fs::remove_file(&config.control_socket);
+    events.publish(Event::Shutdown {
+        removed_pins: removed.len(),
+    });
+    events.close();
+    if tokio::time::timeout(LAST_EVENTS, subscribers.recv())
+        .await
+        .is_err()
+    {
+        warn!("an event subscriber did not read the last events within {LAST_EVENTS:?}");
+    }
+    drop(lock);
+    info!(
+        removed = removed.len(),
+        "detached; traffic follows the kernel routes"
+    );
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: the shutdown of `ha-user run`.
+pub fn terminated() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+/// Hands the heap start-up freed back to the kernel. Parsing a large configuration,
+/// the routing table and the BPF object leaves tens of MiB free inside the allocator,
+/// which glibc keeps for the life of the process unless asked.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

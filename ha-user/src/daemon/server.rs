@@ -1,0 +1,420 @@
+//! The server side of the control socket (mode 0600, root only): one request line
+//! per connection. Requests go to the main loop, which answers once it has applied
+//! them (a command returns after the data-path map is written); an `events` request
+//! is served here, from the [`EventBus`], and never reaches the loop.
+
+use std::{
+    io,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream, unix::OwnedWriteHalf},
+    sync::{broadcast::error::RecvError, mpsc, oneshot},
+};
+use tracing::{debug, warn};
+
+use super::events::{EventBus, Subscription};
+use crate::proto::{
+    ChangeReport, ErrorKind, ErrorReply, PROTOCOL, Reply, Request, RequestLine, Stats, Status,
+    StreamItem, UnversionedError, VersionMismatch, protocol_of, socket::MAX_REQUEST,
+};
+
+/// An answer of the loop, as it goes on the wire (`ok` of the reply).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Status(Status),
+    Stats(Stats),
+    Change(ChangeReport),
+}
+
+/// A request for the loop with the channel its reply goes back on.
+#[derive(Debug)]
+pub struct Command {
+    pub request: Request,
+    pub reply: oneshot::Sender<Reply<Answer>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the control socket {}", path.display())]
+pub struct BindError {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// Binds `path` (replacing a stale socket file: the caller holds the controller lock)
+/// with mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let bind_err = |source| BindError {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(bind_err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(bind_err(err)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// What every connection needs.
+#[derive(Clone)]
+pub struct Served {
+    pub commands: mpsc::Sender<Command>,
+    pub events: EventBus,
+    /// Held by every subscription: the daemon waits for the last to drop before it
+    /// exits, so the final events reach their readers.
+    pub alive: mpsc::Sender<()>,
+}
+
+/// Accepts connections until the listener fails.
+pub async fn serve(listener: UnixListener, served: Served) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                warn!("accepting on the control socket failed: {err}");
+                continue;
+            }
+        };
+        let served = served.clone();
+        tokio::spawn(async move {
+            if let Err(err) = handle(stream, served).await {
+                debug!("control connection: {err}");
+            }
+        });
+    }
+}
+
+fn refusal(kind: ErrorKind, message: impl Into<String>) -> Reply<Answer> {
+    Reply::Error(ErrorReply {
+        kind,
+        message: message.into(),
+    })
+}
+
+async fn write_line(write: &mut OwnedWriteHalf, value: &impl Serialize) -> io::Result<()> {
+    let mut text = serde_json::to_vec(value).map_err(io::Error::other)?;
+    text.push(b'\n');
+    write.write_all(&text).await
+}
+
+async fn handle(stream: UnixStream, served: Served) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    reader.read_line(&mut line).await?;
+    let request = match protocol_of(&line) {
+        // A CLI from before the versioned protocol: answer in the shape it reads.
+        Ok(None) => {
+            let error = UnversionedError {
+                error: VersionMismatch::UnversionedClient.to_string(),
+            };
+            write_line(&mut write, &error).await?;
+            return write.shutdown().await;
+        }
+        Ok(Some(found)) if found != PROTOCOL => {
+            let message = VersionMismatch::Client { found }.to_string();
+            write_line(&mut write, &refusal(ErrorKind::ProtocolMismatch, message)).await?;
+            return write.shutdown().await;
+        }
+        Ok(Some(_)) => serde_json::from_str::<RequestLine>(&line).map(|line| line.request),
+        Err(err) => Err(err),
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(err) => {
+            let reply = refusal(ErrorKind::BadRequest, format!("malformed request: {err}"));
+            write_line(&mut write, &reply).await?;
+            return write.shutdown().await;
+        }
+    };
+    if let Request::Events { since } = request {
+        return stream_events(reader, write, &served, since).await;
+    }
+    let (reply, answer) = oneshot::channel();
+    let response = if served
+        .commands
+        .send(Command { request, reply })
+        .await
+        .is_err()
+    {
+        refusal(ErrorKind::ShuttingDown, "the controller is shutting down")
+    } else {
+        answer.await.unwrap_or_else(|_| {
+            refusal(
+                ErrorKind::ShuttingDown,
+                "the controller dropped the request",
+            )
+        })
+    };
+    write_line(&mut write, &response).await?;
+    write.shutdown().await
+}
+
+/// Sends the subscription's replay and then every event until the bus closes or the
+/// reader goes away.
+async fn stream_events(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    mut write: OwnedWriteHalf,
+    served: &Served,
+    since: Option<u64>,
+) -> io::Result<()> {
+    let _alive = served.alive.clone();
+    let Some(Subscription { replay, mut live }) = served.events.subscribe(since) else {
+        let reply = refusal(ErrorKind::ShuttingDown, "the controller is shutting down");
+        write_line(&mut write, &reply).await?;
+        return write.shutdown().await;
+    };
+    let item = |item: StreamItem| Reply::Ok(item);
+    write_line(
+        &mut write,
+        &item(StreamItem::Subscribed {
+            replayed: replay.len() as u64,
+        }),
+    )
+    .await?;
+    for record in replay {
+        write_line(&mut write, &item(StreamItem::Event((*record).clone()))).await?;
+    }
+    let mut ignored = [0u8; 64];
+    loop {
+        let next = tokio::select! {
+            next = live.recv() => next,
+            // Anything the reader sends is ignored; its end ends the subscription.
+            read = reader.read(&mut ignored) => match read {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
+        };
+        let line = match next {
+            Ok(record) => item(StreamItem::Event((*record).clone())),
+            Err(RecvError::Lagged(missed)) => item(StreamItem::Lagged { missed }),
+            Err(RecvError::Closed) => break,
+        };
+        write_line(&mut write, &line).await?;
+    }
+    write.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncBufReadExt as _;
+
+    use super::*;
+    use crate::proto::{
+        Event,
+        socket::{Connection, ControlError},
+    };
+
+    struct Socket {
+        dir: PathBuf,
+        path: PathBuf,
+    }
+
+    impl Socket {
+        fn new(name: &str) -> Socket {
+            let dir = std::env::temp_dir().join(format!("ha-server-{name}-{}", std::process::id()));
+            Socket {
+                path: dir.join("ha.sock"),
+                dir,
+            }
+        }
+    }
+
+    impl Drop for Socket {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A server whose loop answers `drain` with an empty report and refuses the rest;
+    /// the accept loop's task and the receiver of the subscriptions' tokens.
+    fn start(
+        socket: &Socket,
+        events: EventBus,
+    ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<()>) {
+        let listener = bind(&socket.path).expect("bind");
+        let mode = std::fs::metadata(&socket.path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "the control socket must be private");
+        let (commands, mut requests) = mpsc::channel(1);
+        let (alive, alive_rx) = mpsc::channel(1);
+        let server = tokio::spawn(serve(
+            listener,
+            Served {
+                commands,
+                events,
+                alive,
+            },
+        ));
+        tokio::spawn(async move {
+            while let Some(Command { request, reply }) = requests.recv().await {
+                let result = match request {
+                    Request::Drain { host } => Reply::Ok(Answer::Change(ChangeReport {
+                        result: crate::proto::reports::ChangeResult::Drained { host },
+                        changes: Vec::new(),
+                    })),
+                    _ => refusal(ErrorKind::UnknownHost, "unknown host `x`"),
+                };
+                let _ = reply.send(result);
+            }
+        });
+        (server, alive_rx)
+    }
+
+    async fn raw(path: &Path, line: &str) -> String {
+        let stream = UnixStream::connect(path).await.expect("connect");
+        let (read, mut write) = stream.into_split();
+        write.write_all(line.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        BufReader::new(read)
+            .read_line(&mut answer)
+            .await
+            .expect("answer");
+        answer
+    }
+
+    #[tokio::test]
+    async fn requests_are_answered_typed_and_refusals_have_a_kind() {
+        let socket = Socket::new("answer");
+        let _alive = start(&socket, EventBus::default());
+        let report: ChangeReport = Connection::open(&socket.path)
+            .await
+            .expect("connect")
+            .ask(Request::Drain {
+                host: "host3".into(),
+            })
+            .await
+            .expect("answer");
+        assert_eq!(report.result.to_string(), "host3 drained");
+        let err = Connection::open(&socket.path)
+            .await
+            .expect("connect")
+            .ask::<ChangeReport>(Request::Undrain { host: "x".into() })
+            .await
+            .expect_err("refused");
+        let ControlError::Refused(reply) = err else {
+            panic!("expected a refusal, got {err:?}");
+        };
+        assert_eq!(reply.kind, ErrorKind::UnknownHost);
+
+        let bad = raw(
+            &socket.path,
+            "{\"protocol\":1,\"request\":{\"command\":\"reboot\"}}\n",
+        )
+        .await;
+        assert!(
+            bad.starts_with(r#"{"protocol":1,"error":{"kind":"bad-request""#),
+            "{bad}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_versions_are_told_in_their_own_shape() {
+        let socket = Socket::new("version");
+        let _alive = start(&socket, EventBus::default());
+        let newer = raw(
+            &socket.path,
+            "{\"protocol\":7,\"request\":{\"command\":\"status\"}}\n",
+        )
+        .await;
+        let reply: Reply<Status> = serde_json::from_str(&newer).expect("a reply of ours");
+        let Reply::Error(ErrorReply { kind, message }) = reply else {
+            panic!("{newer}");
+        };
+        assert_eq!(kind, ErrorKind::ProtocolMismatch);
+        assert!(
+            message.contains("speaks control protocol 1, the request protocol 7"),
+            "{message}"
+        );
+        // The CLIs before the versioned protocol sent `{"command":...}` and read
+        // `{"error":"..."}`.
+        let older = raw(&socket.path, "{\"command\":\"status\"}\n").await;
+        let legacy: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&older).expect("one string field");
+        assert!(
+            legacy["error"].contains("older ha-user without a protocol version"),
+            "{older}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_the_replay_then_live_events_then_lag_notes() {
+        let socket = Socket::new("events");
+        let events = EventBus::with_capacity(8, 16);
+        events.publish(Event::ReloadRefused { why: "boot".into() });
+        events.started();
+        let (server, mut alive) = start(&socket, events.clone());
+        let mut stream = Connection::open(&socket.path)
+            .await
+            .expect("connect")
+            .subscribe(Some(0))
+            .await
+            .expect("subscribed");
+        assert_eq!(stream.replayed, 1);
+        let first = stream.next().await.expect("read").expect("an item");
+        assert!(
+            matches!(&first, StreamItem::Event(record) if record.seq == 1),
+            "{first:?}"
+        );
+        events.publish(Event::ReloadRefused { why: "live".into() });
+        let live = stream.next().await.expect("read").expect("an item");
+        assert!(
+            matches!(&live, StreamItem::Event(r) if r.seq == 2),
+            "{live:?}"
+        );
+
+        // A reader that does not read: the publisher never waits, the reader is told.
+        for n in 0..20_000 {
+            events.publish(Event::ReloadRefused {
+                why: format!("flood {n} {}", "x".repeat(200)),
+            });
+        }
+        let mut lagged = 0;
+        let mut last = 0;
+        while last < 20_002 {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("the stream goes on")
+                .expect("read")
+                .expect("an item")
+            {
+                StreamItem::Lagged { missed } => lagged += missed,
+                StreamItem::Event(record) => last = record.seq,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(lagged > 0, "a reader 20,000 events behind missed some");
+        events.close();
+        assert_eq!(
+            stream.next().await.expect("read"),
+            None,
+            "closed with the bus"
+        );
+        drop(stream);
+        // Every subscription has let go of its token (the accept loop holds one too).
+        server.abort();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), alive.recv())
+                .await
+                .expect("the last subscription ends"),
+            None
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! The daemon's answers: status, statistics and the result of an admin command.
+//! Hosts are named by their configured names; `null` stands for "no host" (a prefix
+//! without a fast-path owner).
+
+use std::{cmp::Ordering, collections::BTreeMap, fmt, net::Ipv4Addr};
+
+use ha_common::{Counter, FlowCounter};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::{Health, Mac, Reason};
+
+/// `status`: every prefix, then every host, in configuration order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    pub prefixes: Vec<PrefixStatus>,
+    pub hosts: Vec<HostStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixStatus {
+    pub prefix: Ipv4Net,
+    /// The host steering it now; `null`: none (the kernel route carries it).
+    pub owner: Option<String>,
+    pub configured_owner: String,
+    /// Why `owner` holds it (or why nobody does).
+    pub why: Reason,
+    pub pinned: Option<PinStatus>,
+    /// Its last ownership change since the controller started.
+    pub last_change: Option<LastChange>,
+}
+
+/// A `set-owner` pin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinStatus {
+    pub host: String,
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastChange {
+    pub at_unix_ms: u64,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub reason: Reason,
+    /// From the first failed (or succeeded) probe to the decision, for changes a
+    /// health change caused.
+    pub detection_ms: Option<f64>,
+    /// From the decision to the data-path map written.
+    pub switch_us: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostStatus {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub health: Health,
+    /// Configured or learned; `null` while unknown (the host is not steered to).
+    pub mac: Option<Mac>,
+    pub drained: bool,
+    /// The most recent failed probe's error, kept after later successes.
+    pub last_error: Option<String>,
+    /// The most recent successful probe's duration.
+    pub last_rtt_us: Option<u64>,
+}
+
+/// `stats`: what the data path counted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    pub prefixes: Vec<PrefixTraffic>,
+    pub hosts: Vec<HostTraffic>,
+    /// Packets by verdict: `tx`, `redirect`, and one `pass_*` per reason the fast path
+    /// stepped aside; every counter of the data path, by name.
+    pub counters: BTreeMap<Verdict, u64>,
+    /// What the programs did with the flow table (lookups, affinity hits, flows
+    /// recorded from the fast path and from the kernel's forwarding, ...), by name.
+    pub flows: BTreeMap<FlowTally, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixTraffic {
+    pub prefix: Ipv4Net,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostTraffic {
+    pub host: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A kind of data-path counter, named on the wire by the names the eBPF side defines.
+pub trait CounterKind: Copy + Eq + 'static {
+    /// Every counter of the kind.
+    const ALL: &'static [Self];
+    fn name(self) -> &'static str;
+}
+
+impl CounterKind for Counter {
+    const ALL: &'static [Self] = &Counter::ALL;
+    fn name(self) -> &'static str {
+        Counter::name(self)
+    }
+}
+
+impl CounterKind for FlowCounter {
+    const ALL: &'static [Self] = &FlowCounter::ALL;
+    fn name(self) -> &'static str {
+        FlowCounter::name(self)
+    }
+}
+
+/// A data-path counter by its name ([`Counter::name`], [`FlowCounter::name`]), so a
+/// new counter needs nothing here. Ordered by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Named<C>(pub C);
+
+/// A verdict counter: `tx`, `redirect`, a `pass_*` reason.
+pub type Verdict = Named<Counter>;
+/// A flow-table counter.
+pub type FlowTally = Named<FlowCounter>;
+
+impl<C: CounterKind> Ord for Named<C> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.name().cmp(other.0.name())
+    }
+}
+
+impl<C: CounterKind> PartialOrd for Named<C> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<C: CounterKind> fmt::Display for Named<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+impl<C: CounterKind> Serialize for Named<C> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.name())
+    }
+}
+
+impl<'de, C: CounterKind> Deserialize<'de> for Named<C> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        C::ALL
+            .iter()
+            .find(|counter| counter.name() == name)
+            .map(|&counter| Named(counter))
+            .ok_or_else(|| {
+                let known: Vec<&str> = C::ALL.iter().map(|c| c.name()).collect();
+                serde::de::Error::custom(format!(
+                    "unknown counter `{name}` (counters: {})",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+/// The answer to `set-owner`, `clear-owner`, `drain` and `undrain`: what the command
+/// did and the prefixes it moved (their map entries are written when it returns).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeReport {
+    pub result: ChangeResult,
+    pub changes: Vec<Move>,
+}
+
+/// What an admin command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ChangeResult {
+    /// The prefix is on the pinned host.
+    Steered {
+        host: String,
+    },
+    /// Pinned, but the host is down or drained: the prefix moves once it has been
+    /// up for its failback delay.
+    Waiting {
+        host: String,
+        health: Health,
+        drained: bool,
+    },
+    /// Forced onto the host whatever its health.
+    Forced {
+        host: String,
+        health: Health,
+        drained: bool,
+    },
+    PinCleared {
+        prefix: Ipv4Net,
+    },
+    Drained {
+        host: String,
+    },
+    Undrained {
+        host: String,
+    },
+}
+
+impl fmt::Display for ChangeResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChangeResult::Steered { .. } => f.write_str("steered"),
+            ChangeResult::Waiting {
+                host,
+                health,
+                drained,
+            } => write!(
+                f,
+                "pinned; {host} is {health}{}: the prefix moves once it is up for its failback delay",
+                if *drained { " and drained" } else { "" }
+            ),
+            ChangeResult::Forced { host, health, .. } => {
+                write!(f, "forced onto {host} ({health})")
+            }
+            ChangeResult::PinCleared { .. } => f.write_str("pin cleared"),
+            ChangeResult::Drained { host } => write!(f, "{host} drained"),
+            ChangeResult::Undrained { host } => write!(f, "{host} undrained"),
+        }
+    }
+}
+
+/// One prefix that changed hands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Move {
+    pub prefix: Ipv4Net,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub reason: Reason,
+}
+
+impl fmt::Display for Move {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            prefix,
+            old,
+            new,
+            reason,
+        } = self;
+        write!(
+            f,
+            "{prefix}: {} -> {} ({reason})",
+            old.as_deref().unwrap_or("-"),
+            new.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_the_data_path() {
+        let mut counters = BTreeMap::new();
+        counters.insert(Named(Counter::Tx), 3);
+        counters.insert(Named(Counter::PassNoPrefix), 1);
+        let text = serde_json::to_string(&counters).expect("serialize");
+        assert_eq!(text, r#"{"pass_no_prefix":1,"tx":3}"#);
+        let back: BTreeMap<Verdict, u64> = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, counters);
+        let err = serde_json::from_str::<BTreeMap<Verdict, u64>>(r#"{"tx_typo":1}"#)
+            .expect_err("unknown counter");
+        assert!(
+            err.to_string().contains("unknown counter `tx_typo`"),
+            "{err}"
+        );
+        let flows: BTreeMap<FlowTally, u64> =
+            serde_json::from_str(r#"{"affinity_hit":2}"#).expect("a flow counter");
+        assert_eq!(flows.get(&Named(FlowCounter::AffinityHit)), Some(&2));
+    }
+
+    #[test]
+    fn change_results_read_as_before() {
+        let waiting = ChangeResult::Waiting {
+            host: "host3".into(),
+            health: Health::Down,
+            drained: true,
+        };
+        assert_eq!(
+            waiting.to_string(),
+            "pinned; host3 is down and drained: the prefix moves once it is up for its failback delay"
+        );
+        assert_eq!(
+            serde_json::to_string(&waiting).expect("serialize"),
+            r#"{"kind":"waiting","host":"host3","health":"down","drained":true}"#
+        );
+        let moved = Move {
+            prefix: "192.168.1.64/27".parse().expect("prefix"),
+            old: Some("host2".into()),
+            new: None,
+            reason: Reason::AllDown,
+        };
+        assert_eq!(
+            moved.to_string(),
+            "192.168.1.64/27: host2 -> - (no usable host: owner and backups down or drained)"
+        );
+    }
+}
