@@ -50,10 +50,11 @@ pub fn random(rng: &mut Rng) -> (Vec<u8>, &'static str) {
         }
         9 => (malformed(rng), "options: malformed length"),
         _ => {
-            // Two options in a row.
-            let mut both = vec![NOP, RA, 4, 0, 0];
-            both.extend(record_route(rng).into_iter().take(27));
-            (both, "options: NOP, router alert, record route")
+            // Three options in a row: 1 + 4 + at most 35 bytes.
+            let mut all = vec![NOP, RA, 4, 0, 0];
+            let slots = rng.between(1, 8);
+            all.extend(record_route_of(rng, slots));
+            (all, "options: NOP, router alert, record route")
         }
     };
     bytes.truncate(MAX_OPTIONS);
@@ -66,6 +67,11 @@ pub fn random(rng: &mut Rng) -> (Vec<u8>, &'static str) {
 /// Record route with room for 1..=9 addresses, empty, partly or completely filled.
 fn record_route(rng: &mut Rng) -> Vec<u8> {
     let slots = rng.between(1, 9);
+    record_route_of(rng, slots)
+}
+
+/// Record route with room for `slots` addresses.
+fn record_route_of(rng: &mut Rng, slots: usize) -> Vec<u8> {
     let len = 3 + 4 * slots;
     let filled = rng.between(0, slots);
     let mut option = vec![RR, len as u8, (4 + 4 * filled) as u8];
@@ -128,6 +134,25 @@ fn malformed(rng: &mut Rng) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// Each option's length byte, from `at`: where the next option starts.
+    fn walk(bytes: &[u8]) -> Result<(), String> {
+        let mut at = 0;
+        while at < bytes.len() {
+            match bytes[at] {
+                EOL => return Ok(()),
+                NOP => at += 1,
+                _ => {
+                    let len = usize::from(*bytes.get(at + 1).ok_or("no length")?);
+                    if len < 2 || at + len > bytes.len() {
+                        return Err(format!("length {len} at {at} in {bytes:02x?}"));
+                    }
+                    at += len;
+                }
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn option_sets_fit_the_header() {
         let mut rng = Rng::new(11);
@@ -135,6 +160,12 @@ mod tests {
         for _ in 0..2_000 {
             let (bytes, label) = random(&mut rng);
             assert!(!bytes.is_empty() && bytes.len() <= MAX_OPTIONS && bytes.len() % 4 == 0);
+            // Only the option sets meant to be malformed are.
+            assert_eq!(
+                walk(&bytes).is_ok(),
+                label != "options: malformed length",
+                "{label}: {bytes:02x?}"
+            );
             labels.insert(label);
         }
         assert_eq!(labels.len(), 11, "{labels:?}");
