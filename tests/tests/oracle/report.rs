@@ -181,11 +181,17 @@ pub fn outcomes(corpus: &Corpus, kernel: &[Vec<Record>], fast: &[Vec<Record>]) -
     out
 }
 
-/// Writes the whole report to `path`.
+/// Writes the whole report to `path`: the differences not accepted by outcome, then
+/// every difference.
 pub fn write(path: &Path, corpus: &Corpus, header: &str, differences: &[&Difference]) {
     let mut text = String::from(header);
-    text.push_str("\n## By outcome\n\n");
-    text.push_str(&grouped(corpus, differences));
+    let failing: Vec<&Difference> = differences
+        .iter()
+        .copied()
+        .filter(|d| d.accepted.is_none())
+        .collect();
+    text.push_str("\n## Not accepted, by outcome\n\n");
+    text.push_str(&grouped(corpus, &failing));
     text.push_str("\n## Every difference\n\n");
     text.push_str(&table(corpus, differences, None, true));
     if let Some(dir) = path.parent() {
