@@ -4,9 +4,11 @@
 //! network in named namespaces, also behind `cargo xtask lab`); and, for the
 //! benchmarks, the machine description and clocks.
 
+pub mod frames;
 pub mod hexdump;
 pub mod lab;
 pub mod machine;
+pub mod mode;
 pub mod netns;
 pub mod packet;
 pub mod report;

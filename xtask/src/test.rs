@@ -22,6 +22,10 @@ pub struct Args {
     /// Skip the suites that need root (they are listed as skipped, never as passed).
     #[arg(long)]
     skip_root: bool,
+    /// Run the suites at their full sizes (HA_LONG=1): 1,000,000 random frames through
+    /// the program, the differential test's whole corpus. Takes minutes.
+    #[arg(long)]
+    long: bool,
 }
 
 enum Outcome {
@@ -48,7 +52,7 @@ struct Totals {
 }
 
 pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitCode> {
-    let Args { skip_root } = *args;
+    let Args { skip_root, long } = *args;
     let suites = root_suites(&ctx.root.join("tests/tests"))?;
     let root = is_root()?;
     if !root && !skip_root {
@@ -122,7 +126,11 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
         });
     }
     for suite in &suites {
-        let name = format!("ha-tests --test {suite}");
+        let name = if long {
+            format!("ha-tests --test {suite} (long)")
+        } else {
+            format!("ha-tests --test {suite}")
+        };
         if skip_root {
             let reason = if root {
                 "--skip-root given"
@@ -149,6 +157,9 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
             "--",
             "--test-threads=1",
         ]);
+        // The suites read their sizes from HA_LONG (ha_tests::mode); an inherited
+        // value must not turn a default run long, nor the reverse.
+        cmd.env("HA_LONG", if long { "1" } else { "0" });
         steps.push(test_step(&mut totals, &name, &mut cmd, true));
     }
 

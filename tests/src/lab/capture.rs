@@ -1,7 +1,7 @@
 //! A packet capture on one interface of one namespace: an `AF_PACKET` socket read by
-//! a thread, so a test sees the frames as they arrived (MAC addresses, TTL) without
-//! parsing tcpdump's text. The socket is bound before [`Capture::start`] returns:
-//! nothing sent afterwards is missed.
+//! a thread, so a test sees the frames as they arrived (MAC addresses, TTL, or every
+//! byte) without parsing tcpdump's text. The socket is bound before
+//! [`Capture::start`] returns: nothing sent afterwards is missed.
 
 use std::{
     fmt,
@@ -42,7 +42,8 @@ pub struct Ipv4Info {
 }
 
 impl Frame {
-    fn parse(bytes: &[u8]) -> Option<Frame> {
+    /// The fields of a received frame, if it holds an Ethernet header.
+    pub fn parse(bytes: &[u8]) -> Option<Frame> {
         let mac = |at: usize| -> Option<Mac> { Some(Mac(bytes.get(at..at + 6)?.try_into().ok()?)) };
         let dst_mac = mac(0)?;
         let src_mac = mac(6)?;
@@ -117,7 +118,7 @@ impl fmt::Display for Frame {
 
 /// A running capture of the frames an interface receives (not those it sends).
 pub struct Capture {
-    frames: Arc<Mutex<Vec<Frame>>>,
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     what: String,
@@ -125,6 +126,9 @@ pub struct Capture {
 
 /// How often the reader checks whether to stop.
 const POLL: Duration = Duration::from_millis(20);
+/// Receive buffer of the capture socket: bursts of large frames must not overflow it
+/// while the reader thread waits for a CPU.
+const RECEIVE_BUFFER: i32 = 8 << 20;
 
 impl Capture {
     /// Starts capturing on `iface` in namespace `netns`.
@@ -151,6 +155,14 @@ impl Capture {
 
     /// The frames received so far.
     pub fn frames(&self) -> Vec<Frame> {
+        self.raw()
+            .iter()
+            .filter_map(|bytes| Frame::parse(bytes))
+            .collect()
+    }
+
+    /// The frames received so far, every byte of each.
+    pub fn raw(&self) -> Vec<Vec<u8>> {
         self.frames
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -159,9 +171,17 @@ impl Capture {
 
     /// Stops capturing (after frames already queued in the socket are read) and
     /// returns every frame received.
-    pub fn stop(mut self) -> Vec<Frame> {
+    pub fn stop(self) -> Vec<Frame> {
+        self.stop_raw()
+            .iter()
+            .filter_map(|bytes| Frame::parse(bytes))
+            .collect()
+    }
+
+    /// [`Capture::stop`], every byte of each frame.
+    pub fn stop_raw(mut self) -> Vec<Vec<u8>> {
         self.finish();
-        self.frames()
+        self.raw()
     }
 
     fn finish(&mut self) {
@@ -229,10 +249,24 @@ fn open_socket(iface: &str) -> anyhow::Result<OwnedFd> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("SO_RCVTIMEO");
     }
+    let size = RECEIVE_BUFFER;
+    // SAFETY: a valid int of the size given. FORCE: root may exceed rmem_max.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_RCVBUFFORCE");
+    }
     Ok(socket)
 }
 
-fn read_frames(socket: &OwnedFd, frames: &Mutex<Vec<Frame>>, stop: &AtomicBool) {
+fn read_frames(socket: &OwnedFd, frames: &Mutex<Vec<Vec<u8>>>, stop: &AtomicBool) {
     let mut buffer = vec![0u8; 65_536];
     loop {
         // SAFETY: all-zero is a valid sockaddr_ll.
@@ -264,11 +298,9 @@ fn read_frames(socket: &OwnedFd, frames: &Mutex<Vec<Frame>>, stop: &AtomicBool) 
             continue;
         }
         let len = usize::try_from(n).unwrap_or(0);
-        if let Some(frame) = Frame::parse(&buffer[..len]) {
-            frames
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(frame);
-        }
+        frames
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buffer[..len].to_vec());
     }
 }

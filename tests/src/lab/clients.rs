@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::{Capture, Lab, Node, Proc, StreamReport, describe_status, ns};
+use super::{Capture, Lab, Node, Proc, RawSender, StreamReport, describe_status, ns};
 
 impl Lab {
     /// A UDP socket bound to an ephemeral port in `node`'s namespace (it stays there,
@@ -80,6 +80,11 @@ impl Lab {
     /// Captures the frames `iface` of `node` receives.
     pub fn capture(&self, node: Node, iface: &str) -> anyhow::Result<Capture> {
         Capture::start(&self.ns(node), iface)
+    }
+
+    /// A sender of raw frames out of `iface` of `node`.
+    pub fn raw_sender(&self, node: Node, iface: &str) -> anyhow::Result<RawSender> {
+        RawSender::open(&self.ns(node), iface)
     }
 
     /// Starts `ha-stream` in `node` towards `target` at `rate` datagrams per second

@@ -47,6 +47,7 @@ mod datapath;
 mod faults;
 pub mod ns;
 mod process;
+mod raw;
 mod spec;
 pub mod stream;
 
@@ -71,6 +72,7 @@ pub use ha_common::{Counter, PrefixEntry, Traffic};
 pub use ha_user::model::Mac;
 use ipnet::Ipv4Net;
 pub use process::{Proc, describe_status};
+pub use raw::RawSender;
 pub use spec::{
     Bins, ConfigPaths, HOSTS, HealthSpec, LabSpec, PrefixSpec, XdpMode, host_address, net,
     render_config, vip, workspace_root,
@@ -437,6 +439,28 @@ impl Lab {
         mac_for(ROUTER_LAN)
     }
 
+    /// The router's WAN MAC: where the WAN client sends what it routes.
+    pub fn router_wan_mac(&self) -> Mac {
+        mac_for(ROUTER_WAN)
+    }
+
+    /// The router's addresses (LAN, WAN).
+    pub fn router_addresses(&self) -> [Ipv4Addr; 2] {
+        [ROUTER_LAN, ROUTER_WAN]
+    }
+
+    /// The address and MAC of the `eth0` of a web server or client.
+    pub fn station(&self, node: Node) -> anyhow::Result<(Ipv4Addr, Mac)> {
+        let address = match node {
+            Node::Host(n) => host_address(&format!("host{n}"))
+                .with_context(|| format!("no web server host{n}"))?,
+            Node::LanClient => LAN_CLIENT,
+            Node::WanClient => WAN_CLIENT,
+            Node::Router | Node::Switch => bail!("{node} has no single station address"),
+        };
+        Ok((address, mac_for(address)))
+    }
+
     /// The MAC of web server `host`.
     pub fn host_mac(&self, host: &str) -> anyhow::Result<Mac> {
         host_address(host)
@@ -549,25 +573,33 @@ impl Lab {
 
     /// The router kernel's `Ip: ForwDatagrams` (`/proc/net/snmp`): packets it routed.
     pub fn forwarded_datagrams(&self) -> anyhow::Result<u64> {
-        let snmp = ns::in_netns(&self.ns(Node::Router), || {
-            std::fs::read_to_string("/proc/thread-self/net/snmp")
+        self.net_counter(Node::Router, "Ip", "ForwDatagrams")
+    }
+
+    /// Counter `NAME` of section `SECTION` of `node`'s kernel, from `/proc/net/snmp`
+    /// or `/proc/net/netstat`: `("Ip", "ForwDatagrams")`, `("IpExt", "InCsumErrors")`.
+    pub fn net_counter(&self, node: Node, section: &str, name: &str) -> anyhow::Result<u64> {
+        let text = ns::in_netns(&self.ns(node), || {
+            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp")?;
+            let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat")?;
+            Ok::<_, std::io::Error>(snmp + &netstat)
         })?
-        .context("reading /proc/net/snmp in the router")?;
-        let mut ip_lines = snmp.lines().filter(|line| line.starts_with("Ip:"));
-        let (names, values) = (ip_lines.next(), ip_lines.next());
-        let (Some(names), Some(values)) = (names, values) else {
-            bail!("no Ip: lines in /proc/net/snmp");
+        .with_context(|| format!("reading /proc/net/snmp and netstat in {node}"))?;
+        let prefix = format!("{section}:");
+        let mut lines = text.lines().filter(|line| line.starts_with(&prefix));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            bail!("no {section}: lines in /proc/net/snmp or netstat of {node}");
         };
         let column = names
             .split_whitespace()
-            .position(|name| name == "ForwDatagrams")
-            .context("no ForwDatagrams in /proc/net/snmp")?;
+            .position(|field| field == name)
+            .with_context(|| format!("no {section}: {name} in {node}'s counters"))?;
         values
             .split_whitespace()
             .nth(column)
-            .context("short Ip: line")?
+            .with_context(|| format!("short {section}: line"))?
             .parse()
-            .context("ForwDatagrams is not a number")
+            .with_context(|| format!("{section}: {name} is not a number"))
     }
 
     /// Checks the agreement rule between the fast path and the slow path: every
