@@ -159,12 +159,11 @@ fn try_steer(ctx: &XdpContext) -> Result<Verdict, Counter> {
 
     // 12. The kernel trims Ethernet padding off a datagram it forwards; so do we.
     //     Last: the helper invalidates every pointer into the frame.
-    let datagram_end = EthHdr::LEN + ip.len;
-    let linear = ctx.data_end() - ctx.data();
-    if linear > datagram_end && ip.frame_len == linear {
-        let excess = (linear - datagram_end) as i32;
-        // SAFETY: shrinking the tail of a linear frame by less than its length.
-        // A failure (not expected: the frame is longer than the datagram) leaves the
+    let datagram = EthHdr::LEN + ip.len;
+    if ip.frame_len > datagram {
+        let excess = (ip.frame_len - datagram) as i32;
+        // SAFETY: shrinking the frame's tail by less than its length (a multi-buffer
+        // frame shrinks from its last buffer). A failure (not expected) leaves the
         // padding in place, which is still a valid frame.
         let _ = unsafe { bpf_xdp_adjust_tail(ctx.ctx, -excess) };
     }

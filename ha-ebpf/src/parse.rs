@@ -112,15 +112,19 @@ pub fn ipv4(ctx: &XdpContext, eth: *const EthHdr) -> Result<Ipv4, Counter> {
     if tot_len < header_len {
         return Err(Counter::PassBadIpv4);
     }
-    // The frame may carry Ethernet padding after the datagram, never less than it. A
-    // datagram longer than the first buffer must fit in the whole (multi-buffer) frame.
+    // The frame may carry Ethernet padding after the datagram, never less than it.
+    // The common frame is exactly the datagram in one buffer; anything else (padding,
+    // a datagram longer than the first buffer of a multi-buffer frame) is measured
+    // whole. (A trailer wholly in later buffers behind a datagram that exactly fills
+    // the first one would go unseen; no driver splits a frame that way.)
     let linear = ctx.data_end() - ctx.data();
-    let frame_len = if EthHdr::LEN + tot_len <= linear {
+    let datagram = EthHdr::LEN + tot_len;
+    let frame_len = if datagram == linear {
         linear
     } else {
         // SAFETY: the helper only reads the context it is given.
         let whole = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-        if EthHdr::LEN + tot_len > whole {
+        if datagram > whole {
             return Err(Counter::PassBadIpv4);
         }
         whole

@@ -87,6 +87,12 @@ pub struct Profile {
     pub max_len: usize,
     /// IPv4 total lengths worth hitting exactly, e.g. an MTU and MTU + 1.
     pub boundary_lengths: Vec<usize>,
+    /// Percentage of frames made as plain traffic: IPv4 to the router's MAC, no
+    /// options, not a fragment, TTL ≥ 2, no mutation, no longer than `plain_max_len`
+    /// (addresses still drawn from the classes). A corpus judged by what the fast path
+    /// does needs enough frames it may steer.
+    pub plain_percent: u64,
+    pub plain_max_len: usize,
 }
 
 /// One generated frame and what went into it.
@@ -129,6 +135,11 @@ enum Mutation {
 /// Generates one frame.
 pub fn generate(rng: &mut Rng, profile: &Profile) -> Generated {
     let mut labels = Vec::new();
+    if rng.chance(profile.plain_percent) {
+        labels.push("plain");
+        let bytes = plain_ipv4(rng, profile, &mut labels);
+        return Generated { bytes, labels };
+    }
     let shape = *rng.weighted(&[
         (84, Shape::Ipv4),
         (5, Shape::Vlan),
@@ -218,6 +229,26 @@ fn address(rng: &mut Rng, classes: &[AddrClass], labels: &mut Vec<&'static str>)
 
 /// An IPv4 frame, maybe with options, maybe mutated, at most `profile.max_len - room`
 /// bytes long (`room`: for VLAN tags added around it).
+/// A frame of plain traffic (see [`Profile::plain_percent`]).
+fn plain_ipv4(rng: &mut Rng, profile: &Profile, labels: &mut Vec<&'static str>) -> Vec<u8> {
+    let dst = address(rng, &profile.destinations, labels);
+    let src = address(rng, &profile.sources, labels);
+    let (protocol, label) = *rng.weighted(&[
+        (45, (IPPROTO_UDP, "udp")),
+        (40, (IPPROTO_TCP, "tcp")),
+        (15, (IPPROTO_ICMP, "icmp")),
+    ]);
+    labels.push(label);
+    let mut ip = Ipv4::new(src, dst, protocol);
+    ip.id = rng.u16();
+    ip.ttl = rng.u8().max(2);
+    ip.flags_fragment = if rng.chance(60) { IP_DF } else { 0 };
+    let max_ip = profile.plain_max_len.min(profile.max_len) - ETH_HLEN;
+    let total = IPV4_HLEN + rng.between(0, max_ip - IPV4_HLEN);
+    let payload = l4(rng, &ip, total - IPV4_HLEN);
+    Ipv4Frame::new(profile.router_mac, profile.src_mac, ip, payload).bytes()
+}
+
 fn ipv4(
     rng: &mut Rng,
     profile: &Profile,

@@ -237,6 +237,8 @@ mod tests {
             sources: martian_sources(1),
             max_len: 1514,
             boundary_lengths: vec![1500, 1501],
+            plain_percent: 10,
+            plain_max_len: 1514,
         };
         let mut labels = std::collections::BTreeSet::new();
         for index in 0..20_000 {

@@ -224,6 +224,9 @@ pub fn profile(lab: &Lab, side: Side) -> Profile {
         ],
         sources,
         max_len: max_len as usize,
+        // A third of the corpus plain traffic, so that enough of it is steered.
+        plain_percent: 35,
+        plain_max_len: crate::LAN_MTU as usize + 14,
         boundary_lengths: vec![
             crate::LAN_MTU as usize,
             crate::LAN_MTU as usize + 1,
@@ -251,7 +254,14 @@ pub fn build(lab: &Lab, seed: u64, random: u64, only: Option<u64>) -> Corpus {
                 Side::Lan => lab.router_lan_mac(),
                 Side::Wan => lab.router_wan_mac(),
             };
-            for (name, frame) in &fixtures {
+            // A frame longer than the sender's own link carries cannot be sent there
+            // (the fixtures' jumbo frames): it is not part of that side's corpus.
+            let longest = match side {
+                Side::Lan => crate::LAN_MTU,
+                Side::Wan => crate::WAN_MTU,
+            } as usize
+                + 14;
+            for (name, frame) in fixtures.iter().filter(|(_, f)| f.len() <= longest) {
                 let frame = readdress(frame.clone(), router.0, client.0);
                 raw.push((side, format!("fixture {name:?}"), frame, Vec::new()));
             }

@@ -247,6 +247,10 @@ fn prepare(lab: &Lab) -> anyhow::Result<()> {
             ],
         )?;
     }
+    // The switch port hands VLAN tags to the router in the frame, as a NIC without
+    // receive VLAN stripping does: a veth would pass them as metadata, out of the
+    // XDP program's sight (see the README on VLAN tags).
+    lab.exec_ok(Node::Switch, &["ethtool", "-K", "router", "txvlan", "off"])?;
     // A switch forwards frames as they are: no netfilter on bridged traffic, which
     // would also fragment IPv4 too long for a port (br_netfilter, built in here).
     lab.exec_ok(

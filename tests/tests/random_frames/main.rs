@@ -46,11 +46,9 @@ const XDP_HEADROOM: usize = 256;
 /// a linear test frame lives in.
 const SHARED_INFO: usize = 320;
 /// Whether to generate frames longer than one buffer. BPF_PROG_TEST_RUN hands those
-/// to the program as multi-buffer frames, whose first buffer holds what fits the
-/// page, even to a program not declared frags-aware (which the kernel never attaches
-/// natively where such frames occur). Switch on once `ha_steer` is frags-aware and
-/// the README says what it does with them, with that rule in the model.
-const MULTI_BUFFER_FRAMES: bool = false;
+/// to the frags-aware program as multi-buffer frames, whose first buffer holds what
+/// fits the page; the README's rules apply to the whole frame.
+const MULTI_BUFFER_FRAMES: bool = true;
 /// The longest multi-buffer frame to generate then (a 9000-byte MTU's frame).
 const LONGEST_MULTI_BUFFER: usize = 9018;
 

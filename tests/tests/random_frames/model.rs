@@ -10,14 +10,25 @@
 //! 3. [`addressed_to_ingress`]: the destination MAC is the ingress interface's own
 //!    (`pass_not_our_mac`).
 //! 4. [`ipv4_ethertype`]: the EtherType is IPv4 (`pass_not_ipv4`).
-//! 5. [`ipv4_header_sane`]: version 4, IHL ≥ 5, the whole header inside the frame,
-//!    total length between the header length and the frame's end (`pass_bad_ipv4`).
-//! 6. [`destination_prefix`]: the destination is in a prefix (`pass_no_prefix`).
-//! 7. [`owner_ready`]: the prefix's host is in the table and ready
-//!    (`pass_host_not_ready`).
-//! 8. [`ttl_above_one`]: TTL ≥ 2 (`pass_ttl`).
-//! 9. [`egress_port`]: a host behind another interface needs that interface in
-//!    `HA_TX_PORTS` (`pass_no_tx_port`).
+//! 5. [`ipv4_header_sane`]: version 4, IHL ≥ 5, total length between the header
+//!    length and the frame's end, the header (options too) inside the frame, and for
+//!    a header without options its checksum (`pass_bad_ipv4`; the checksum of a
+//!    header with options is the kernel's to check, after rule 6).
+//! 6. [`no_options`]: IHL 5 (`pass_ip_options`).
+//! 7. [`not_a_fragment`]: neither MF nor an offset (`pass_fragment`).
+//! 8. [`source_accepted`]: the source is not in 0/8, 127/8, 224/4,
+//!    255.255.255.255, nor one of the router's own or broadcast addresses
+//!    (`pass_bad_source`).
+//! 9. [`destination_prefix`]: the destination is in a prefix (`pass_no_prefix`).
+//! 10. [`flow_verified`]: on an interface that verifies flows, only a flow the kernel
+//!     forwarded recently goes on; this world records none (`pass_unverified`).
+//! 11. [`owner_ready`]: the prefix's host is in the table and ready
+//!     (`pass_host_not_ready`).
+//! 12. [`ttl_above_one`]: TTL ≥ 2 (`pass_ttl`).
+//! 13. [`fits_egress_mtu`]: the datagram is no longer than the host's egress MTU
+//!     (`pass_too_big`).
+//! 14. [`egress_port`]: a host behind another interface needs that interface in
+//!     `HA_TX_PORTS` (`pass_no_tx_port`).
 //!
 //! A frame no rule refuses is steered: `tx` when the host is behind the ingress
 //! interface, else `redirect`, rewritten as [`rewritten`] says.
@@ -32,6 +43,9 @@ use ha_tests::{
     packet::{ETH_HLEN, ETH_P_IPV4, IPV4_HLEN, ones_complement_sum},
     steer::Action,
 };
+
+/// IPv4 `flags_fragment`: more fragments, and the offset.
+const MF_AND_OFFSET: u16 = 0x3fff;
 
 use crate::world::{Link, World};
 
@@ -54,15 +68,20 @@ pub struct Facts {
 pub type Rule = fn(&Packet, &World, &mut Facts) -> Result<(), Counter>;
 
 /// Every rule, in the order the README gives them.
-pub const RULES: [(&str, Rule); 9] = [
+pub const RULES: [(&str, Rule); 14] = [
     ("ingress_runs_the_program", ingress_runs_the_program),
     ("ethernet_header", ethernet_header),
     ("addressed_to_ingress", addressed_to_ingress),
     ("ipv4_ethertype", ipv4_ethertype),
     ("ipv4_header_sane", ipv4_header_sane),
+    ("no_options", no_options),
+    ("not_a_fragment", not_a_fragment),
+    ("source_accepted", source_accepted),
     ("destination_prefix", destination_prefix),
+    ("flow_verified", flow_verified),
     ("owner_ready", owner_ready),
     ("ttl_above_one", ttl_above_one),
+    ("fits_egress_mtu", fits_egress_mtu),
     ("egress_port", egress_port),
 ];
 
@@ -92,6 +111,11 @@ pub fn source_of(counter: Counter) -> Source {
         Counter::PassHostNotReady => Source::Rule("owner_ready"),
         Counter::PassTtl => Source::Rule("ttl_above_one"),
         Counter::PassNoTxPort => Source::Rule("egress_port"),
+        Counter::PassIpOptions => Source::Rule("no_options"),
+        Counter::PassFragment => Source::Rule("not_a_fragment"),
+        Counter::PassBadSource => Source::Rule("source_accepted"),
+        Counter::PassTooBig => Source::Rule("fits_egress_mtu"),
+        Counter::PassUnverified => Source::Rule("flow_verified"),
     }
 }
 
@@ -196,7 +220,50 @@ pub fn ipv4_header_sane(p: &Packet, _: &World, f: &mut Facts) -> Result<(), Coun
     if total < header_len || total > l3.len() {
         return Err(Counter::PassBadIpv4);
     }
+    // A header without options must sum (checksum included) to 0xffff.
+    if header_len == IPV4_HLEN && ones_complement_sum(&l3[..IPV4_HLEN]) != 0xffff {
+        return Err(Counter::PassBadIpv4);
+    }
     f.ip = Some(ip);
+    Ok(())
+}
+
+pub fn no_options(_: &Packet, _: &World, f: &mut Facts) -> Result<(), Counter> {
+    if f.ip.expect("rule 5 read the header").ihl != 5 {
+        return Err(Counter::PassIpOptions);
+    }
+    Ok(())
+}
+
+pub fn not_a_fragment(_: &Packet, _: &World, f: &mut Facts) -> Result<(), Counter> {
+    if f.ip.expect("rule 5 read the header").flags_fragment & MF_AND_OFFSET != 0 {
+        return Err(Counter::PassFragment);
+    }
+    Ok(())
+}
+
+pub fn source_accepted(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Counter> {
+    let src = f.ip.expect("rule 5 read the header").src;
+    let [first, ..] = src.octets();
+    let martian = first == 0 || first == 127 || (224..240).contains(&first) || src.is_broadcast();
+    if martian || w.local.contains(&src) {
+        return Err(Counter::PassBadSource);
+    }
+    Ok(())
+}
+
+pub fn flow_verified(_: &Packet, _: &World, f: &mut Facts) -> Result<(), Counter> {
+    if f.ingress.as_ref().expect("rule 1 found the ingress").verifies {
+        return Err(Counter::PassUnverified);
+    }
+    Ok(())
+}
+
+pub fn fits_egress_mtu(_: &Packet, _: &World, f: &mut Facts) -> Result<(), Counter> {
+    let len = f.ip.expect("rule 5 read the header").total_len;
+    if len > f.host.expect("rule 11 found the host").mtu {
+        return Err(Counter::PassTooBig);
+    }
     Ok(())
 }
 
@@ -212,7 +279,7 @@ pub fn destination_prefix(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Co
 }
 
 pub fn owner_ready(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Counter> {
-    let id = f.prefix.expect("rule 6 found the prefix").host;
+    let id = f.prefix.expect("rule 9 found the prefix").host;
     let host = (id < MAX_HOSTS)
         .then(|| w.hosts.get(&id).copied().unwrap_or_default())
         .filter(HostEntry::is_ready);
@@ -228,7 +295,7 @@ pub fn ttl_above_one(_: &Packet, _: &World, f: &mut Facts) -> Result<(), Counter
 }
 
 pub fn egress_port(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Counter> {
-    let egress = f.host.expect("rule 7 found the host").egress_ifindex;
+    let egress = f.host.expect("rule 11 found the host").egress_ifindex;
     let ingress = f
         .ingress
         .as_ref()
@@ -241,11 +308,15 @@ pub fn egress_port(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Counter> 
     Ok(())
 }
 
-/// The specified rewrite of a steered frame: destination MAC the host's, source MAC
-/// the egress interface's, TTL − 1, the header checksum updated for the TTL word by
-/// RFC 1624 eqn. 3 (`HC' = ~(~HC + ~m + m')`); every other byte as it was.
+/// The specified rewrite of a steered frame, the kernel's forwarding's: destination
+/// MAC the host's, source MAC the egress interface's, TTL − 1 with the header
+/// checksum updated for the TTL word by RFC 1624 eqn. 3 (`HC' = ~(~HC + ~m + m')`,
+/// derived here independently of the program, which writes `ip_decrease_ttl`'s
+/// arithmetic), the Ethernet padding after the datagram trimmed as the kernel trims
+/// it; every other byte as it was.
 pub fn rewritten(input: &[u8], host: &HostEntry) -> Vec<u8> {
-    let mut out = input.to_vec();
+    let total = usize::from(u16::from_be_bytes([input[ETH_HLEN + 2], input[ETH_HLEN + 3]]));
+    let mut out = input[..ETH_HLEN + total].to_vec();
     out[..6].copy_from_slice(&host.mac);
     out[6..12].copy_from_slice(&host.egress_mac);
     let ttl_at = ETH_HLEN + 8;

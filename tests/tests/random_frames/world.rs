@@ -5,7 +5,10 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use ha_common::{HOST_READY, HostEntry, MAX_HOSTS, PrefixEntry};
+use ha_common::{
+    HOST_READY, HOST_UP, HostEntry, IFACE_ACTIVE, IFACE_VERIFY, MAX_HOSTS, MAX_LOCAL_ADDRS,
+    PrefixEntry, Settings,
+};
 use ha_tests::{
     frames::{AddrClass, Profile, martian_sources},
     netns::Veth,
@@ -25,6 +28,8 @@ pub struct Link {
     pub runs_program: bool,
     /// In `HA_TX_PORTS`: a redirect target.
     pub tx_port: bool,
+    /// Flagged `IFACE_VERIFY`: steers only flows the kernel forwarded (none here).
+    pub verifies: bool,
 }
 
 /// The maps' contents.
@@ -33,7 +38,12 @@ pub struct World {
     /// Host id → entry; ids not here are all zeros in the map.
     pub hosts: BTreeMap<u32, HostEntry>,
     pub prefixes: Vec<(Ipv4Net, PrefixEntry)>,
+    /// The router's own and broadcast addresses (`HA_SETTINGS`): refused sources.
+    pub local: Vec<Ipv4Addr>,
 }
+
+/// Every host's egress MTU.
+const HOST_MTU: u16 = 1500;
 
 pub const LAN_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
 pub const PORT_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
@@ -91,6 +101,7 @@ impl World {
                 mtu: 65_536,
                 runs_program: true,
                 tx_port: false,
+                verifies: false,
             },
             Link {
                 name: "port",
@@ -99,6 +110,7 @@ impl World {
                 mtu: 1500,
                 runs_program: true,
                 tx_port: true,
+                verifies: true,
             },
             Link {
                 name: "port peer",
@@ -107,14 +119,16 @@ impl World {
                 mtu: 1500,
                 runs_program: false,
                 tx_port: false,
+                verifies: false,
             },
         ];
         let ready = |id: u32, egress_ifindex: u32, egress_mac: Mac| HostEntry {
             mac: host_mac(id),
             egress_mac,
-            _pad: [0; 4],
+            mtu: HOST_MTU,
+            _pad: [0; 2],
             egress_ifindex,
-            flags: HOST_READY,
+            flags: HOST_READY | HOST_UP,
         };
         let mut hosts = BTreeMap::new();
         hosts.insert(host::WEB1, ready(host::WEB1, 1, LAN_MAC));
@@ -133,20 +147,38 @@ impl World {
         );
         let prefixes = PREFIXES
             .iter()
-            .map(|&(cidr, host, prefix_id)| (net(cidr), PrefixEntry { host, prefix_id }))
+            .map(|&(cidr, host, prefix_id)| (net(cidr), PrefixEntry::owned(host, prefix_id)))
             .collect();
+        let local = vec![
+            Ipv4Addr::new(192, 168, 1, 1),
+            Ipv4Addr::new(192, 168, 1, 31),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 255),
+        ];
         Self {
             links,
             hosts,
             prefixes,
+            local,
         }
     }
 
     /// Writes the description into the program's maps.
     pub fn load_into(&self, steer: &mut Steer) {
+        let mut local = [0; MAX_LOCAL_ADDRS];
+        for (slot, addr) in local.iter_mut().zip(&self.local) {
+            *slot = u32::from_ne_bytes(addr.octets());
+        }
+        steer.set_settings(Settings {
+            refresh_ns: 1_000_000_000,
+            local_count: u32::try_from(self.local.len()).expect("a few addresses"),
+            _pad: 0,
+            local,
+        });
         for link in &self.links {
             if link.runs_program {
-                steer.set_iface(link.ifindex, link.mac);
+                let verify = if link.verifies { IFACE_VERIFY } else { 0 };
+                steer.set_iface_flags(link.ifindex, link.mac, IFACE_ACTIVE | verify);
             }
             if link.tx_port {
                 steer.set_tx_port(link.ifindex);
@@ -244,6 +276,8 @@ impl World {
                 .filter(|link| link.mtu < 65_536)
                 .flat_map(|link| [link.mtu as usize, link.mtu as usize + 1])
                 .collect(),
+            plain_percent: 0,
+            plain_max_len: max_len,
         }
     }
 }
