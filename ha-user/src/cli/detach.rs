@@ -45,6 +45,13 @@ pub async fn detach(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     };
     let removed = datapath::detach_all(&pin_dir)
         .with_context(|| format!("detaching {}", pin_dir.display()))?;
+    // On kernels without TCX the flow-learning program is a tc filter, not a pin.
+    let handle = netdev::connect()?;
+    for iface in netdev::names(&handle).await? {
+        if datapath::learn::detach_filter(&iface)? {
+            println!("removed the flow-learning tc filter from {iface}");
+        }
+    }
     if removed.is_empty() {
         println!("nothing pinned under {}", pin_dir.display());
     }
@@ -58,7 +65,6 @@ pub async fn detach(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let handle = netdev::connect()?;
     for route in routes::list(&handle)
         .await?
         .into_iter()

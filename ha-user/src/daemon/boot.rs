@@ -208,6 +208,9 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
             adopted: attachment.adopted,
         });
     }
+    // After XDP: flows the kernel forwards from now on are recorded.
+    let (hook, adopted) = loaded.attach_learn(&controller.lan.name)?;
+    info!(iface = %controller.lan.name, ?hook, adopted, "flow learning attached (TC egress)");
     // The links are pinned: the loaded object (the parsed ELF, its BTF) is not needed
     // any more.
     drop(loaded);

@@ -98,9 +98,15 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
 
     let controller = controller.run(inputs, shutdown).await;
     let _ = stop_checks.send(true);
-    let controller::Controller { config, health, .. } = controller;
+    let controller::Controller {
+        config,
+        health,
+        lan,
+        ..
+    } = controller;
     health.stop().await;
     let removed = datapath::detach_all(&config.pin_dir)?;
+    datapath::learn::detach_filter(&lan.name)?;
     // No new connections; the subscribers read what is left, then their streams end.
     server.abort();
     let _ = std::fs::remove_file(&config.control_socket);

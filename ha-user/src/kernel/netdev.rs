@@ -97,3 +97,24 @@ pub async fn interface(handle: &Handle, name: &str) -> Result<Interface, NetdevE
         xdp_prog,
     })
 }
+
+/// The names of every interface in the namespace.
+pub async fn names(handle: &Handle) -> Result<Vec<String>, NetdevError> {
+    let mut links = handle.link().get().execute();
+    let mut names = Vec::new();
+    loop {
+        match links.try_next().await {
+            Ok(Some(link)) => names.extend(link.attributes.iter().find_map(|attr| match attr {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            })),
+            Ok(None) => return Ok(names),
+            Err(source) => {
+                return Err(NetdevError::Netlink {
+                    name: "(all interfaces)".to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}

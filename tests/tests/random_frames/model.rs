@@ -253,7 +253,11 @@ pub fn source_accepted(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Count
 }
 
 pub fn flow_verified(_: &Packet, _: &World, f: &mut Facts) -> Result<(), Counter> {
-    if f.ingress.as_ref().expect("rule 1 found the ingress").verifies {
+    if f.ingress
+        .as_ref()
+        .expect("rule 1 found the ingress")
+        .verifies
+    {
         return Err(Counter::PassUnverified);
     }
     Ok(())
@@ -315,7 +319,10 @@ pub fn egress_port(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Counter> 
 /// arithmetic), the Ethernet padding after the datagram trimmed as the kernel trims
 /// it; every other byte as it was.
 pub fn rewritten(input: &[u8], host: &HostEntry) -> Vec<u8> {
-    let total = usize::from(u16::from_be_bytes([input[ETH_HLEN + 2], input[ETH_HLEN + 3]]));
+    let total = usize::from(u16::from_be_bytes([
+        input[ETH_HLEN + 2],
+        input[ETH_HLEN + 3],
+    ]));
     let mut out = input[..ETH_HLEN + total].to_vec();
     out[..6].copy_from_slice(&host.mac);
     out[6..12].copy_from_slice(&host.egress_mac);

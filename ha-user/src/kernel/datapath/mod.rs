@@ -7,6 +7,7 @@
 //! says the pins are of this build's layout.
 
 pub mod layout;
+pub mod learn;
 
 use std::{
     io,
@@ -65,7 +66,13 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
-    #[error("cannot take over the pinned XDP link {}", path.display())]
+    #[error("cannot attach the flow-learning TC program to the egress of {iface}")]
+    Learn {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot take over the pinned link {}", path.display())]
     Adopt {
         path: PathBuf,
         #[source]
@@ -406,6 +413,12 @@ impl Loaded {
         })
     }
 
+    /// Attaches `ha_learn` to `iface`'s egress (see [`learn`]); the LAN interface's.
+    pub fn attach_learn(&mut self, iface: &str) -> Result<(learn::LearnHook, bool), DatapathError> {
+        let program = learn::learn_program(&mut self.ebpf)?;
+        learn::attach(program, &self.pin_dir, iface)
+    }
+
     /// Typed handles to the maps (the pinned ones, shared with any other user).
     pub fn maps(&mut self) -> Result<Maps, DatapathError> {
         Maps::take(&mut self.ebpf)
@@ -419,6 +432,11 @@ pub struct Attachment {
     pub pin: PathBuf,
     /// True when an existing pinned link was taken over (restart or upgrade).
     pub adopted: bool,
+}
+
+/// Whether a pin of the pin directory is one of our links (XDP or TCX).
+fn is_link_pin(name: &str) -> bool {
+    name.starts_with("link_") || name.starts_with(learn::TC_LINK_PREFIX)
 }
 
 /// Removes everything `ha` pinned under `pin_dir`: the links (which detaches the
@@ -436,17 +454,17 @@ pub fn detach_all(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
         }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    // Links first, so the program is detached before its maps disappear.
+    // Links first, so the programs are detached before their maps disappear.
     paths.sort_by_key(|p| {
         !p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+            .is_some_and(|n| is_link_pin(&n.to_string_lossy()))
     });
     for path in paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let ours = name.starts_with("link_") || PINNED_MAPS.contains(&name.as_str());
+        let ours = is_link_pin(&name) || PINNED_MAPS.contains(&name.as_str());
         if !ours {
             continue;
         }
