@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context as _, bail};
@@ -159,34 +159,22 @@ impl PassPrograms {
     }
 }
 
-/// Removes the pins under `pin_dir` (links first, which detaches the programs behind
-/// them), then the directory. Only the names `ha` pins are removed; anything else
-/// makes this fail rather than be deleted.
+/// Removes the pins under `pin_dir` with the controller's own pin remover (links
+/// first, which detaches the programs behind them, then the maps), then checks that
+/// the directory is gone: anything left in it is not ha's, and fails this rather than
+/// be deleted.
 pub fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
-    let entries = match std::fs::read_dir(pin_dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(err).with_context(|| format!("listing {}", pin_dir.display())),
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort_by_key(|p| !is_link_pin(p));
-    for path in paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !is_link_pin(&path) && !ha_common::PINNED_MAPS.contains(&name.as_str()) {
-            bail!(
-                "{} holds {name}, which ha does not pin: not removing it",
-                pin_dir.display()
-            );
-        }
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    ha_user::kernel::datapath::detach_all(pin_dir)
+        .with_context(|| format!("removing the pins under {}", pin_dir.display()))?;
+    if let Ok(entries) = std::fs::read_dir(pin_dir) {
+        let left: Vec<String> = entries
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        bail!(
+            "{} still holds {}, which ha does not pin: not removing it",
+            pin_dir.display(),
+            left.join(", ")
+        );
     }
-    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
-}
-
-fn is_link_pin(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    Ok(())
 }

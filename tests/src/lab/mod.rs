@@ -66,7 +66,7 @@ pub use capture::{Capture, Frame, Ipv4Info};
 pub use clients::StreamRun;
 pub use control::EventLog;
 pub use controller::OwnerChange;
-pub use datapath::XdpCounters;
+pub use datapath::{XdpCounters, remove_pins};
 pub use faults::Fault;
 pub use ha_common::{Counter, PrefixEntry, Traffic};
 pub use ha_user::model::Mac;

@@ -143,7 +143,7 @@ impl Scale {
                 ns::delete(name)?;
             }
         }
-        remove_pins(&scale.pin_dir)?;
+        ha_tests::lab::remove_pins(&scale.pin_dir)?;
         if scale.dir.exists() {
             std::fs::remove_dir_all(&scale.dir)?;
         }
@@ -233,7 +233,7 @@ impl Scale {
     fn start(&mut self, ha_user: &Path, config: &Path) -> anyhow::Result<f64> {
         self.stop()?;
         ns::check(&mut ns::ip(NS_ROUTER, &["route", "flush", "proto", "165"]))?;
-        remove_pins(&self.pin_dir)?;
+        ha_tests::lab::remove_pins(&self.pin_dir)?;
         self.starts += 1;
         let args = [
             ha_user.to_string_lossy().into_owned(),
@@ -340,7 +340,7 @@ impl Drop for Scale {
         if let Some(mut proc) = self.controller.take() {
             let _ = proc.kill();
         }
-        if let Err(err) = remove_pins(&self.pin_dir) {
+        if let Err(err) = ha_tests::lab::remove_pins(&self.pin_dir) {
             eprintln!("warning: {err:#}");
         }
         if let Some(mut proc) = self.webd.take() {
@@ -355,23 +355,6 @@ impl Drop for Scale {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// Removes the controller's pins (links first) and their directory.
-fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(pin_dir) else {
-        return Ok(());
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    let is_link = |p: &PathBuf| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
-    };
-    paths.sort_by_key(|p| !is_link(p));
-    for path in paths {
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
 }
 
 /// Entries of the pinned prefix map, by host id.
