@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod controller;
 pub mod datapath;
+pub mod forwarding;
 pub mod health;
 pub mod lock;
 pub mod metrics;
