@@ -104,9 +104,8 @@ pub enum GatherError {
         #[source]
         source: XfrmError,
     },
-    #[error("cannot read the traffic control on the ingress of {interface}")]
-    Tc {
-        interface: String,
+    #[error("cannot read a steered interface")]
+    Interface {
         #[source]
         source: TcError,
     },
@@ -175,6 +174,25 @@ impl Gatherer {
     /// The facts for LAN interface `lan` and extra ingress interfaces `ingress`, in
     /// the calling thread's network namespace.
     pub fn gather(&mut self, lan: &str, ingress: &[String]) -> Result<Facts, GatherError> {
+        let routes = self.routes()?;
+        self.gather_with_routes(lan, ingress, routes)
+    }
+
+    /// The route facts alone: the part of [`Self::gather`] whose cost grows with the
+    /// routing tables (type-filtered dumps: the kernel still walks every table). A
+    /// caller may read them at a slower pace, or when a route changes, and pass them
+    /// to [`Self::gather_with_routes`].
+    pub fn routes(&mut self) -> Result<RouteFacts, GatherError> {
+        routes::facts(&mut self.route).map_err(|source| GatherError::Routes { source })
+    }
+
+    /// [`Self::gather`] with route facts read earlier by [`Self::routes`].
+    pub fn gather_with_routes(
+        &mut self,
+        lan: &str,
+        ingress: &[String],
+        routes: RouteFacts,
+    ) -> Result<Facts, GatherError> {
         let mut names = vec![lan];
         for name in ingress {
             if !names.contains(&name.as_str()) {
@@ -201,8 +219,6 @@ impl Gatherer {
             });
         let rules =
             rules::custom(&mut self.route).map_err(|source| GatherError::Rules { source })?;
-        let routes =
-            routes::facts(&mut self.route).map_err(|source| GatherError::Routes { source })?;
         let xfrm = xfrm::facts()
             .map_err(|source| GatherError::Xfrm { source })?
             .unwrap_or_else(|| {
@@ -227,10 +243,7 @@ impl Gatherer {
         lan: bool,
         absent: &mut Vec<Feature>,
     ) -> Result<InterfaceFacts, GatherError> {
-        let tc_error = |source| GatherError::Tc {
-            interface: name.to_owned(),
-            source,
-        };
+        let tc_error = |source| GatherError::Interface { source };
         let index = tc::ifindex(name).map_err(tc_error)?;
         let sysctls = sysctl::interface(name).map_err(|source| GatherError::Sysctl { source })?;
         let tc_filters = tc::ingress_filters(&mut self.route, name, index).map_err(tc_error)?;

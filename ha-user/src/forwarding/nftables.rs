@@ -275,6 +275,7 @@ fn parse_chain(reply: &RawMessage) -> Result<Option<NftChain>, NftError> {
         match key {
             NFTA_HOOK_HOOKNUM => number = be_u32(value),
             NFTA_HOOK_PRIORITY => priority = be_u32(value).map_or(0, |p| p as i32),
+            // The kernel sends a single device both ways.
             NFTA_HOOK_DEV => devices.push(string(value)),
             NFTA_HOOK_DEVS => {
                 let names =
@@ -289,6 +290,8 @@ fn parse_chain(reply: &RawMessage) -> Result<Option<NftChain>, NftError> {
             _ => {}
         }
     }
+    devices.sort();
+    devices.dedup();
     let number = number.ok_or(NftError::Incomplete {
         what: "hook number",
     })?;

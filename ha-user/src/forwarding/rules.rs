@@ -16,6 +16,8 @@ use super::netlink::{Channel, NetlinkError, retrying};
 const RT_TABLE_DEFAULT: u32 = 253;
 const RT_TABLE_MAIN: u32 = 254;
 const RT_TABLE_LOCAL: u32 = 255;
+/// `FRA_SUPPRESS_PREFIXLEN` of a rule without it (-1): the kernel always sends it.
+const NO_SUPPRESS: u32 = u32::MAX;
 /// The kernel's own rules: (priority, table).
 const DEFAULT_RULES: [(u32, u32); 3] = [
     (0, RT_TABLE_LOCAL),
@@ -104,7 +106,7 @@ fn default_index(rule: &RuleMessage) -> Option<usize> {
             matches!(
                 attr,
                 RuleAttribute::Table(_) | RuleAttribute::Priority(_) | RuleAttribute::Protocol(_)
-            )
+            ) || *attr == RuleAttribute::SuppressPrefixLen(NO_SUPPRESS)
         });
     if !plain {
         return None;
@@ -146,6 +148,9 @@ fn describe(rule: &RuleMessage) -> String {
                 let _ = write!(rest, " fwmark {mark:#x}");
             }
             RuleAttribute::L3MDev(true) => rest.push_str(" l3mdev"),
+            RuleAttribute::SuppressPrefixLen(len) if *len != NO_SUPPRESS => {
+                let _ = write!(rest, " suppress_prefixlength {len}");
+            }
             RuleAttribute::UidRange(range) => {
                 let _ = write!(rest, " uidrange {}-{}", range.start, range.end);
             }
@@ -195,6 +200,8 @@ fn describe(rule: &RuleMessage) -> String {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
+    use rtnetlink::packet_route::route::RouteProtocol;
+
     use super::*;
 
     fn rule(priority: u32, table: u32) -> RuleMessage {
@@ -202,6 +209,11 @@ mod tests {
         rule.header.family = AddressFamily::Inet;
         rule.header.action = RuleAction::ToTable;
         rule.attributes.push(RuleAttribute::Table(table));
+        // As the kernel sends them.
+        rule.attributes
+            .push(RuleAttribute::SuppressPrefixLen(NO_SUPPRESS));
+        rule.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Kernel));
         if priority != 0 {
             rule.attributes.push(RuleAttribute::Priority(priority));
         }

@@ -37,7 +37,7 @@ pub enum TcError {
     Tcx {
         name: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -148,7 +148,7 @@ pub fn tcx_ingress(name: &str) -> Result<Option<Vec<TcxProgram>>, TcError> {
         }
         Err(source) => Err(TcError::Tcx {
             name: name.to_owned(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
