@@ -160,6 +160,10 @@ pub struct Facts {
 }
 
 /// Reads [`Facts`] from the kernel, keeping its route socket between gatherings.
+///
+/// The route socket (rules, routes, tc filters) stays in the network namespace of
+/// the thread that created the gatherer; everything else is read in the namespace
+/// of the thread that gathers. Create and use it on one thread.
 pub struct Gatherer {
     route: Channel,
 }
