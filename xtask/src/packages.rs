@@ -21,6 +21,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("tcpdump", "tcpdump"),
     ("curl", "curl"),
+    // The forwarding-facts tests put real rule sets and settings in a namespace.
+    ("nftables", "nft"),
+    ("iptables", "iptables-legacy"),
+    ("procps", "sysctl"),
 ];
 
 pub fn ensure(ctx: &Ctx) -> anyhow::Result<()> {

@@ -21,7 +21,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::model::{
-    Backups, CheckKind, HealthCheck, Host, HostId, Mac, Prefix, PrefixId, XdpMode, defaults,
+    Backups, CheckKind, FastPath, HealthCheck, Host, HostId, Mac, Prefix, PrefixId, VerifyMode,
+    XdpMode, defaults,
 };
 
 /// A fully validated configuration.
@@ -38,6 +39,9 @@ pub struct Config {
     pub state_file: PathBuf,
     /// Optional Prometheus text endpoint.
     pub metrics: Option<SocketAddr>,
+    /// The `[fast_path]` table: which interfaces verify flows, and for how long a
+    /// kernel verdict on a flow holds.
+    pub fast_path: FastPath,
     /// Hosts in file order: the `HostId` of each is its position.
     pub hosts: Vec<Host>,
     /// Prefixes in file order: the `PrefixId` of each is its position.
@@ -126,11 +130,19 @@ struct RawConfig {
     control_socket: Option<PathBuf>,
     state_file: Option<PathBuf>,
     metrics: Option<Spanned<String>>,
+    fast_path: Option<Spanned<RawFastPath>>,
     health: Option<Spanned<RawHealth>>,
     #[serde(default, rename = "host")]
     hosts: Vec<Spanned<RawHost>>,
     #[serde(default, rename = "prefix")]
     prefixes: Vec<Spanned<RawPrefix>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFastPath {
+    verify: Option<VerifyMode>,
+    refresh_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +205,29 @@ impl RawHealth {
 }
 
 // ---- validation --------------------------------------------------------------------
+
+/// Longest `refresh_ms`: beyond 30 s a flow could outlive the kernel's shortest
+/// conntrack timeouts (UDP: 30 s unreplied) while the fast path still steers it.
+const MAX_REFRESH_MS: u64 = 30_000;
+
+/// The `[fast_path]` table over the defaults.
+fn fast_path_from_raw(checker: &mut Checker<'_>, raw: Option<&Spanned<RawFastPath>>) -> FastPath {
+    let base = FastPath::default();
+    let Some(raw) = raw else { return base };
+    let RawFastPath { verify, refresh_ms } = raw.get_ref();
+    let refresh_ms = refresh_ms.unwrap_or(base.refresh_ms);
+    if refresh_ms == 0 || refresh_ms > MAX_REFRESH_MS {
+        let message = format!(
+            "must be 1 to {MAX_REFRESH_MS}: the kernel must see a packet of each flow within \
+             its shortest connection-tracking timeout"
+        );
+        checker.report(raw.span(), "fast_path.refresh_ms", message);
+    }
+    FastPath {
+        verify: verify.unwrap_or(base.verify),
+        refresh_ms,
+    }
+}
 
 /// Collects problems with their line numbers.
 struct Checker<'a> {
@@ -309,10 +344,12 @@ impl Config {
             control_socket,
             state_file,
             metrics,
+            fast_path: raw_fast_path,
             health,
             hosts: raw_hosts,
             prefixes: raw_prefixes,
         } = raw;
+        let fast_path = fast_path_from_raw(checker, raw_fast_path.as_ref());
 
         let defaults = match &health {
             Some(health) => checker.health(health, &HealthCheck::default(), "health"),
@@ -355,6 +392,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(defaults::CONTROL_SOCKET)),
             state_file: state_file.unwrap_or_else(|| PathBuf::from(defaults::STATE_FILE)),
             metrics,
+            fast_path,
             hosts,
             prefixes,
         }

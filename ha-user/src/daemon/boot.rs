@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Options,
-    controller::{Controller, Inputs},
+    controller::{Controller, Inputs, fast_path},
     events::EventBus,
     lock::Lock,
     metrics::{self, Metrics},
@@ -175,8 +175,16 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
         macs,
         health,
         events: events.clone(),
+        fast_path: None,
     };
     controller.metrics.set_names(controller.metric_names());
+    // How each interface must treat the router's forwarding, before the program runs
+    // there: until this is known every interface verifies flows.
+    let names: Vec<String> = controller.ingress.iter().map(|i| i.name.clone()).collect();
+    let facts = fast_path::gather_once(controller.lan.name.clone(), names.clone())
+        .await
+        .context("looking at the router's forwarding (firewall, rp_filter, policy routing, ...)")?;
+    controller.on_forwarding(&facts);
     // Maps before attaching: the program never runs on half-filled maps.
     controller
         .write_everything(Some(routes_left))
@@ -218,6 +226,8 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
 
     let addresses: Vec<_> = controller.config.hosts.iter().map(|h| h.address).collect();
     let neigh_rx = neigh::watch(controller.lan.index, addresses, 256)?;
+    let forwarding = fast_path::watch(controller.lan.name.clone(), names)
+        .context("starting the watch of the router's forwarding")?;
     let (commands, commands_rx) = mpsc::channel(64);
     let (reload, reload_rx) = mpsc::channel(1);
     let control = server::bind(&controller.config.control_socket)?;
@@ -228,6 +238,7 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
             neigh: neigh_rx,
             commands: commands_rx,
             reload: reload_rx,
+            forwarding,
         },
         commands,
         reload,

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use aya::maps::{MapError, xdp::XdpMapError};
 use ha_common::{
     HOST_READY, HOST_UP, HostEntry, IFACE_ACTIVE, IfaceEntry, MAX_HOSTS, MAX_IFINDEX, PrefixEntry,
+    Settings,
 };
 use ipnet::Ipv4Net;
 
@@ -99,12 +100,21 @@ pub fn remove_prefix(maps: &mut Maps, prefix: Ipv4Net) -> Result<(), SteeringErr
     }
 }
 
+/// Writes the router-wide settings (entry 0 of `HA_SETTINGS`).
+pub fn write_settings(maps: &mut Maps, settings: Settings) -> Result<(), SteeringError> {
+    maps.settings
+        .set(0, settings, 0)
+        .map_err(write_err("the settings"))
+}
+
 /// Registers the interfaces the program runs on (their own MACs) and the redirect
 /// port, and forgets interfaces a previous run used that are not among them.
+/// `flags`: each interface's flags besides `IFACE_ACTIVE` (`IFACE_VERIFY`).
 pub fn install_interfaces(
     maps: &mut Maps,
     lan: &Interface,
     ingress: &[Interface],
+    flags: impl Fn(&Interface) -> u16,
 ) -> Result<(), SteeringError> {
     let interfaces: Vec<&Interface> = std::iter::once(lan).chain(ingress).collect();
     for iface in &interfaces {
@@ -116,7 +126,7 @@ pub fn install_interfaces(
         }
         let entry = IfaceEntry {
             mac: iface.mac.0,
-            flags: IFACE_ACTIVE,
+            flags: IFACE_ACTIVE | flags(iface),
         };
         maps.ifaces
             .set(iface.index, entry, 0)

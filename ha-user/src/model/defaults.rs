@@ -1,4 +1,4 @@
-//! The defaults of the paths a configuration may set, in one place.
+//! The defaults a configuration may override, in one place.
 
 /// Where the configuration file is read from.
 pub const CONFIG_PATH: &str = "/etc/ha/ha.toml";
@@ -8,3 +8,7 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/ha";
 pub const CONTROL_SOCKET: &str = "/run/ha/ha.sock";
 /// Pins and drains, kept across restarts.
 pub const STATE_FILE: &str = "/var/lib/ha/state.json";
+/// How long the kernel's forwarding of one packet vouches for a flow on an
+/// interface that verifies flows (`[fast_path] refresh_ms`): one packet per flow and
+/// second goes through the kernel, well within every conntrack timeout.
+pub const REFRESH_MS: u64 = 1000;

@@ -6,6 +6,7 @@
 //! take them.
 
 pub mod defaults;
+mod fast_path;
 mod health;
 mod ids;
 mod mac;
@@ -14,6 +15,7 @@ mod route;
 mod topology;
 mod xdp;
 
+pub use fast_path::{FastPath, VerifyMode};
 pub use health::{CheckKind, Health, HealthCheck};
 pub use ids::{HostId, PrefixId};
 pub use mac::{BadMac, Mac};

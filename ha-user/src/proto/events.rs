@@ -150,8 +150,22 @@ pub enum Event {
     },
     /// A SIGHUP changed nothing.
     ReloadRefused { why: String },
+    /// How each steered interface treats the router's forwarding, at start-up and
+    /// whenever that changes: `verify` interfaces steer only flows the kernel
+    /// forwarded recently; `reasons` says what made an interface verify (or, with
+    /// `verify = "never"`, what the fast path bypasses on an open one).
+    FastPath { interfaces: Vec<FastPathInterface> },
     /// The fast path is detached (traffic follows the kernel routes); the stream ends.
     Shutdown { removed_pins: usize },
+}
+
+/// One interface of a [`Event::FastPath`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastPathInterface {
+    pub iface: String,
+    pub verify: bool,
+    pub reasons: Vec<String>,
 }
 
 impl fmt::Display for EventRecord {
@@ -255,6 +269,18 @@ impl fmt::Display for Event {
                     write!(f, ", detection {ms} ms")?;
                 }
                 write!(f, ", switch {switch_us} µs, route via {route_via}")
+            }
+            Event::FastPath { interfaces } => {
+                f.write_str("fast-path:")?;
+                for (n, i) in interfaces.iter().enumerate() {
+                    let sep = if n == 0 { " " } else { "; " };
+                    let how = if i.verify { "verifies flows" } else { "open" };
+                    write!(f, "{sep}{} {how}", i.iface)?;
+                    if !i.reasons.is_empty() {
+                        write!(f, " ({})", i.reasons.join("; "))?;
+                    }
+                }
+                Ok(())
             }
             Event::MacLearned { host, mac, old } => match old {
                 Some(old) => write!(f, "mac-learned {host}: {old} -> {mac}"),

@@ -1,12 +1,7 @@
 //! The lab's view of the data path: the controller's pinned maps, read in-process,
 //! and the pass-everything program the far ends of veth links need in native mode.
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-    path::Path,
-};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, bail};
 use aya::{

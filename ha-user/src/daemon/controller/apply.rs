@@ -138,7 +138,7 @@ impl Controller {
         &mut self,
         known_routes: Option<routes::OurRoutes>,
     ) -> anyhow::Result<()> {
-        steering::install_interfaces(&mut self.maps, &self.lan, &self.ingress)?;
+        self.write_fast_path()?;
         for (host, mac) in HostId::all(self.macs.len()).zip(&self.macs) {
             let entry = steering::host_entry(*mac, &self.lan, self.is_up(host));
             steering::write_host(&mut self.maps, host, entry)?;

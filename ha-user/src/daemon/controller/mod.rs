@@ -4,6 +4,7 @@
 //! is SIGHUP, [`requests`] and [`report`] answer the control socket.
 
 mod apply;
+pub mod fast_path;
 mod reload;
 mod report;
 mod requests;
@@ -32,6 +33,7 @@ use crate::{
     health::{HealthChecker, HealthEvent},
     kernel::{
         datapath::Maps,
+        forwarding::{Assessment, Facts},
         neigh::{self, NeighEvent},
         netdev::Interface,
         steering,
@@ -72,6 +74,9 @@ pub struct Controller {
     pub(super) health: HealthChecker,
     pub(super) metrics: Metrics,
     pub(super) events: EventBus,
+    /// How each interface treats the router's forwarding, as last written into the
+    /// data path (see [`fast_path`]).
+    pub(super) fast_path: Option<Assessment>,
 }
 
 /// The channels the loop listens on.
@@ -80,6 +85,8 @@ pub struct Inputs {
     pub neigh: mpsc::Receiver<NeighEvent>,
     pub commands: mpsc::Receiver<Command>,
     pub reload: mpsc::Receiver<()>,
+    /// The router's forwarding, looked at again ([`fast_path::watch`]).
+    pub forwarding: mpsc::Receiver<Facts>,
 }
 
 impl Controller {
@@ -96,6 +103,7 @@ impl Controller {
                 () = &mut shutdown => return self,
                 Some(event) = inputs.health.recv() => self.on_health(event).await,
                 Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
+                Some(facts) = inputs.forwarding.recv() => self.on_forwarding(&facts),
                 Some(command) = inputs.commands.recv() => {
                     let Command { request, reply } = command;
                     let response = requests::answer(&mut self, request).await;
