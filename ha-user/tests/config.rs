@@ -9,7 +9,9 @@ use std::{
 
 use ha_user::{
     config::{Config, ConfigError, Problem},
-    model::{Backups, CheckKind, HealthCheck, Host, HostId, Mac, Prefix, XdpMode},
+    model::{
+        Backups, CheckKind, FastPath, HealthCheck, Host, HostId, Mac, Prefix, VerifyMode, XdpMode,
+    },
 };
 
 /// The documented example extended to the classic four-server network.
@@ -102,6 +104,10 @@ fn classic_example_parses_with_every_field() {
         control_socket: PathBuf::from("/run/ha/ha.sock"),
         state_file: PathBuf::from("/var/lib/ha/state.json"),
         metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9120))),
+        fast_path: FastPath {
+            verify: VerifyMode::Auto,
+            refresh_ms: 1000,
+        },
         hosts: vec![
             host("host1", [192, 168, 1, 2]),
             host("host2", [192, 168, 1, 3]),
@@ -128,6 +134,10 @@ pin_dir = "/sys/fs/bpf/other"
 control_socket = "/tmp/ha.sock"
 state_file = "/tmp/state.json"
 metrics = "[::1]:9999"
+
+[fast_path]
+verify = "always"
+refresh_ms = 250
 
 [health]
 kind = "tcp"
@@ -176,6 +186,10 @@ backups = ["web1"]
         control_socket: PathBuf::from("/tmp/ha.sock"),
         state_file: PathBuf::from("/tmp/state.json"),
         metrics: Some("[::1]:9999".parse().expect("socket address")),
+        fast_path: FastPath {
+            verify: VerifyMode::Always,
+            refresh_ms: 250,
+        },
         hosts: vec![
             Host {
                 name: "web1".to_owned(),

@@ -49,7 +49,7 @@ pub fn watch(lan: String, ingress: Vec<String>) -> std::io::Result<mpsc::Receive
                     match gatherer.routes() {
                         Ok(fresh) => routes = Some(fresh),
                         Err(err) => {
-                            warn!("reading the routes for the fast path's checks: {err:#}");
+                            warn!("route scan for the forwarding checks failed: {err:#}");
                             continue;
                         }
                     }
@@ -89,11 +89,11 @@ impl Controller {
         for iface in &assessment.interfaces {
             let reasons: Vec<String> = iface.reasons.iter().map(ToString::to_string).collect();
             if iface.verify {
-                info!(iface = %iface.name, reasons = ?reasons, "fast path: this interface verifies flows");
+                info!(iface = %iface.name, reasons = ?reasons, "interface verifies flows: only what the kernel forwarded is steered");
             } else if reasons.is_empty() {
-                info!(iface = %iface.name, "fast path: open (nothing in the kernel's forwarding differs)");
+                info!(iface = %iface.name, "interface open: nothing in the kernel's forwarding differs here");
             } else {
-                warn!(iface = %iface.name, bypassed = ?reasons, "fast path: open by configuration, bypassing");
+                warn!(iface = %iface.name, bypassed = ?reasons, "interface open by configuration (verify = never), bypassing");
             }
         }
         let event = Event::FastPath {
