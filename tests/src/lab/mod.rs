@@ -69,8 +69,8 @@ pub use ha_common::{Counter, PrefixEntry, Traffic};
 use ipnet::Ipv4Net;
 pub use process::{Proc, describe_status};
 pub use spec::{
-    Bins, ConfigPaths, HOSTS, HealthSpec, LabSpec, PrefixSpec, XdpMode, host_address, net,
-    render_config, vip, workspace_root,
+    Bins, ConfigPaths, HOSTS, HealthSpec, LabSpec, PrefixSpec, TIME_SCALE_ENV, XdpMode,
+    host_address, net, render_config, time_scale, vip, workspace_root,
 };
 pub use stream::StreamReport;
 
