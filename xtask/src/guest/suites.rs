@@ -43,11 +43,11 @@ const SUITES: &[GuestSuite] = &[
     },
     GuestSuite {
         pattern: "lab",
-        tests: Some(&["failover_web_server_killed_native"]),
+        tests: None,
     },
     GuestSuite {
         pattern: "controller",
-        tests: Some(&["killed_server_moves_to_backup_and_back"]),
+        tests: None,
     },
 ];
 
