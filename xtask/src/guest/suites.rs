@@ -147,6 +147,7 @@ pub fn run(ctx: &Ctx, kernel: &str, setup_time: Duration) -> anyhow::Result<Exit
     };
     let mut results: Vec<SuiteResult> = Vec::new();
     let mut out = std::io::stdout();
+    let start = Instant::now();
     let finished = qemu::run(ctx, &image, &request, &mut |line| {
         if let Some(message) = line.strip_prefix(&marker) {
             if let Some(target) = message.strip_prefix("start ") {
