@@ -132,7 +132,9 @@ impl Lab {
         command.envs(env.iter().copied());
         let log = self.dir.join(format!("{name}.log"));
         let mut proc = Proc::spawn(&name, command, &log)?;
-        proc.wait_for_line("steering;", Duration::from_secs(10))?;
+        // Loading and verifying the program takes seconds on a slow guest.
+        let start_time = Duration::from_secs(10) * super::time_scale();
+        proc.wait_for_line("steering;", start_time)?;
         self.controller = Some(proc);
         Ok(())
     }

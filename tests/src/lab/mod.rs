@@ -217,7 +217,7 @@ impl Lab {
         }
         if lab.spec.start_controller {
             lab.start_controller(&[])?;
-            lab.wait_steady(Duration::from_secs(10))?;
+            lab.wait_steady(Duration::from_secs(10) * time_scale())?;
         }
         Ok(lab)
     }

@@ -12,10 +12,13 @@
 
 use std::{
     fs,
-    os::unix::fs::{PermissionsExt as _, symlink},
+    os::unix::{
+        fs::{PermissionsExt as _, symlink},
+        process::CommandExt as _,
+    },
     path::{Path, PathBuf},
     process::Stdio,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -42,6 +45,8 @@ const GUEST_PACKAGES: &[&str] = &[
     "iputils-ping",
     "nftables",
 ];
+/// debootstrap took about 3 minutes here; a stalled mirror must not hang the build.
+const DEBOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Free space left in the root file system for what the guest writes (logs, /tmp).
 const FREE_SPACE: u64 = 1 << 30;
 /// Units that only slow a short-lived guest down: nobody logs in (the serial getty
@@ -211,12 +216,34 @@ fn build(ctx: &Ctx, dir: &Path, mirror: &str, key: &str) -> anyhow::Result<()> {
     let log_err = log_file
         .try_clone()
         .context("cannot duplicate the log file")?;
-    let status = debootstrap
+    // Its own process group, so that a run past the bound is stopped with the
+    // downloads and dpkg runs it started.
+    let mut child = debootstrap
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err)
-        .status()
+        .process_group(0)
+        .spawn()
         .context("cannot start debootstrap")?;
+    let until = Instant::now() + DEBOOTSTRAP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for debootstrap")? {
+            break status;
+        }
+        if Instant::now() >= until {
+            let group = format!("-{}", child.id());
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .status();
+            let _ = child.wait();
+            bail!(
+                "debootstrap did not finish within {DEBOOTSTRAP_TIMEOUT:?} (a stalled \
+                 mirror?); stopped it. Its log: {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     if !status.success() {
         let text = fs::read_to_string(&log).unwrap_or_default();
         bail!(
