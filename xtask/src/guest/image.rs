@@ -75,14 +75,15 @@ sync
 echo o >/proc/sysrq-trigger
 ";
 
+/// `Type=simple`: the boot is finished (`systemctl is-system-running` says
+/// `running`) while the command runs.
 const UNIT: &str = "[Unit]
 Description=Run the command handed in by cargo xtask guest, then power off
 After=multi-user.target
 
 [Service]
-Type=oneshot
+Type=simple
 ExecStart=/usr/local/sbin/ha-guest-agent
-TimeoutStartSec=infinity
 StandardOutput=journal+console
 StandardError=journal+console
 
