@@ -12,7 +12,10 @@ use std::{
 };
 
 use ha_tests::{
-    lab::{Counter, Lab, LabSpec, Node, PrefixSpec, StreamReport, XdpMode, host_address, net, vip},
+    lab::{
+        Counter, Lab, LabSpec, Node, PrefixSpec, StreamReport, XdpMode, host_address, net,
+        time_scale, vip,
+    },
     root::require_root,
 };
 use ha_user::{
@@ -342,12 +345,18 @@ fn all_hosts_down_fall_back_to_the_kernel_route() {
     assert_eq!(who(&lab, P64), "host2");
 }
 
-/// A 1000 pps stream from the LAN client to the VIP of 192.168.1.64/27 while
-/// `during` runs; the stream's report.
+/// A 1000 pps stream from the LAN client to the VIP of 192.168.1.64/27 for `millis`
+/// ms while `during` runs; the stream's report. Under `HA_LAB_TIME_SCALE` the rate
+/// is divided and the duration multiplied by it.
 fn stream_during(lab: &mut Lab, millis: u64, during: impl FnOnce(&mut Lab)) -> StreamReport {
     let target = SocketAddrV4::new(vip(net(P64)), lab.spec().udp_port);
     let stream = lab
-        .stream(Node::LanClient, target, 1000, Duration::from_millis(millis))
+        .stream(
+            Node::LanClient,
+            target,
+            1000 / u64::from(time_scale()),
+            Duration::from_millis(millis * u64::from(time_scale())),
+        )
         .expect("ha-stream");
     during(lab);
     let report = stream.wait().expect("ha-stream");
@@ -382,8 +391,9 @@ fn controller_killed_and_restarted_loses_nothing() {
         std::thread::sleep(Duration::from_millis(300));
         let moved = lab.xdp_counters().expect("counters").since(&counters);
         eprintln!("without a controller for 300 ms: data path {moved}");
+        // Two thirds of the 300 ms of the stream.
         assert!(
-            moved.get(Counter::Tx) >= 200,
+            moved.get(Counter::Tx) >= 200 / u64::from(time_scale()),
             "steering stopped with the controller: {moved}"
         );
         let started = Instant::now();

@@ -11,7 +11,7 @@ use std::{
 };
 
 use ha_tests::{
-    lab::{Counter, Fault, Node, PrefixSpec, StreamReport, XdpMode, vip},
+    lab::{Counter, Fault, Node, PrefixSpec, StreamReport, XdpMode, time_scale, vip},
     root::require_root,
 };
 use ha_user::{
@@ -25,8 +25,11 @@ use common::{assert_agreement, build, spec};
 
 /// Datagrams per client and VIP in the steering tests.
 const STEERED: u64 = 20;
-/// Stream rate of the failover tests.
-const RATE: u64 = 1000;
+/// Stream rate of the failover tests, ÷ `HA_LAB_TIME_SCALE` (a slow guest could not
+/// carry 1000 datagrams per second without losing some outside the outage).
+fn rate() -> u64 {
+    1000 / u64::from(time_scale())
+}
 /// What a loaded 2-core machine may add to the configured detection time before the
 /// stream sees the new owner: scheduling of the probe task, the switch, the first
 /// answer's round trip. Measured figures are printed by every test.
@@ -154,7 +157,7 @@ const BROKEN: &str = "192.168.1.64/27";
 const BROKEN_OWNER: &str = "host2";
 const BACKUP: &str = "host1";
 
-/// A stream of `RATE` datagrams per second from the LAN client to the VIP of
+/// A stream of [`rate`] datagrams per second from the LAN client to the VIP of
 /// [`BROKEN`]; `fault` hits its owner mid-stream. The prefix moves to the backup and
 /// the stream's outage (last answer by the owner → first by the backup) stays within
 /// the configured detection time plus [`MARGIN`]; the kernel route follows. After the
@@ -171,7 +174,7 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
 
     let mark = lab.owner_changes().expect("the event stream").len();
     let stream = lab
-        .stream(Node::LanClient, target, RATE, Duration::from_millis(2000))
+        .stream(Node::LanClient, target, rate(), Duration::from_millis(2000))
         .expect("starting ha-stream");
     std::thread::sleep(Duration::from_millis(500));
     let injected = Instant::now();

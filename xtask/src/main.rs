@@ -5,6 +5,7 @@
 mod bench;
 mod bpffs;
 mod exec;
+mod guest;
 mod lab;
 mod linker;
 mod packages;
@@ -47,6 +48,11 @@ enum Command {
     /// rate on veth, failover outage and the control plane, each against its reference
     /// or target. Writes target/bench/results.{json,md} and lab.{json,md}.
     Bench(bench::Args),
+    /// A QEMU guest with Debian 12's kernel (6.1): builds and caches the image under
+    /// target/guest/ (needs root), boots it and runs `-- CMD ARGS...` in it as root,
+    /// with the workspace and its built binaries at the same path; exits with the
+    /// command's status. `cargo xtask test --kernel debian-6.1` runs the suites there.
+    Guest(guest::Args),
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
@@ -80,5 +86,6 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&ctx, args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&ctx, &args),
         Command::Lab(args) => lab::run(&ctx, args).map(|()| ExitCode::SUCCESS),
+        Command::Guest(args) => guest::run(&ctx, &args),
     }
 }

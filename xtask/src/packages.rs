@@ -14,8 +14,9 @@ use crate::{
     setup::{Ctx, is_root},
 };
 
-/// (Debian package, a command it installs).
-const PACKAGES: &[(&str, &str)] = &[
+/// (Debian package, a command it installs). The guest image (`cargo xtask guest`)
+/// installs the same packages.
+pub const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("bpftool", "bpftool"),
     ("ethtool", "ethtool"),
@@ -28,18 +29,28 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn ensure(ctx: &Ctx) -> anyhow::Result<()> {
-    let missing = missing_packages(ctx);
+    ensure_list(ctx, PACKAGES, &[])
+}
+
+/// Installs the packages of `list` whose command is missing, with `apt_args` added to
+/// `apt-get install` (e.g. `--no-install-recommends`).
+pub fn ensure_list(
+    ctx: &Ctx,
+    list: &[(&'static str, &str)],
+    apt_args: &[&str],
+) -> anyhow::Result<()> {
+    let missing = missing_packages(ctx, list);
     if missing.is_empty() {
         return Ok(());
     }
-    let list = missing.join(" ");
+    let names = missing.join(" ");
     if !is_root()? {
         bail!(
-            "missing {list}; install with `sudo apt-get update && \
-             sudo DEBIAN_FRONTEND=noninteractive apt-get install -y {list}`"
+            "missing {names}; install with `sudo apt-get update && \
+             sudo DEBIAN_FRONTEND=noninteractive apt-get install -y {names}`"
         );
     }
-    eprintln!("xtask: installing Debian packages: {list}");
+    eprintln!("xtask: installing Debian packages: {names}");
     let apt = |args: &[&str]| {
         let mut cmd = ctx.command("apt-get");
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
@@ -47,9 +58,10 @@ pub fn ensure(ctx: &Ctx) -> anyhow::Result<()> {
     };
     apt(&["update"])?;
     let mut install = vec!["install", "-y"];
+    install.extend(apt_args);
     install.extend(&missing);
     apt(&install)?;
-    let still = missing_packages(ctx);
+    let still = missing_packages(ctx, list);
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(" "));
     }
@@ -57,10 +69,9 @@ pub fn ensure(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// Packages whose command is not on the children's PATH (which includes sbin).
-fn missing_packages(ctx: &Ctx) -> Vec<&'static str> {
+fn missing_packages(ctx: &Ctx, list: &[(&'static str, &str)]) -> Vec<&'static str> {
     let dirs: Vec<PathBuf> = env::split_paths(ctx.path()).collect();
-    PACKAGES
-        .iter()
+    list.iter()
         .filter(|(_, command)| !dirs.iter().any(|dir| is_executable(&dir.join(command))))
         .map(|(package, _)| *package)
         .collect()

@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     exec::{self, Tally},
-    rules,
+    guest, rules,
     setup::{Ctx, is_root},
 };
 
@@ -26,33 +26,47 @@ pub struct Args {
     /// the program, the differential test's whole corpus. Takes minutes.
     #[arg(long)]
     long: bool,
+    /// Run the root suites in a QEMU guest with this kernel instead of on the host
+    /// (see `cargo xtask guest`); unit tests, clippy and rustfmt stay with the host run.
+    #[arg(long, value_parser = ["debian-6.1"])]
+    kernel: Option<String>,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     Failed(String),
     Skipped(String),
 }
 
-struct Step {
-    name: String,
-    outcome: Outcome,
-    duration: Duration,
+pub(crate) struct Step {
+    pub(crate) name: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) duration: Duration,
 }
 
 /// Summary counts: tests from `cargo test`, plus whole steps where no test count says it.
 #[derive(Default)]
-struct Totals {
-    passed: u64,
+pub(crate) struct Totals {
+    pub(crate) passed: u64,
     /// Failed tests, plus one per failed step that reported no failed test (a build
     /// error, a crash, a suite that ran nothing, clippy, rustfmt).
-    failed: u64,
+    pub(crate) failed: u64,
     /// Ignored tests, plus one per skipped suite (its test count is unknown).
-    skipped: u64,
+    pub(crate) skipped: u64,
 }
 
 pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitCode> {
-    let Args { skip_root, long } = *args;
+    let Args {
+        skip_root,
+        long,
+        ref kernel,
+    } = *args;
+    if let Some(kernel) = kernel {
+        if skip_root {
+            bail!("--kernel runs the root suites in a guest: --skip-root contradicts it");
+        }
+        return guest::suites::run(ctx, kernel, long, setup_time);
+    }
     let suites = root_suites(&ctx.root.join("tests/tests"))?;
     let root = is_root()?;
     if !root && !skip_root {
@@ -209,7 +223,7 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
 
 /// The integration test targets of `ha-tests`: `tests/tests/NAME.rs` and
 /// `tests/tests/NAME/main.rs`, as cargo discovers them.
-fn root_suites(dir: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn root_suites(dir: &Path) -> anyhow::Result<Vec<String>> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
@@ -297,7 +311,7 @@ fn finish(name: &str, outcome: Outcome, start: Instant) -> Step {
     }
 }
 
-fn print_table(steps: &[Step]) {
+pub(crate) fn print_table(steps: &[Step]) {
     let width = steps.iter().map(|step| step.name.len()).max().unwrap_or(4);
     println!(
         "\n{:<width$}  {:<7}  {:>8}  detail",

@@ -129,8 +129,9 @@ impl Lab {
         let log = self.dir.join(format!("{name}.log"));
         self.events = None;
         let proc = self.controller.insert(Proc::spawn(&name, command, &log)?);
-        let events =
-            EventLog::when_serving(proc, &self.paths.control_socket, Duration::from_secs(10))?;
+        // Loading and verifying the program takes seconds on a slow guest.
+        let start_time = Duration::from_secs(10) * super::time_scale();
+        let events = EventLog::when_serving(proc, &self.paths.control_socket, start_time)?;
         self.events = Some(events);
         Ok(())
     }

@@ -74,8 +74,8 @@ use ipnet::Ipv4Net;
 pub use process::{Proc, describe_status};
 pub use raw::RawSender;
 pub use spec::{
-    Bins, ConfigPaths, HOSTS, HealthSpec, LabSpec, PrefixSpec, XdpMode, host_address, net,
-    render_config, vip, workspace_root,
+    Bins, ConfigPaths, HOSTS, HealthSpec, LabSpec, PrefixSpec, TIME_SCALE_ENV, XdpMode,
+    host_address, net, render_config, time_scale, vip, workspace_root,
 };
 pub use stream::StreamReport;
 
@@ -225,7 +225,7 @@ impl Lab {
         }
         if lab.spec.start_controller {
             lab.start_controller(&[])?;
-            lab.wait_steady(Duration::from_secs(10))?;
+            lab.wait_steady(Duration::from_secs(10) * time_scale())?;
         }
         Ok(lab)
     }

@@ -45,15 +45,36 @@ pub struct HealthSpec {
 
 impl Default for HealthSpec {
     /// HTTP on port 80 every 10 ms, 5 ms timeout, down after 3 failures, up after 5
-    /// successes, 2 s failback delay.
+    /// successes, 2 s failback delay; the times × [`time_scale`].
     fn default() -> Self {
+        let scale = u64::from(time_scale());
         Self {
-            interval_ms: 10,
-            timeout_ms: 5,
+            interval_ms: 10 * scale,
+            timeout_ms: 5 * scale,
             fall: 3,
             rise: 5,
-            failback_delay_ms: 2000,
+            failback_delay_ms: 2000 * scale,
         }
+    }
+}
+
+/// The variable that stretches the lab's times on a slow machine (a guest under
+/// software emulation): a whole number from 1 to 100, 1 when unset.
+pub const TIME_SCALE_ENV: &str = "HA_LAB_TIME_SCALE";
+
+/// `$HA_LAB_TIME_SCALE`: the factor applied to the default health-check timers (and
+/// by the suites to the failback delays they choose). It stretches what the
+/// controller is configured with; the bounds the tests assert follow from that
+/// configuration, with their margins unchanged. Panics on a value that is not a
+/// whole number from 1 to 100.
+pub fn time_scale() -> u32 {
+    let Some(value) = std::env::var_os(TIME_SCALE_ENV) else {
+        return 1;
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<u32>() {
+        Ok(scale @ 1..=100) => scale,
+        _ => panic!("{TIME_SCALE_ENV} must be a whole number from 1 to 100, not {text:?}"),
     }
 }
 

@@ -4,10 +4,11 @@
 
 use std::time::Instant;
 
-use ha_tests::lab::{Bins, Lab, LabSpec, XdpMode};
+use ha_tests::lab::{Bins, Lab, LabSpec, XdpMode, time_scale};
 
 /// The lab for `prefix` in `mode`, with this package's web server and stream client
-/// and a 300 ms failback delay so that failback tests stay short.
+/// and a 300 ms failback delay (× `HA_LAB_TIME_SCALE`) so that failback tests stay
+/// short.
 pub fn spec(prefix: &str, mode: XdpMode) -> LabSpec {
     let ha_user = Bins::ha_user().unwrap_or_else(|e| panic!("{e:#}"));
     let bins = Bins {
@@ -16,7 +17,7 @@ pub fn spec(prefix: &str, mode: XdpMode) -> LabSpec {
         stream: env!("CARGO_BIN_EXE_ha-stream").into(),
     };
     let mut spec = LabSpec::new(prefix, mode, bins);
-    spec.health.failback_delay_ms = 300;
+    spec.health.failback_delay_ms = 300 * u64::from(time_scale());
     spec
 }
 
