@@ -26,6 +26,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("iptables", "iptables-legacy"),
     ("procps", "sysctl"),
+    // The faithful suite judges the fast path by what `ping` reports (DF, fragments).
+    ("iputils-ping", "ping"),
 ];
 
 pub fn ensure(ctx: &Ctx) -> anyhow::Result<()> {
