@@ -102,6 +102,14 @@ pub const MAX_LOCAL_ADDRS: usize = 16;
 /// even while nothing requires it, so that busy flows are recorded and kept fresh.
 pub const SAMPLE_SHIFT: u32 = 4;
 
+/// `skb->mark` of the controller's VIP probes: [`PROBE_MARK_TAG`] | host id. The
+/// router routes a probe to a VIP like any other packet (to the prefix's owner);
+/// `ha_learn` sends a probe so marked to that host's MAC instead, so the controller
+/// can ask each candidate host whether it serves the VIP.
+pub const PROBE_MARK_TAG: u32 = 0x4861_0000;
+/// The bits of `skb->mark` that carry [`PROBE_MARK_TAG`]; the rest is the host id.
+pub const PROBE_MARK_MASK: u32 = 0xffff_0000;
+
 /// [`IfaceEntry::flags`]: the program runs on this interface.
 pub const IFACE_ACTIVE: u16 = 1 << 0;
 /// [`IfaceEntry::flags`]: only flows the kernel itself forwarded recently (within
@@ -389,11 +397,13 @@ pub enum FlowCounter {
     Ended = 7,
     /// A flow could not be recorded (the kernel refused the update).
     RecordFailed = 8,
+    /// `ha_learn` sent one of the controller's VIP probes to the probed host.
+    ProbeSteered = 9,
 }
 
 impl FlowCounter {
     /// Number of counters: the size of [`MAP_FLOW_COUNTERS`].
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     /// Every counter, in index order.
     pub const ALL: [FlowCounter; Self::COUNT as usize] = [
@@ -406,6 +416,7 @@ impl FlowCounter {
         FlowCounter::KernelAffinity,
         FlowCounter::Ended,
         FlowCounter::RecordFailed,
+        FlowCounter::ProbeSteered,
     ];
 
     /// Stable snake_case name used in `stats` output and metrics labels.
@@ -420,6 +431,7 @@ impl FlowCounter {
             FlowCounter::KernelAffinity => "kernel_affinity",
             FlowCounter::Ended => "ended",
             FlowCounter::RecordFailed => "record_failed",
+            FlowCounter::ProbeSteered => "probe_steered",
         }
     }
 }
