@@ -249,6 +249,13 @@ pub struct FlowEntry {
     pub seen_ns: u64,
 }
 
+/// The bit of [`Settings::local_filter`] for an address given as in
+/// [`Settings::local`] (`u32::from_ne_bytes(octets)`): a multiplicative hash's top
+/// six bits.
+pub const fn local_filter_bit(addr: u32) -> u64 {
+    1u64 << (addr.wrapping_mul(0x9e37_79b1) >> 26)
+}
+
 /// Value of [`MAP_SETTINGS`] (entry 0), written by the controller.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -257,6 +264,9 @@ pub struct Settings {
     /// verified interface; one packet per flow and period goes through the kernel,
     /// which keeps its connection tracking and rules in force.
     pub refresh_ns: u64,
+    /// A one-word Bloom filter of `local` ([`local_filter_bit`] of each): a source
+    /// whose bit is clear is none of them, without a look at the list.
+    pub local_filter: u64,
     /// How many entries of `local` are used.
     pub local_count: u32,
     pub _pad: u32,
@@ -457,7 +467,7 @@ const _: () = {
     assert!(core::mem::size_of::<Traffic>() == 16);
     assert!(core::mem::size_of::<FlowKey>() == 16);
     assert!(core::mem::size_of::<FlowEntry>() == 32);
-    assert!(core::mem::size_of::<Settings>() == 16 + 4 * MAX_LOCAL_ADDRS);
+    assert!(core::mem::size_of::<Settings>() == 24 + 4 * MAX_LOCAL_ADDRS);
     assert!(core::mem::size_of::<Meta>() == 8);
     assert!(Counter::ALL.len() == Counter::COUNT as usize);
     assert!(FlowCounter::ALL.len() == FlowCounter::COUNT as usize);
