@@ -2,8 +2,10 @@
 //! interfaces. They speak model types, never the configuration file's.
 
 pub mod datapath;
+pub mod mtu;
 pub mod neigh;
 pub mod netdev;
+pub mod route_snapshot;
 pub mod routes;
 pub mod simulate;
 pub mod steering;
