@@ -186,7 +186,10 @@ pub fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
 }
 
+/// An XDP link (`link_IFACE`) or a TCX link (`tclink_IFACE`) of `ha`.
 fn is_link_pin(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    path.file_name().is_some_and(|n| {
+        let name = n.to_string_lossy();
+        name.starts_with("link_") || name.starts_with("tclink_")
+    })
 }
