@@ -102,6 +102,14 @@ pub const MAX_LOCAL_ADDRS: usize = 16;
 /// even while nothing requires it, so that busy flows are recorded and kept fresh.
 pub const SAMPLE_SHIFT: u32 = 4;
 
+/// `skb->mark` of the controller's VIP probes: [`PROBE_MARK_TAG`] | host id. The
+/// router routes a probe to a VIP like any other packet (to the prefix's owner);
+/// `ha_learn` sends a probe so marked to that host's MAC instead, so the controller
+/// can ask each candidate host whether it serves the VIP.
+pub const PROBE_MARK_TAG: u32 = 0x4861_0000;
+/// The bits of `skb->mark` that carry [`PROBE_MARK_TAG`]; the rest is the host id.
+pub const PROBE_MARK_MASK: u32 = 0xffff_0000;
+
 /// [`IfaceEntry::flags`]: the program runs on this interface.
 pub const IFACE_ACTIVE: u16 = 1 << 0;
 /// [`IfaceEntry::flags`]: only flows the kernel itself forwarded recently (within
@@ -241,6 +249,13 @@ pub struct FlowEntry {
     pub seen_ns: u64,
 }
 
+/// The bit of [`Settings::local_filter`] for an address given as in
+/// [`Settings::local`] (`u32::from_ne_bytes(octets)`): a multiplicative hash's top
+/// six bits.
+pub const fn local_filter_bit(addr: u32) -> u64 {
+    1u64 << (addr.wrapping_mul(0x9e37_79b1) >> 26)
+}
+
 /// Value of [`MAP_SETTINGS`] (entry 0), written by the controller.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,6 +264,9 @@ pub struct Settings {
     /// verified interface; one packet per flow and period goes through the kernel,
     /// which keeps its connection tracking and rules in force.
     pub refresh_ns: u64,
+    /// A one-word Bloom filter of `local` ([`local_filter_bit`] of each): a source
+    /// whose bit is clear is none of them, without a look at the list.
+    pub local_filter: u64,
     /// How many entries of `local` are used.
     pub local_count: u32,
     pub _pad: u32,
@@ -389,11 +407,13 @@ pub enum FlowCounter {
     Ended = 7,
     /// A flow could not be recorded (the kernel refused the update).
     RecordFailed = 8,
+    /// `ha_learn` sent one of the controller's VIP probes to the probed host.
+    ProbeSteered = 9,
 }
 
 impl FlowCounter {
     /// Number of counters: the size of [`MAP_FLOW_COUNTERS`].
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     /// Every counter, in index order.
     pub const ALL: [FlowCounter; Self::COUNT as usize] = [
@@ -406,6 +426,7 @@ impl FlowCounter {
         FlowCounter::KernelAffinity,
         FlowCounter::Ended,
         FlowCounter::RecordFailed,
+        FlowCounter::ProbeSteered,
     ];
 
     /// Stable snake_case name used in `stats` output and metrics labels.
@@ -420,6 +441,7 @@ impl FlowCounter {
             FlowCounter::KernelAffinity => "kernel_affinity",
             FlowCounter::Ended => "ended",
             FlowCounter::RecordFailed => "record_failed",
+            FlowCounter::ProbeSteered => "probe_steered",
         }
     }
 }
@@ -445,7 +467,7 @@ const _: () = {
     assert!(core::mem::size_of::<Traffic>() == 16);
     assert!(core::mem::size_of::<FlowKey>() == 16);
     assert!(core::mem::size_of::<FlowEntry>() == 32);
-    assert!(core::mem::size_of::<Settings>() == 16 + 4 * MAX_LOCAL_ADDRS);
+    assert!(core::mem::size_of::<Settings>() == 24 + 4 * MAX_LOCAL_ADDRS);
     assert!(core::mem::size_of::<Meta>() == 8);
     assert!(Counter::ALL.len() == Counter::COUNT as usize);
     assert!(FlowCounter::ALL.len() == FlowCounter::COUNT as usize);

@@ -2,7 +2,7 @@
 //! `fib_validate_source`'s own-address check): such a frame is the kernel's, which
 //! drops it and counts it as a martian.
 
-use ha_common::{MAX_LOCAL_ADDRS, Settings};
+use ha_common::{MAX_LOCAL_ADDRS, Settings, local_filter_bit};
 
 /// Whether the kernel would refuse to forward a datagram from `src` (network order):
 /// 0.0.0.0/8, 127.0.0.0/8 (loopback; `route_localnet` makes the controller verify
@@ -16,6 +16,10 @@ pub fn refused(src: [u8; 4], settings: &Settings) -> bool {
         return true;
     }
     let src = u32::from_ne_bytes(src);
+    // Most sources are none of the router's addresses: one bit says so.
+    if settings.local_filter & local_filter_bit(src) == 0 {
+        return false;
+    }
     let count = (settings.local_count as usize).min(MAX_LOCAL_ADDRS);
     let mut i = 0;
     // A bounded `<` loop the verifier follows; `get` keeps every index in range.

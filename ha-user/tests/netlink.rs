@@ -7,12 +7,7 @@
 //! `SKIPPED: <test> needs root` instead.
 
 use std::{
-    fs::File,
-    future::Future,
-    io::Write as _,
     net::{Ipv4Addr, UdpSocket},
-    os::fd::AsRawFd as _,
-    process::Command,
     time::Duration,
 };
 
@@ -24,171 +19,13 @@ use ha_user::{
     },
     model::Mac,
 };
-use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
 
-/// Whether the root-only test `test` may run; see the module documentation.
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("HA_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
-        // Straight to the handle: the harness does not capture it, so the skip shows.
-        let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test} needs root");
-        return false;
-    }
-    panic!(
-        "{test} needs root (network namespaces, route and neighbour writes): run it as \
-         root, or set HA_SKIP_ROOT_TESTS=1 to skip it explicitly"
-    );
-}
+mod common;
 
-/// Named network namespaces created by a test, deleted on drop.
-struct Netns {
-    names: Vec<String>,
-}
-
-impl Netns {
-    /// Creates `ha-nl-<tag>-<pid>` for each tag; the first is "the" namespace.
-    fn new(tags: &[&str]) -> Self {
-        let mut netns = Netns { names: Vec::new() };
-        for tag in tags {
-            let name = format!("ha-nl-{tag}-{}", std::process::id());
-            run("ip", &["netns", "add", &name]);
-            // Owned from here on: deleted even if a later step fails.
-            netns.names.push(name);
-        }
-        netns
-    }
-
-    fn name(&self, i: usize) -> &str {
-        &self.names[i]
-    }
-
-    /// `ip -n <namespace i> ARGS`.
-    fn ip(&self, i: usize, args: &str) -> String {
-        ip_in(self.name(i), args)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for name in &self.names {
-            match Command::new("ip").args(["netns", "del", name]).output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "cannot delete network namespace {name}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                Err(err) => eprintln!("cannot run `ip netns del {name}`: {err}"),
-            }
-        }
-    }
-}
-
-/// `ip -n NS ARGS`, the arguments separated by spaces.
-fn ip_in(ns: &str, args: &str) -> String {
-    let mut all = vec!["-n", ns];
-    all.extend(args.split_whitespace());
-    run("ip", &all)
-}
-
-/// Runs a command, panicking with its stderr when it fails; returns its stdout.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run `{program} {}`: {err}", args.join(" ")));
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `f` on a new thread that entered namespace `ns` first, on a tokio runtime
-/// created there; a panic is resumed on the caller's thread.
-fn in_netns<T, F, Fut>(ns: &str, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    let path = format!("/run/netns/{ns}");
-    let thread = std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|err| panic!("cannot open {path}: {err}"));
-        // SAFETY: setns has no memory-safety preconditions; the descriptor is open,
-        // and CLONE_NEWNET moves only this thread, which ends with `f`.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(f())
-    });
-    match thread.join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-fn net(s: &str) -> Ipv4Net {
-    s.parse().expect("a prefix")
-}
-
-fn addr(s: &str) -> Ipv4Addr {
-    s.parse().expect("an address")
-}
-
-/// One namespace with a veth pair `lan0`/`lan1`, 10.77.0.1/24 on `lan0`.
-fn route_lab(tag: &str) -> Netns {
-    let netns = Netns::new(&[tag]);
-    netns.ip(0, "link add name lan0 type veth peer name lan1");
-    netns.ip(0, "addr add 10.77.0.1/24 dev lan0");
-    netns.ip(0, "link set lan0 up");
-    netns.ip(0, "link set lan1 up");
-    netns
-}
-
-/// Two namespaces: the router (`lan0`, 10.78.0.1/24) and a peer (`peer0`,
-/// 10.78.0.2/24, MAC [`PEER_MAC`]) on one veth pair.
-fn neigh_lab(tag: &str) -> Netns {
-    let netns = Netns::new(&[tag, &format!("{tag}-p")]);
-    let peer_ns = netns.name(1).to_owned();
-    netns.ip(
-        0,
-        &format!("link add name lan0 type veth peer name peer0 netns {peer_ns}"),
-    );
-    netns.ip(0, "addr add 10.78.0.1/24 dev lan0");
-    netns.ip(0, "link set lan0 up");
-    netns.ip(1, &format!("link set peer0 address {PEER_MAC}"));
-    netns.ip(1, "addr add 10.78.0.2/24 dev peer0");
-    netns.ip(1, "link set peer0 up");
-    netns
-}
-
-const PEER_MAC: &str = "02:00:00:00:78:02";
-
-/// Routes of protocol `proto` as `ip route show` prints them, one a line.
-fn shown(netns: &Netns, proto: &str) -> Vec<String> {
-    netns
-        .ip(0, &format!("route show proto {proto}"))
-        .lines()
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
-async fn route_for(handle: &rtnetlink::Handle, prefix: Ipv4Net) -> Option<KernelRoute> {
-    routes::list(handle)
-        .await
-        .expect("listing routes")
-        .into_iter()
-        .find(|r| r.prefix == prefix)
-}
+use common::{
+    PEER_MAC, addr, in_netns, ip_in, neigh_lab, net, require_root, route_for, route_lab, shown,
+};
 
 #[test]
 fn replace_installs_a_route_with_our_protocol() {
@@ -220,6 +57,8 @@ fn replace_installs_a_route_with_our_protocol() {
             oif: Some(lan_index),
             protocol: ROUTE_PROTO,
             metric: 0,
+            mtu: None,
+            advmss: None,
         }
     );
     let ours: Vec<&KernelRoute> = routes.iter().filter(|r| r.is_ours()).collect();
@@ -271,13 +110,7 @@ fn adopt_takes_over_foreign_static_routes_of_configured_prefixes_only() {
         let wanted = ["10.77.32.0/27", "10.77.64.0/27", "10.77.128.0/27"].map(|p| (net(p), owner));
         let mut outcomes: Vec<Adoption> = routes::adopt_all(&handle, &wanted, lan)
             .await
-            .expect("reading the routes")
-            .into_iter()
-            .zip(wanted)
-            .map(|(result, (prefix, _))| {
-                result.unwrap_or_else(|err| panic!("adopting {prefix}: {err}"))
-            })
-            .collect();
+            .unwrap_or_else(|err| panic!("adopting {wanted:?}: {err}"));
         // A second start finds them ours.
         let again = routes::adopt(&handle, net("10.77.64.0/27"), owner, lan)
             .await
@@ -299,6 +132,8 @@ fn adopt_takes_over_foreign_static_routes_of_configured_prefixes_only() {
             oif: Some(lan),
             protocol,
             metric: 0,
+            mtu: None,
+            advmss: None,
         },
     };
     assert_eq!(outcomes[0], previous("10.77.0.2", 3, "10.77.32.0/27"));

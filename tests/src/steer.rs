@@ -99,10 +99,11 @@ pub struct Steer {
 const XDP_MD_LEN: usize = 24;
 /// Headroom for anything the program could add in front of the frame.
 const OUTPUT_SLACK: usize = 256;
-/// Size of `struct __sk_buff`, the TC test-run context, and the offset of its
-/// `ingress_ifindex` field (include/uapi/linux/bpf.h).
+/// Size of `struct __sk_buff`, the TC test-run context, and the offsets of its
+/// `ingress_ifindex` and `mark` fields (include/uapi/linux/bpf.h).
 const SK_BUFF_LEN: usize = 192;
 const SK_BUFF_INGRESS_IFINDEX: usize = 36;
+const SK_BUFF_MARK: usize = 8;
 
 impl Steer {
     /// Loads the embedded object and the `ha_steer` program, with empty maps of its own.
@@ -302,14 +303,26 @@ impl Steer {
     /// forwarded it from `ingress_ifindex` (0: sent by the router itself). Returns
     /// the TC verdict and the frame as it leaves.
     pub fn run_learn(&self, frame: &[u8], ingress_ifindex: u32) -> (i32, Vec<u8>) {
+        self.run_learn_marked(frame, ingress_ifindex, 0)
+    }
+
+    /// [`Steer::run_learn`] with `skb->mark` set to `mark`.
+    pub fn run_learn_marked(
+        &self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        mark: u32,
+    ) -> (i32, Vec<u8>) {
         let program: &SchedClassifier = self
             .ebpf
             .program(PROG_LEARN)
             .and_then(|program| program.try_into().ok())
             .expect("the program was loaded as a classifier by Steer::load");
-        // struct __sk_buff (192 bytes on 6.x): only `ingress_ifindex` (offset 36) is
-        // set; the kernel refuses other non-zero fields it does not accept as input.
+        // struct __sk_buff (192 bytes on 6.x): only `mark` (offset 8) and
+        // `ingress_ifindex` (offset 36) are set; the kernel refuses other non-zero
+        // fields it does not accept as input.
         let mut ctx = vec![0u8; SK_BUFF_LEN];
+        ctx[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
         ctx[SK_BUFF_INGRESS_IFINDEX..SK_BUFF_INGRESS_IFINDEX + 4]
             .copy_from_slice(&ingress_ifindex.to_ne_bytes());
         let mut data_out = vec![0; frame.len() + OUTPUT_SLACK];

@@ -593,3 +593,53 @@ fn good_reload_applies_only_the_difference() {
     assert_agreement(&lab);
     lab.wait_steady(WAIT).unwrap_or_else(|e| panic!("{e:#}"));
 }
+
+/// The MTU of every host entry (the egress MTU the data path compares with).
+fn host_mtus(lab: &Lab) -> Vec<u16> {
+    ha_tests::lab::HOSTS
+        .iter()
+        .map(|host| lab.host_entry(host).expect("a host entry").mtu)
+        .collect()
+}
+
+/// Waits until every host entry carries `mtu`; how long after `started` it was.
+fn wait_for_host_mtu(lab: &Lab, mtu: u16, started: Instant) -> Duration {
+    loop {
+        let mtus = host_mtus(lab);
+        if mtus.iter().all(|m| *m == mtu) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the host entries did not follow the LAN MTU {mtu} within {WAIT:?}: {mtus:?}\n{}",
+            lab.controller_log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `ip link set eth1 mtu N` under a running controller: every host entry follows,
+/// down and up, and steering goes on.
+#[test]
+fn host_entries_follow_the_lan_mtu() {
+    if !require_root("host_entries_follow_the_lan_mtu") {
+        return;
+    }
+    let lab = build(spec("ha-c-mtu-"));
+    assert_eq!(host_mtus(&lab), [1500; 4]);
+    for mtu in [1400u16, 9000, 1500] {
+        let started = Instant::now();
+        lab.ip(
+            Node::Router,
+            &["link", "set", "eth1", "mtu", &mtu.to_string()],
+        )
+        .expect("ip link set mtu");
+        let set = started.elapsed();
+        let took = wait_for_host_mtu(&lab, mtu, started);
+        eprintln!(
+            "LAN MTU {mtu}: `ip link set` returned after {set:?}; every host entry followed within {took:?} of its start"
+        );
+        assert_eq!(who(&lab, P64), "host2");
+    }
+    assert_agreement(&lab);
+}

@@ -20,7 +20,8 @@ pub struct Args {
     #[arg(long)]
     pub log_packets: bool,
     /// Start from scratch: remove the pinned maps and links and the saved pins and
-    /// drains instead of adopting them.
+    /// drains instead of adopting them. A start-up that fails later undoes its own
+    /// changes but does not bring these back.
     #[arg(long)]
     pub reset: bool,
 }

@@ -32,7 +32,9 @@
 //!
 //! Routes the validator refuses (overlapping prefixes, a gateway inside a steered
 //! prefix, more hosts or prefixes than the data path holds) stop the adoption with
-//! the validator's problems and the file they were found in.
+//! the validator's problems and the file they were found in. So does a route with
+//! its own `mtu` or `advmss` ([`AdoptError::SizeAttribute`]): the fast path sends
+//! what fits the LAN interface's MTU, and cannot honour a route's.
 //!
 //! It assumes every gateway route on the LAN leads to a web server holding the VIPs:
 //! a route to another network through another router on the same LAN would be
@@ -65,6 +67,20 @@ pub enum AdoptError {
          explains it) and pass it with --config"
     )]
     NothingFound { lan: String },
+    #[error(
+        "the static route `{route}` through `{lan}` sets {}, which the fast path cannot \
+         honour (it sends whatever fits the MTU of `{lan}`, and ha's routes carry no MTU \
+         of their own); remove the attribute (`ip route replace {prefix} via GATEWAY dev \
+         {lan}` without it) or set the MTU on the interface instead (`ip link set {lan} \
+         mtu N`), and start again",
+        attributes.join(" and ")
+    )]
+    SizeAttribute {
+        lan: String,
+        prefix: Ipv4Net,
+        route: String,
+        attributes: Vec<&'static str>,
+    },
     #[error("cannot write the configuration the static routes through `{lan}` describe")]
     Serialize {
         lan: String,
@@ -139,7 +155,7 @@ pub fn file_from_routes(
 ) -> Result<String, AdoptError> {
     // The route the kernel uses for each prefix: the lowest metric; first appearance
     // keeps the kernel's order.
-    let mut chosen: Vec<(Ipv4Net, Ipv4Addr, u32)> = Vec::new();
+    let mut chosen: Vec<(Ipv4Net, Ipv4Addr, &KernelRoute)> = Vec::new();
     let mut by_prefix: HashMap<Ipv4Net, usize> = HashMap::new();
     for route in routes {
         let KernelRoute {
@@ -148,6 +164,8 @@ pub fn file_from_routes(
             oif,
             protocol: _,
             metric,
+            mtu: _,
+            advmss: _,
         } = route;
         let Some(gateway) = *gateway else { continue };
         if *oif != Some(lan_index) || prefix.prefix_len() == 0 {
@@ -156,19 +174,30 @@ pub fn file_from_routes(
         match by_prefix.entry(*prefix) {
             Entry::Occupied(at) => {
                 let existing = &mut chosen[*at.get()];
-                if existing.2 > *metric {
-                    *existing = (*prefix, gateway, *metric);
+                if existing.2.metric > *metric {
+                    *existing = (*prefix, gateway, route);
                 }
             }
             Entry::Vacant(at) => {
                 at.insert(chosen.len());
-                chosen.push((*prefix, gateway, *metric));
+                chosen.push((*prefix, gateway, route));
             }
         }
     }
     if chosen.is_empty() {
         return Err(AdoptError::NothingFound {
             lan: lan.to_owned(),
+        });
+    }
+    if let Some((prefix, _, route)) = chosen
+        .iter()
+        .find(|(_, _, route)| !route.size_attributes().is_empty())
+    {
+        return Err(AdoptError::SizeAttribute {
+            lan: lan.to_owned(),
+            prefix: *prefix,
+            route: route.to_string(),
+            attributes: route.size_attributes(),
         });
     }
 
@@ -265,6 +294,8 @@ mod tests {
             oif: Some(oif),
             protocol: 3,
             metric: 0,
+            mtu: None,
+            advmss: None,
         }
     }
 
@@ -433,6 +464,31 @@ mod tests {
         assert_eq!(config.hosts.len(), 1);
         assert_eq!(config.hosts[0].name, "host2");
         assert_eq!(config.prefixes.len(), 1);
+    }
+
+    #[test]
+    fn a_route_with_its_own_mtu_or_advmss_stops_the_adoption() {
+        for (mtu, advmss, named) in [
+            (Some(1400), None, "sets mtu, which"),
+            (None, Some(1360), "sets advmss, which"),
+        ] {
+            let mut routes = classic();
+            routes[3].mtu = mtu;
+            routes[3].advmss = advmss;
+            let err = config_from_routes("eth1", LAN, &routes, "").expect_err("refused");
+            assert!(matches!(err, AdoptError::SizeAttribute { .. }), "{err:?}");
+            let message = err.to_string();
+            assert!(
+                message.contains("`192.168.1.64/27 via 192.168.1.3 dev #4 proto boot metric 0")
+                    && message.contains(named)
+                    && message.contains("ip link set eth1 mtu N"),
+                "{message}"
+            );
+        }
+        // A route of another interface is not adopted, so its MTU does not matter.
+        let mut routes = classic();
+        routes[0].mtu = Some(1400);
+        assert!(config_from_routes("eth1", LAN, &routes, "").is_ok());
     }
 
     #[test]

@@ -1,7 +1,14 @@
-//! Start-up, in order: load (or adopt) the configuration, check the interfaces, take
-//! over the kernel routes, load the data path and adopt what a previous controller
-//! left pinned, fill the maps, attach, then serve. Everything is validated before
-//! anything in the kernel is touched.
+//! Start-up, in two phases.
+//!
+//! 1. [`check`] changes nothing: it loads (or adopts) the configuration, checks the
+//!    interfaces (no VLAN sub-interface, no foreign XDP program), takes the
+//!    controller lock, checks the pinned maps' layout, binds the metrics address and
+//!    decides about every kernel route (a route it cannot take over stops it here).
+//! 2. [`start`] makes the changes, in order: the control socket, the kernel routes,
+//!    `--reset`, the programs and their pinned maps, the maps' contents, XDP on
+//!    every interface, `ha_learn`, the watches. Each is recorded in the undo log
+//!    ([`Rollback`]) as it is made, with what was there before; any failure undoes
+//!    them all before the error is returned, so the machine is as it was found.
 
 use std::{
     collections::HashMap,
@@ -24,6 +31,7 @@ use super::{
     events::EventBus,
     lock::Lock,
     metrics::{self, Metrics},
+    rollback::{Rollback, Step, Undo},
     server::{self, Command},
     state,
 };
@@ -35,11 +43,17 @@ use crate::{
     health::HealthChecker,
     kernel::{
         self,
-        datapath::{self, Loaded, Maps, layout},
-        neigh, netdev,
-        routes::{self, Adoption},
+        datapath::{
+            self, Loaded, Maps, layout,
+            undo::{LearnBefore, MapsBefore, PinsBefore, XdpBefore},
+        },
+        forwarding::Facts,
+        mtu, neigh,
+        netdev::{self, Interface},
+        route_snapshot::RouteSnapshot,
+        routes::{self, AdoptPlan, Adoption},
     },
-    model::{HostId, defaults},
+    model::{HostId, XdpMode, defaults},
     policy::Policy,
     proto::{Event, events::ConfigSource},
 };
@@ -62,7 +76,49 @@ pub(super) struct Booted {
 }
 
 /// Starts everything but the loop, publishing the start-up milestones on `events`.
+/// A failure leaves the machine as it was found (see the module documentation).
 pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<Booted> {
+    let handle = netdev::connect()?;
+    let (checked, lock) = check(options, &handle, events).await?;
+    let mut rollback = Rollback::new(handle.clone())?;
+    match start(checked, &handle, events, &mut rollback).await {
+        Ok(started) => {
+            rollback.disarm();
+            Ok(started.with(lock))
+        }
+        Err(err) => {
+            let undone = rollback.undo().await;
+            // Held until the undo is over: no other controller starts meanwhile.
+            drop(lock);
+            Err(undone.explain(err))
+        }
+    }
+}
+
+/// What [`check`] found and decided; nothing has changed yet.
+struct Checked {
+    config: Config,
+    config_file: Option<PathBuf>,
+    lan: Interface,
+    ingress: Vec<Interface>,
+    mode: XdpMode,
+    log_packets: bool,
+    reset: bool,
+    metrics: Option<TcpListener>,
+    /// What happens to the kernel route of every configured prefix.
+    routes: AdoptPlan,
+    /// The router's forwarding, as the fast path must respect it (firewall,
+    /// reverse-path filter, policy routing, ...).
+    forwarding: Facts,
+}
+
+/// Everything validated, nothing changed: the configuration, the interfaces, the
+/// lock, the pins' layout, the metrics address, the kernel routes.
+async fn check(
+    options: Options,
+    handle: &Handle,
+    events: &EventBus,
+) -> anyhow::Result<(Checked, Lock)> {
     let Options {
         config: config_path,
         iface,
@@ -70,10 +126,8 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
         log_packets,
         reset,
     } = options;
-    let handle = netdev::connect()?;
-    // Everything is validated before anything in the kernel is touched.
     let (config, config_file) =
-        load_config(&handle, config_path.as_deref(), iface.as_deref()).await?;
+        load_config(handle, config_path.as_deref(), iface.as_deref()).await?;
     kernel::require_root("ha-user run")?;
     events.publish(Event::ConfigLoaded {
         source: match (&config_file, &iface) {
@@ -89,14 +143,73 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
         bail!("no LAN interface: give --iface or set `lan` in the configuration");
     };
     let mode = xdp_mode.unwrap_or(config.xdp_mode);
-    let lan = netdev::interface(&handle, &lan_name).await?;
+    let lan = netdev::interface(handle, &lan_name).await?;
     let mut ingress = Vec::new();
     for name in config.ingress.iter().filter(|name| **name != lan_name) {
-        ingress.push(netdev::interface(&handle, name).await?);
+        ingress.push(netdev::interface(handle, name).await?);
     }
-    // An XDP program that is not behind one of our pinned links belongs to someone
-    // else: refuse before anything changes.
-    for iface in std::iter::once(&lan).chain(&ingress) {
+    check_interfaces(handle, &config, &lan, &ingress).await?;
+    datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
+    server::check_path(&config.control_socket)?;
+    let lock = Lock::acquire(&config.control_socket)?;
+    // Pins of another version are refused before anything changes (--reset drops them).
+    if !reset {
+        layout::check_pinned(&config.pin_dir)?;
+    }
+    let metrics = match config.metrics {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
+    let wanted: Vec<_> = config
+        .prefixes
+        .iter()
+        .map(|p| (p.cidr, config.host(p.owner).address))
+        .collect();
+    let routes = routes::plan_all(handle, &wanted, lan.index)
+        .await
+        .context("taking over the kernel routes of the configured prefixes")?;
+    let names: Vec<String> = ingress.iter().map(|i| i.name.clone()).collect();
+    let forwarding = fast_path::gather_once(lan.name.clone(), names)
+        .await
+        .context("looking at the router's forwarding (firewall, rp_filter, policy routing, ...)")?;
+    let checked = Checked {
+        config,
+        config_file,
+        lan,
+        ingress,
+        mode,
+        log_packets,
+        reset,
+        metrics,
+        routes,
+        forwarding,
+    };
+    Ok((checked, lock))
+}
+
+/// Refuses interfaces the fast path cannot run on: VLAN sub-interfaces, and
+/// interfaces running an XDP program that is not behind one of our pinned links
+/// (someone else's).
+async fn check_interfaces(
+    handle: &Handle,
+    config: &Config,
+    lan: &Interface,
+    ingress: &[Interface],
+) -> anyhow::Result<()> {
+    let roles = std::iter::once((lan, "the LAN interface"))
+        .chain(ingress.iter().map(|iface| (iface, "an ingress interface")));
+    for (iface, role) in roles {
+        if let Some(vlan) = iface.vlan {
+            let parent = match vlan.parent {
+                Some(index) => netdev::name_of(handle, index).await.unwrap_or(None),
+                None => None,
+            };
+            netdev::refuse_vlan(iface, role, parent)?;
+        }
         let ours = datapath::link_pin_path(&config.pin_dir, &iface.name).exists();
         if let (Some(id), false) = (iface.xdp_prog, ours) {
             bail!(
@@ -105,35 +218,88 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
             );
         }
     }
-    datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
-    let lock = Lock::acquire(&config.control_socket)?;
-    // Pins of another version are refused before anything changes (--reset drops them).
-    if !reset {
-        layout::check_pinned(&config.pin_dir)?;
+    Ok(())
+}
+
+/// What [`start`] made; with the lock, a [`Booted`].
+struct Started {
+    controller: Controller,
+    inputs: Inputs,
+    commands: mpsc::Sender<Command>,
+    reload: mpsc::Sender<()>,
+    control: UnixListener,
+    metrics: Option<TcpListener>,
+    stop_checks: watch::Sender<bool>,
+}
+
+impl Started {
+    fn with(self, lock: Lock) -> Booted {
+        let Started {
+            controller,
+            inputs,
+            commands,
+            reload,
+            control,
+            metrics,
+            stop_checks,
+        } = self;
+        Booted {
+            controller,
+            inputs,
+            commands,
+            reload,
+            control,
+            metrics,
+            lock,
+            stop_checks,
+        }
     }
-    let metrics_listener = match config.metrics {
-        Some(addr) => Some(
-            metrics::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics address {addr}"))?,
-        ),
-        None => None,
-    };
+}
+
+/// The changes, each recorded in `rollback` before (or as) it is made.
+async fn start(
+    checked: Checked,
+    handle: &Handle,
+    events: &EventBus,
+    rollback: &mut Rollback,
+) -> anyhow::Result<Started> {
+    let Checked {
+        config,
+        config_file,
+        lan,
+        ingress,
+        mode,
+        log_packets,
+        reset,
+        metrics: metrics_listener,
+        routes: route_plan,
+        forwarding,
+    } = checked;
+
+    let control = server::bind(&config.control_socket)?;
+    rollback.record(Undo::ControlSocket(config.control_socket.clone()));
+    rollback.passed(Step::ControlSocket)?;
 
     // The slow path first: take over the static routes of the configured prefixes.
-    let routes_left = adopt_routes(&handle, &config, lan.index, events).await?;
+    // Every route of ours counts too: writing the maps removes those of prefixes that
+    // left the configuration.
+    let snapshot = RouteSnapshot::take(handle, config.prefixes.iter().map(|p| p.cidr))
+        .await
+        .context("reading the kernel routes before changing them")?;
+    rollback.record(Undo::Routes(snapshot));
+    let routes_left = adopt_routes(handle, route_plan, lan.index, events).await?;
+    rollback.passed(Step::Routes)?;
 
     if reset {
-        let removed = datapath::detach_all(&config.pin_dir)?;
-        match std::fs::remove_file(&config.state_file) {
-            Ok(()) => info!(state = %config.state_file.display(), "saved pins and drains removed"),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(err)
-                    .with_context(|| format!("removing {}", config.state_file.display()));
-            }
-        }
-        info!(removed = removed.len(), "reset: starting from scratch");
+        reset_pins(&config)?;
+        rollback.passed(Step::Reset)?;
+    }
+    let pins = PinsBefore::capture(&config.pin_dir)?;
+    let adopted_maps = MapsBefore::capture(&config.pin_dir, &pins)
+        .context("reading the pinned maps before changing them")?;
+    rollback.record(Undo::Pins(pins));
+    if adopted_maps.any() {
+        rollback.record(Undo::Maps(adopted_maps));
     }
     let mut loaded = Loaded::load(&config.pin_dir, log_packets).context("loading the data path")?;
     events.publish(Event::ProgramLoaded {
@@ -146,14 +312,15 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
         }
     }
     let maps = loaded.maps()?;
+    rollback.passed(Step::Load)?;
+
     let policy = initial_policy(&config, &maps)?;
-    let learned = neigh::lookup_all(&handle, lan.index).await?;
+    let learned = neigh::lookup_all(handle, lan.index).await?;
     let macs = config
         .hosts
         .iter()
         .map(|host| host.mac.or_else(|| learned.get(&host.address).copied()))
         .collect();
-
     let (health_tx, health_rx) = mpsc::channel(256);
     let (stop_checks, stop_rx) = watch::channel(false);
     let health = HealthChecker::spawn(&config.hosts, health_tx, stop_rx);
@@ -171,7 +338,7 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
         ingress,
         maps,
         policy,
-        netlink: handle,
+        netlink: handle.clone(),
         macs,
         health,
         events: events.clone(),
@@ -179,12 +346,9 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
     };
     controller.metrics.set_names(controller.metric_names());
     // How each interface must treat the router's forwarding, before the program runs
-    // there: until this is known every interface verifies flows.
-    let names: Vec<String> = controller.ingress.iter().map(|i| i.name.clone()).collect();
-    let facts = fast_path::gather_once(controller.lan.name.clone(), names.clone())
-        .await
-        .context("looking at the router's forwarding (firewall, rp_filter, policy routing, ...)")?;
-    controller.on_forwarding(&facts);
+    // there (until this is written every interface verifies flows); its writes are in
+    // the maps' undo.
+    controller.on_forwarding(&forwarding);
     // Maps before attaching: the program never runs on half-filled maps.
     controller
         .write_everything(Some(routes_left))
@@ -199,8 +363,79 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
             .filter(|(id, _)| controller.policy.owner(*id).is_some())
             .count(),
     });
+    rollback.passed(Step::Maps)?;
+
+    attach_xdp(&mut loaded, &controller, mode, events, rollback)?;
+    rollback.passed(Step::Xdp)?;
+    // After XDP: flows the kernel forwards from now on are recorded.
+    attach_learn(&mut loaded, &controller, rollback)?;
+    rollback.passed(Step::Learn)?;
+    // The links are pinned: the loaded object (the parsed ELF, its BTF) is not needed
+    // any more.
+    drop(loaded);
+
+    let addresses: Vec<_> = controller.config.hosts.iter().map(|h| h.address).collect();
+    let neigh_rx = neigh::watch(controller.lan.index, addresses, 256)?;
+    let lan_mtu = mtu::watch(controller.lan.index, controller.lan.mtu, 16)?;
+    let names: Vec<String> = controller.ingress.iter().map(|i| i.name.clone()).collect();
+    let forwarding = fast_path::watch(controller.lan.name.clone(), names)
+        .context("starting the watch of the router's forwarding")?;
+    rollback.passed(Step::Watch)?;
+    // The last step cannot fail: the kernel resolves what it is asked to (missing
+    // MACs are then reported by the neighbour watch).
+    controller.resolve_missing_macs().await;
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (reload, reload_rx) = mpsc::channel(1);
+    Ok(Started {
+        controller,
+        inputs: Inputs {
+            health: health_rx,
+            neigh: neigh_rx,
+            lan_mtu,
+            commands: commands_rx,
+            reload: reload_rx,
+            forwarding,
+        },
+        commands,
+        reload,
+        control,
+        metrics: metrics_listener,
+        stop_checks,
+    })
+}
+
+/// `--reset`: the pins, the saved pins and drains of a previous controller go (not
+/// undone if the start-up fails later: that was asked for).
+fn reset_pins(config: &Config) -> anyhow::Result<()> {
+    let removed = datapath::detach_all(&config.pin_dir)?;
+    match std::fs::remove_file(&config.state_file) {
+        Ok(()) => info!(state = %config.state_file.display(), "saved pins and drains removed"),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("removing {}", config.state_file.display()));
+        }
+    }
+    info!(removed = removed.len(), "reset: starting from scratch");
+    Ok(())
+}
+
+/// Attaches `ha_steer` to the LAN and every ingress interface, each recorded with
+/// the link it replaces (if any) before it is attached.
+fn attach_xdp(
+    loaded: &mut Loaded,
+    controller: &Controller,
+    mode: XdpMode,
+    events: &EventBus,
+    rollback: &mut Rollback,
+) -> anyhow::Result<()> {
     for iface in std::iter::once(&controller.lan).chain(&controller.ingress) {
-        let attachment = loaded.attach(&iface.name, mode)?;
+        let before = XdpBefore::capture(&controller.config.pin_dir, &iface.name)?;
+        let attached = loaded.attach(iface, mode);
+        rollback.record(Undo::Xdp {
+            iface: iface.name.clone(),
+            before,
+        });
+        let attachment = attached?;
         info!(
             iface = %iface.name,
             ifindex = iface.index,
@@ -216,37 +451,28 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
             adopted: attachment.adopted,
         });
     }
-    // After XDP: flows the kernel forwards from now on are recorded.
-    let (hook, adopted) = loaded.attach_learn(&controller.lan.name)?;
-    info!(iface = %controller.lan.name, ?hook, adopted, "flow learning attached (TC egress)");
-    // The links are pinned: the loaded object (the parsed ELF, its BTF) is not needed
-    // any more.
-    drop(loaded);
-    controller.resolve_missing_macs().await;
+    Ok(())
+}
 
-    let addresses: Vec<_> = controller.config.hosts.iter().map(|h| h.address).collect();
-    let neigh_rx = neigh::watch(controller.lan.index, addresses, 256)?;
-    let forwarding = fast_path::watch(controller.lan.name.clone(), names)
-        .context("starting the watch of the router's forwarding")?;
-    let (commands, commands_rx) = mpsc::channel(64);
-    let (reload, reload_rx) = mpsc::channel(1);
-    let control = server::bind(&controller.config.control_socket)?;
-    Ok(Booted {
-        controller,
-        inputs: Inputs {
-            health: health_rx,
-            neigh: neigh_rx,
-            commands: commands_rx,
-            reload: reload_rx,
-            forwarding,
-        },
-        commands,
-        reload,
-        control,
-        metrics: metrics_listener,
-        lock,
-        stop_checks,
-    })
+/// Attaches `ha_learn` to the LAN's egress, recorded like [`attach_xdp`].
+fn attach_learn(
+    loaded: &mut Loaded,
+    controller: &Controller,
+    rollback: &mut Rollback,
+) -> anyhow::Result<()> {
+    let lan = &controller.lan.name;
+    let mut before = LearnBefore::capture(&controller.config.pin_dir, lan)?;
+    let attached = loaded.attach_learn(lan);
+    if let Ok((hook, adopted)) = &attached {
+        before.attached(*hook, *adopted);
+    }
+    rollback.record(Undo::Learn {
+        iface: lan.clone(),
+        before,
+    });
+    let (hook, adopted) = attached?;
+    info!(iface = %lan, ?hook, adopted, "flow learning attached (TC egress)");
+    Ok(())
 }
 
 /// The configuration: the file, or (no file at the default path, --iface given) the
@@ -340,28 +566,23 @@ fn initial_policy(config: &Config, maps: &Maps) -> anyhow::Result<Policy> {
     Ok(policy)
 }
 
-/// Takes over (or installs) the kernel route of every configured prefix; a route the
-/// configuration disagrees with stops the start-up before anything else changes.
-/// Returns our routes through the LAN as it left them.
+/// Takes over (or installs) the kernel route of every configured prefix, as [`check`]
+/// planned. Returns our routes through the LAN as it left them.
 async fn adopt_routes(
     handle: &Handle,
-    config: &Config,
+    plan: AdoptPlan,
     lan_index: u32,
     events: &EventBus,
 ) -> anyhow::Result<routes::OurRoutes> {
-    let wanted: Vec<_> = config
-        .prefixes
-        .iter()
-        .map(|p| (p.cidr, config.host(p.owner).address))
-        .collect();
-    let results = routes::adopt_all(handle, &wanted, lan_index).await?;
-    let mut left = routes::OurRoutes::with_capacity(wanted.len());
+    let adoptions = plan
+        .carry_out(handle)
+        .await
+        .context("taking over the kernel routes of the configured prefixes")?;
+    let mut left = routes::OurRoutes::with_capacity(adoptions.len());
     let (mut installed, mut kept, mut adopted) = (0, 0, 0);
-    for ((prefix, _), result) in wanted.iter().zip(results) {
-        let adoption =
-            result.with_context(|| format!("taking over the kernel route of {prefix}"))?;
+    for (prefix, adoption) in adoptions {
         if let Some(gateway) = adoption.ours_via(lan_index) {
-            left.insert(*prefix, gateway);
+            left.insert(prefix, gateway);
         }
         match adoption {
             Adoption::Installed { gateway } => {

@@ -1,7 +1,7 @@
 //! The controller daemon: [`run`] boots it ([`boot`]), runs its loop
 //! ([`controller`]), and detaches cleanly when told to stop.
 //!
-//! - [`boot`]: configuration, routes, data path, attach;
+//! - [`boot`]: configuration, routes, data path, attach; [`rollback`], its undo log;
 //! - [`controller`]: the loop and what it owns, how every ownership change reaches
 //!   the map, the routes, the log and the metrics, reloads, the answers;
 //! - [`server`]: the control socket; [`events`]: the event stream;
@@ -13,6 +13,7 @@ mod controller;
 pub mod events;
 pub mod lock;
 pub mod metrics;
+pub mod rollback;
 pub mod server;
 pub mod state;
 

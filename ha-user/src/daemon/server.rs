@@ -47,6 +47,33 @@ pub struct BindError {
     source: io::Error,
 }
 
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with the
+/// terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the control socket path {} is {len} bytes long; a Unix socket path holds at most \
+     {MAX_SOCKET_PATH}: choose a shorter `control_socket`",
+    path.display()
+)]
+pub struct PathTooLong {
+    path: PathBuf,
+    len: usize,
+}
+
+/// Refuses a control socket path that cannot be bound, before anything is created.
+pub fn check_path(path: &Path) -> Result<(), PathTooLong> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(PathTooLong {
+            path: path.to_owned(),
+            len,
+        });
+    }
+    Ok(())
+}
+
 /// Binds `path` (replacing a stale socket file: the caller holds the controller lock)
 /// with mode 0600.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {

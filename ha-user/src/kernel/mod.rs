@@ -3,8 +3,10 @@
 
 pub mod datapath;
 pub mod forwarding;
+pub mod mtu;
 pub mod neigh;
 pub mod netdev;
+pub mod route_snapshot;
 pub mod routes;
 pub mod simulate;
 pub mod steering;

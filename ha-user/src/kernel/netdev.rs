@@ -1,9 +1,16 @@
-//! Interfaces, through rtnetlink: index and MAC by name.
+//! Interfaces, through rtnetlink: index, MAC, MTU and kind by name.
+//!
+//! The fast path runs only on interfaces that carry untagged Ethernet: a VLAN
+//! sub-interface (link kind `vlan`, 802.1Q or 802.1ad) is refused ([`refuse_vlan`])
+//! before anything changes. XDP on a VLAN device runs only in generic mode, and the
+//! frames the parent receives are tagged, which the fast path passes to the kernel.
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle,
-    packet_route::link::{LinkAttribute, LinkXdp},
+    packet_route::link::{
+        InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo, LinkXdp, VlanProtocol,
+    },
 };
 
 use crate::model::Mac;
@@ -22,6 +29,105 @@ pub enum NetdevError {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error(
+        "`{name}` ({role}) is an {} VLAN sub-interface{}: ha does not run on VLAN \
+         devices (XDP runs natively only on physical and veth devices, and the fast path \
+         passes VLAN-tagged frames to the kernel). Name an interface that carries the \
+         traffic untagged instead: steer on the parent interface{} if the web servers \
+         are reached untagged through it, or give them an untagged port",
+        vlan.protocol_name(),
+        vlan.describe(parent.as_deref()),
+        parent.as_ref().map(|p| format!(" (`{p}`)")).unwrap_or_default()
+    )]
+    Vlan {
+        name: String,
+        role: &'static str,
+        vlan: Vlan,
+        /// The parent interface's name, when it could be read.
+        parent: Option<String>,
+    },
+}
+
+/// What makes an interface a VLAN sub-interface, from its link info.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vlan {
+    /// The VLAN id (`IFLA_VLAN_ID`).
+    pub id: Option<u16>,
+    /// 802.1ad (a service tag, QinQ) rather than 802.1Q.
+    pub ad: bool,
+    /// The ifindex of the parent interface (`IFLA_LINK`).
+    pub parent: Option<u32>,
+}
+
+impl Vlan {
+    fn protocol_name(&self) -> &'static str {
+        if self.ad { "802.1ad" } else { "802.1Q" }
+    }
+
+    /// ` (VLAN 10 on eth1)`, as far as it is known.
+    fn describe(&self, parent: Option<&str>) -> String {
+        match (self.id, parent) {
+            (Some(id), Some(parent)) => format!(" (VLAN {id} on `{parent}`)"),
+            (Some(id), None) => format!(" (VLAN {id})"),
+            (None, Some(parent)) => format!(" (on `{parent}`)"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// The VLAN a link is, if its link info says `kind vlan`.
+pub fn vlan_of(attributes: &[LinkAttribute]) -> Option<Vlan> {
+    let info = attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::LinkInfo(info) => Some(info),
+        _ => None,
+    })?;
+    if !info
+        .iter()
+        .any(|item| matches!(item, LinkInfo::Kind(InfoKind::Vlan)))
+    {
+        return None;
+    }
+    let mut vlan = Vlan {
+        id: None,
+        ad: false,
+        parent: attributes.iter().find_map(|attr| match attr {
+            LinkAttribute::Link(index) => Some(*index),
+            _ => None,
+        }),
+    };
+    for item in info {
+        if let LinkInfo::Data(InfoData::Vlan(data)) = item {
+            for field in data {
+                match field {
+                    InfoVlan::Id(id) => vlan.id = Some(*id),
+                    InfoVlan::Protocol(protocol) => {
+                        vlan.ad = *protocol == VlanProtocol::Ieee8021Ad;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(vlan)
+}
+
+/// Refuses `iface` as an interface of the fast path (`role`: "the LAN interface",
+/// "an ingress interface") if it is a VLAN sub-interface; `parent`: the name of its
+/// parent, when known.
+pub fn refuse_vlan(
+    iface: &Interface,
+    role: &'static str,
+    parent: Option<String>,
+) -> Result<(), NetdevError> {
+    match iface.vlan {
+        Some(vlan) => Err(NetdevError::Vlan {
+            name: iface.name.clone(),
+            role,
+            vlan,
+            parent,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// An interface as the data path needs it.
@@ -34,6 +140,8 @@ pub struct Interface {
     pub mtu: u32,
     /// Id of the XDP program attached to the interface, if any (any mode).
     pub xdp_prog: Option<u32>,
+    /// Set when the interface is a VLAN sub-interface (which the fast path refuses).
+    pub vlan: Option<Vlan>,
 }
 
 /// A netlink handle whose connection task runs on the current tokio runtime.
@@ -95,7 +203,25 @@ pub async fn interface(handle: &Handle, name: &str) -> Result<Interface, NetdevE
         mac: Mac(mac),
         mtu,
         xdp_prog,
+        vlan: vlan_of(&link.attributes),
     })
+}
+
+/// The name of interface `index`, if it exists.
+pub async fn name_of(handle: &Handle, index: u32) -> Result<Option<String>, NetdevError> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(link.attributes.iter().find_map(|attr| match attr {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        })),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ENODEV => Ok(None),
+        Err(source) => Err(NetdevError::Netlink {
+            name: format!("#{index}"),
+            source,
+        }),
+    }
 }
 
 /// The names of every interface in the namespace.
@@ -116,5 +242,72 @@ pub async fn names(handle: &Handle) -> Result<Vec<String>, NetdevError> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vlan_link(protocol: Option<VlanProtocol>) -> Vec<LinkAttribute> {
+        let mut data = vec![InfoVlan::Id(10)];
+        data.extend(protocol.map(InfoVlan::Protocol));
+        vec![
+            LinkAttribute::IfName("eth1.10".to_owned()),
+            LinkAttribute::Link(4),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vlan),
+                LinkInfo::Data(InfoData::Vlan(data)),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn vlan_sub_interfaces_are_recognised_by_their_link_info() {
+        assert_eq!(
+            vlan_of(&vlan_link(Some(VlanProtocol::Ieee8021Q))),
+            Some(Vlan {
+                id: Some(10),
+                ad: false,
+                parent: Some(4),
+            })
+        );
+        let qinq = vlan_of(&vlan_link(Some(VlanProtocol::Ieee8021Ad))).expect("a VLAN");
+        assert!(qinq.ad);
+        // No protocol attribute: 802.1Q, the kernel's default.
+        assert!(!vlan_of(&vlan_link(None)).expect("a VLAN").ad);
+        for kind in [InfoKind::Veth, InfoKind::Bridge, InfoKind::MacVlan] {
+            let attributes = vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)])];
+            assert_eq!(vlan_of(&attributes), None);
+        }
+        // A physical device has no link info at all.
+        assert_eq!(vlan_of(&[LinkAttribute::Mtu(1500)]), None);
+    }
+
+    #[test]
+    fn a_vlan_refusal_says_what_to_do() {
+        let iface = Interface {
+            name: "eth1.10".to_owned(),
+            index: 7,
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            mtu: 1500,
+            xdp_prog: None,
+            vlan: vlan_of(&vlan_link(Some(VlanProtocol::Ieee8021Ad))),
+        };
+        let message = refuse_vlan(&iface, "the LAN interface", Some("eth1".to_owned()))
+            .expect_err("a VLAN is refused")
+            .to_string();
+        assert!(
+            message.starts_with(
+                "`eth1.10` (the LAN interface) is an 802.1ad VLAN sub-interface (VLAN 10 on `eth1`)"
+            ) && message.contains("steer on the parent interface (`eth1`)")
+                && message.contains("physical and veth devices"),
+            "{message}"
+        );
+        let plain = Interface {
+            vlan: None,
+            ..iface
+        };
+        assert!(refuse_vlan(&plain, "the LAN interface", None).is_ok());
     }
 }

@@ -36,6 +36,11 @@
 //!     gateway (`dev eth1` only) or with several next hops, or a non-unicast route
 //!     (`blackhole`, `unreachable`, `local`, ...). Each means the configuration and
 //!     the router disagree on what the prefix is; the administrator decides.
+//!   - a route with an `mtu` or `advmss` attribute (ours or not) is refused with
+//!     [`RouteError::SizeAttribute`]: the fast path sends what fits the LAN
+//!     interface's MTU and cannot honour a route's own, and `ha`'s routes carry none.
+//! - [`adopt_all`] ([`plan_all`]) decides about every prefix before it changes any
+//!   route: one refused prefix stops the start-up with the routing table untouched.
 //!   - routes for the same destination with another metric, a TOS or in another
 //!     table are never touched (the metric-0 route wins over other metrics).
 //! - Ownership changes use [`replace`]; a prefix leaving the configuration uses
@@ -60,7 +65,8 @@ use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle, RouteMessageBuilder,
     packet_route::route::{
-        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+        RouteType,
     },
 };
 
@@ -107,6 +113,12 @@ pub enum RouteError {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error("cannot put the kernel route for {prefix} back as it was")]
+    PutBack {
+        prefix: Ipv4Net,
+        #[source]
+        source: rtnetlink::Error,
+    },
     #[error("cannot remove ha's kernel route for {prefix}")]
     Remove {
         prefix: Ipv4Net,
@@ -128,6 +140,41 @@ pub enum RouteError {
         existing: String,
         reason: &'static str,
     },
+    #[error(
+        "will not take over the kernel route for {prefix} ({existing}): it sets {}, \
+         which the fast path cannot honour (it sends whatever fits the LAN interface's \
+         MTU, and ha's routes carry no MTU of their own); remove the attribute \
+         (`ip route replace {prefix} via GATEWAY dev LAN` without it) or set the MTU \
+         on the interface instead (`ip link set LAN mtu N`), and start again",
+        attributes.join(" and ")
+    )]
+    SizeAttribute {
+        prefix: Ipv4Net,
+        existing: String,
+        attributes: Vec<&'static str>,
+    },
+    #[error("{}", refusals_text(.0))]
+    Refused(Vec<RouteError>),
+}
+
+/// The most refusals [`RouteError::Refused`] spells out; the rest are counted.
+const REFUSALS_SHOWN: usize = 8;
+
+fn refusals_text(refusals: &[RouteError]) -> String {
+    let mut text = String::new();
+    for (i, refusal) in refusals.iter().take(REFUSALS_SHOWN).enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        text.push_str(&refusal.to_string());
+    }
+    if refusals.len() > REFUSALS_SHOWN {
+        text.push_str(&format!(
+            "\n(and {} more prefixes refused)",
+            refusals.len() - REFUSALS_SHOWN
+        ));
+    }
+    text
 }
 
 /// Installs or replaces the main-table, metric-0 route for `prefix` with one through
@@ -213,23 +260,69 @@ pub async fn adopt(
 }
 
 /// [`adopt`] for every `(prefix, configured owner)` of `wanted`, reading the routing
-/// table once and writing up to [`IN_FLIGHT`] routes at a time. The outer error: the
-/// table could not be read; otherwise one result per prefix, in order (a refused
-/// prefix does not stop the others).
+/// table once: [`plan_all`], then [`AdoptPlan::carry_out`].
 pub async fn adopt_all(
     handle: &Handle,
     wanted: &[(Ipv4Net, Ipv4Addr)],
     oif: u32,
-) -> Result<Vec<Result<Adoption, RouteError>>, RouteError> {
+) -> Result<Vec<Adoption>, RouteError> {
+    let adoptions = plan_all(handle, wanted, oif)
+        .await?
+        .carry_out(handle)
+        .await?;
+    Ok(adoptions
+        .into_iter()
+        .map(|(_, adoption)| adoption)
+        .collect())
+}
+
+/// What [`adopt_all`] will do about every prefix, decided before any route changes.
+#[derive(Debug)]
+pub struct AdoptPlan {
+    decisions: Vec<(Ipv4Net, Ipv4Addr, Decision)>,
+    oif: u32,
+}
+
+/// Decides, by the adoption rule, about every `(prefix, configured owner)` of
+/// `wanted` (`oif`: the LAN interface), reading the routing table once and changing
+/// nothing: a refused prefix, one or several ([`RouteError::Refused`] lists them
+/// all), is refused before any route has changed.
+pub async fn plan_all(
+    handle: &Handle,
+    wanted: &[(Ipv4Net, Ipv4Addr)],
+    oif: u32,
+) -> Result<AdoptPlan, RouteError> {
     let existing = metric_zero_routes(handle).await?;
-    Ok(futures::stream::iter(wanted)
-        .map(|&(prefix, owner)| {
-            let decision = decide(prefix, existing.get(&prefix));
-            carry_out(handle, prefix, owner, oif, decision)
-        })
-        .buffered(IN_FLIGHT)
-        .collect()
-        .await)
+    let mut decisions = Vec::with_capacity(wanted.len());
+    let mut refused = Vec::new();
+    for &(prefix, owner) in wanted {
+        match decide(prefix, existing.get(&prefix)) {
+            Ok(decision) => decisions.push((prefix, owner, decision)),
+            Err(refusal) => refused.push(refusal),
+        }
+    }
+    match refused.len() {
+        0 => Ok(AdoptPlan { decisions, oif }),
+        1 => Err(refused.remove(0)),
+        _ => Err(RouteError::Refused(refused)),
+    }
+}
+
+impl AdoptPlan {
+    /// Writes the routes, up to [`IN_FLIGHT`] at a time; each prefix with its
+    /// adoption, in order. A write that fails after others succeeded is the error; the
+    /// other writes stand (a start-up puts them back: see [`super::route_snapshot`]).
+    pub async fn carry_out(self, handle: &Handle) -> Result<Vec<(Ipv4Net, Adoption)>, RouteError> {
+        let AdoptPlan { decisions, oif } = self;
+        futures::stream::iter(decisions)
+            .map(|(prefix, owner, decision)| async move {
+                let adoption = carry_out(handle, prefix, owner, oif, Ok(decision)).await?;
+                Ok((prefix, adoption))
+            })
+            .buffered(IN_FLIGHT)
+            .try_collect()
+            .await
+    }
 }
 
 /// Carries out the adoption rule's `decision` for `prefix` (configured owner `owner`,
@@ -360,6 +453,14 @@ fn decide(
             "not a unicast route (blackhole, unreachable, prohibit, local, ...)",
         ));
     }
+    let attributes = route.size_attributes();
+    if !attributes.is_empty() {
+        return Err(RouteError::SizeAttribute {
+            prefix,
+            existing: route.to_string(),
+            attributes,
+        });
+    }
     if route.is_ours() {
         return Ok(Decision::Keep(route.clone()));
     }
@@ -394,6 +495,18 @@ fn check_prefix(prefix: Ipv4Net) -> Result<(), RouteError> {
 
 /// Every IPv4 main-table route with TOS 0, with its type.
 async fn dump(handle: &Handle) -> Result<Vec<(KernelRoute, RouteType)>, RouteError> {
+    Ok(dump_messages(handle)
+        .await?
+        .into_iter()
+        .map(|(route, kind, _)| (route, kind))
+        .collect())
+}
+
+/// Every IPv4 main-table route with TOS 0, with its type and the message exactly as
+/// the kernel sent it.
+pub(super) async fn dump_messages(
+    handle: &Handle,
+) -> Result<Vec<(KernelRoute, RouteType, RouteMessage)>, RouteError> {
     let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
     let mut messages = handle.route().get(request).execute();
     let mut routes = Vec::new();
@@ -402,8 +515,8 @@ async fn dump(handle: &Handle) -> Result<Vec<(KernelRoute, RouteType)>, RouteErr
         .await
         .map_err(|source| RouteError::List { source })?
     {
-        if let Some(route) = parse(&message) {
-            routes.push(route);
+        if let Some((route, kind)) = parse(&message) {
+            routes.push((route, kind, message));
         }
     }
     Ok(routes)
@@ -420,6 +533,7 @@ fn parse(message: &RouteMessage) -> Option<(KernelRoute, RouteType)> {
     let mut gateway = None;
     let mut oif = None;
     let mut metric = 0;
+    let (mut mtu, mut advmss) = (None, None);
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Table(id) => table = *id,
@@ -427,6 +541,15 @@ fn parse(message: &RouteMessage) -> Option<(KernelRoute, RouteType)> {
             RouteAttribute::Gateway(RouteAddress::Inet(addr)) => gateway = Some(*addr),
             RouteAttribute::Oif(index) => oif = Some(*index),
             RouteAttribute::Priority(priority) => metric = *priority,
+            RouteAttribute::Metrics(metrics) => {
+                for route_metric in metrics {
+                    match route_metric {
+                        RouteMetric::Mtu(value) => mtu = Some(*value),
+                        RouteMetric::Advmss(value) => advmss = Some(*value),
+                        _ => {}
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -441,6 +564,8 @@ fn parse(message: &RouteMessage) -> Option<(KernelRoute, RouteType)> {
         oif,
         protocol: header.protocol.into(),
         metric,
+        mtu,
+        advmss,
     };
     Some((route, header.kind))
 }
@@ -457,12 +582,23 @@ mod tests {
             oif: Some(4),
             protocol: 3,
             metric: 0,
+            mtu: None,
+            advmss: None,
         };
         assert_eq!(
             route.to_string(),
             "192.168.1.64/27 via 192.168.1.3 dev #4 proto boot metric 0"
         );
         assert!(!route.is_ours());
+        let sized = KernelRoute {
+            mtu: Some(1400),
+            advmss: Some(1360),
+            ..route
+        };
+        assert_eq!(
+            sized.to_string(),
+            "192.168.1.64/27 via 192.168.1.3 dev #4 proto boot metric 0 mtu 1400 advmss 1360"
+        );
     }
 
     fn route(prefix: &str, gateway: Option<[u8; 4]>, protocol: u8) -> KernelRoute {
@@ -472,6 +608,8 @@ mod tests {
             oif: Some(4),
             protocol,
             metric: 0,
+            mtu: None,
+            advmss: None,
         }
     }
 
@@ -510,6 +648,52 @@ mod tests {
                 "{result:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_route_with_its_own_mtu_or_advmss_is_refused_even_if_ours() {
+        let prefix: Ipv4Net = "192.168.1.64/27".parse().expect("prefix");
+        for protocol in [3, ROUTE_PROTO] {
+            for (mtu, advmss, named) in [
+                (Some(1400), None, "mtu"),
+                (None, Some(1360), "advmss"),
+                (Some(1400), Some(1360), "mtu and advmss"),
+            ] {
+                let sized = KernelRoute {
+                    mtu,
+                    advmss,
+                    ..route("192.168.1.64/27", Some([192, 168, 1, 3]), protocol)
+                };
+                let err = decide(prefix, Some(&(sized, RouteType::Unicast)))
+                    .expect_err("a route with a size attribute");
+                assert!(matches!(err, RouteError::SizeAttribute { .. }), "{err:?}");
+                let message = err.to_string();
+                assert!(
+                    message.contains(&format!("it sets {named}, which"))
+                        && message.contains("LAN interface's MTU")
+                        && message.contains("ip link set LAN mtu"),
+                    "{message}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn several_refusals_are_listed_and_capped() {
+        let refusal = |i: usize| RouteError::Foreign {
+            prefix: Ipv4Net::new(Ipv4Addr::new(10, 0, i as u8, 0), 24).expect("prefix"),
+            existing: "x".to_owned(),
+            reason: "a test",
+        };
+        let two = RouteError::Refused((0..2).map(refusal).collect()).to_string();
+        assert_eq!(two.lines().count(), 2, "{two}");
+        assert!(
+            two.contains("10.0.0.0/24") && two.contains("10.0.1.0/24"),
+            "{two}"
+        );
+        let many = RouteError::Refused((0..12).map(refusal).collect()).to_string();
+        assert_eq!(many.lines().count(), REFUSALS_SHOWN + 1, "{many}");
+        assert!(many.ends_with("(and 4 more prefixes refused)"), "{many}");
     }
 
     #[test]

@@ -21,12 +21,31 @@ pub struct KernelRoute {
     pub protocol: u8,
     /// Metric (`RTA_PRIORITY`); 0 unless given.
     pub metric: u32,
+    /// The route's own path MTU (`mtu`, `RTAX_MTU`), if it sets one.
+    pub mtu: Option<u32>,
+    /// The route's advertised TCP MSS (`advmss`, `RTAX_ADVMSS`), if it sets one.
+    pub advmss: Option<u32>,
 }
 
 impl KernelRoute {
     /// Whether `ha` installed (or adopted) this route.
     pub fn is_ours(&self) -> bool {
         self.protocol == ROUTE_PROTO
+    }
+
+    /// The attributes of this route that change how much a forwarded datagram may
+    /// carry, as iproute2 names them (`mtu`, `advmss`): the fast path cannot honour
+    /// them (it sends what fits the LAN interface's MTU), so `ha` does not take such
+    /// a route over.
+    pub fn size_attributes(&self) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        if self.mtu.is_some() {
+            found.push("mtu");
+        }
+        if self.advmss.is_some() {
+            found.push("advmss");
+        }
+        found
     }
 }
 
@@ -38,6 +57,8 @@ impl fmt::Display for KernelRoute {
             oif,
             protocol,
             metric,
+            mtu,
+            advmss,
         } = self;
         write!(f, "{prefix}")?;
         if let Some(gateway) = gateway {
@@ -47,7 +68,14 @@ impl fmt::Display for KernelRoute {
             write!(f, " dev #{oif}")?;
         }
         write!(f, " proto {}", protocol_name(*protocol))?;
-        write!(f, " metric {metric}")
+        write!(f, " metric {metric}")?;
+        if let Some(mtu) = mtu {
+            write!(f, " mtu {mtu}")?;
+        }
+        if let Some(advmss) = advmss {
+            write!(f, " advmss {advmss}")?;
+        }
+        Ok(())
     }
 }
 

@@ -136,6 +136,53 @@ impl Lab {
         Ok(())
     }
 
+    /// Runs `ha-user --config <lab config> run EXTRA...` with more environment `env`
+    /// in the router's namespace, expecting its start-up to fail: waits for it to
+    /// exit and returns its log (the error is its last line). Fails if it exits with
+    /// success, or is still running after `timeout` (it started; it is killed).
+    pub fn failed_start(
+        &mut self,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        if let Some(running) = self.controller.as_mut()
+            && running.try_wait()?.is_none()
+        {
+            bail!("the controller is running already (pid {})", running.pid());
+        }
+        self.controller_starts += 1;
+        let ha_user = self.spec.bins.ha_user.to_string_lossy().into_owned();
+        let config = self.config_path.to_string_lossy().into_owned();
+        let mut args = vec![ha_user.as_str(), "--config", &config, "run"];
+        args.extend_from_slice(extra);
+        let name = format!("failed-start-{}", self.controller_starts);
+        let mut command = super::ns::command(&self.ns(Node::Router), &args);
+        command.envs(env.iter().copied());
+        let log = self.dir.join(format!("{name}.log"));
+        let mut proc = Proc::spawn(&name, command, &log)?;
+        let status = match proc.wait_timeout(timeout) {
+            Ok(status) => status,
+            Err(err) => {
+                proc.kill()?;
+                return Err(err.context(format!(
+                    "`{}` should have failed; its log:\n{}",
+                    args.join(" "),
+                    proc.log().trim_end()
+                )));
+            }
+        };
+        let text = proc.log();
+        if status.success() {
+            bail!(
+                "`{}` exited with success; its log:\n{}",
+                args.join(" "),
+                text.trim_end()
+            );
+        }
+        Ok(text)
+    }
+
     /// The running (or last) controller process.
     pub fn controller(&mut self) -> anyhow::Result<&mut Proc> {
         self.controller

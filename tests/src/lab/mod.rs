@@ -49,6 +49,7 @@ pub mod ns;
 mod process;
 mod raw;
 mod spec;
+mod state;
 pub mod stream;
 
 use std::{
@@ -77,6 +78,7 @@ pub use spec::{
     Bins, ConfigPaths, HOSTS, HealthSpec, LabSpec, PrefixSpec, TIME_SCALE_ENV, XdpMode,
     host_address, net, render_config, time_scale, vip, workspace_root,
 };
+pub use state::{InterfaceState, RouterState};
 pub use stream::StreamReport;
 
 /// A machine of the lab.

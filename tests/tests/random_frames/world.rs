@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ha_common::{
     HOST_READY, HOST_UP, HostEntry, IFACE_ACTIVE, IFACE_VERIFY, MAX_HOSTS, MAX_LOCAL_ADDRS,
-    PrefixEntry, Settings,
+    PrefixEntry, Settings, local_filter_bit,
 };
 use ha_tests::{
     frames::{AddrClass, Profile, martian_sources},
@@ -171,6 +171,9 @@ impl World {
         }
         steer.set_settings(Settings {
             refresh_ns: 1_000_000_000,
+            local_filter: local
+                .iter()
+                .fold(0, |filter, &addr| filter | local_filter_bit(addr)),
             local_count: u32::try_from(self.local.len()).expect("a few addresses"),
             _pad: 0,
             local,

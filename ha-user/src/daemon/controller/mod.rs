@@ -1,6 +1,6 @@
 //! The controller: what it owns and its main loop. Health events, neighbour events,
-//! admin commands, policy timers and configuration reloads all arrive here, one at a
-//! time. Every ownership change goes through [`apply`], in the same order; [`reload`]
+//! changes of the LAN interface's MTU, admin commands, policy timers and
+//! configuration reloads all arrive here, one at a time. Every ownership change goes through [`apply`], in the same order; [`reload`]
 //! is SIGHUP, [`requests`] and [`report`] answer the control socket.
 
 mod apply;
@@ -34,6 +34,7 @@ use crate::{
     kernel::{
         datapath::Maps,
         forwarding::{Assessment, Facts},
+        mtu::MtuEvent,
         neigh::{self, NeighEvent},
         netdev::Interface,
         steering,
@@ -83,6 +84,8 @@ pub struct Controller {
 pub struct Inputs {
     pub health: mpsc::Receiver<HealthEvent>,
     pub neigh: mpsc::Receiver<NeighEvent>,
+    /// The LAN interface's MTU, when it changes.
+    pub lan_mtu: mpsc::Receiver<MtuEvent>,
     pub commands: mpsc::Receiver<Command>,
     pub reload: mpsc::Receiver<()>,
     /// The router's forwarding, looked at again ([`fast_path::watch`]).
@@ -104,6 +107,7 @@ impl Controller {
                 Some(event) = inputs.health.recv() => self.on_health(event).await,
                 Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
                 Some(facts) = inputs.forwarding.recv() => self.on_forwarding(&facts),
+                Some(event) = inputs.lan_mtu.recv() => self.on_lan_mtu(event),
                 Some(command) = inputs.commands.recv() => {
                     let Command { request, reply } = command;
                     let response = requests::answer(&mut self, request).await;
@@ -202,6 +206,25 @@ impl Controller {
             }
             Err(err) => warn!("{err:#}"),
         }
+    }
+
+    /// The LAN interface's MTU changed: every host entry carries the egress MTU (a
+    /// longer datagram passes to the kernel), so every one is rewritten.
+    fn on_lan_mtu(&mut self, event: MtuEvent) {
+        let MtuEvent { ifindex, mtu } = event;
+        if ifindex != self.lan.index || mtu == self.lan.mtu {
+            return;
+        }
+        let old = std::mem::replace(&mut self.lan.mtu, mtu);
+        let mut written = 0;
+        for (host, mac) in HostId::all(self.macs.len()).zip(&self.macs) {
+            let entry = steering::host_entry(*mac, &self.lan, self.is_up(host));
+            match steering::write_host(&mut self.maps, host, entry) {
+                Ok(()) => written += 1,
+                Err(err) => warn!("{err:#}"),
+            }
+        }
+        info!(iface = %self.lan.name, old, new = mtu, hosts = written, "LAN MTU changed; host entries rewritten");
     }
 
     /// The name of `host`, if any.

@@ -6,8 +6,10 @@
 //! and a new controller adopts what it finds instead of flushing it, once [`layout`]
 //! says the pins are of this build's layout.
 
+pub mod attach_error;
 pub mod layout;
 pub mod learn;
+pub mod undo;
 
 use std::{
     io,
@@ -34,7 +36,8 @@ use ha_common::{
 };
 use ipnet::Ipv4Net;
 
-use crate::model::XdpMode;
+use self::attach_error::AttachCause;
+use crate::{kernel::netdev::Interface, model::XdpMode};
 
 /// Filesystem magic of bpffs (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -57,12 +60,11 @@ pub enum DatapathError {
     MissingProgram,
     #[error("cannot load the XDP program into the kernel")]
     Program(#[source] ProgramError),
-    #[error(
-        "cannot attach XDP to {iface} in {mode} mode; another XDP program may be attached (see `bpftool net`), or try --xdp-mode skb"
-    )]
+    #[error("cannot attach XDP to {iface} in {mode} mode: {}", cause.explain(iface))]
     Attach {
         iface: String,
         mode: XdpMode,
+        cause: AttachCause,
         #[source]
         source: ProgramError,
     },
@@ -120,6 +122,20 @@ pub enum DatapathError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error(
+        "cannot hold the program behind the pinned link {} (to put it back if the start-up fails)",
+        path.display()
+    )]
+    Hold {
+        path: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot write the redirect ports back")]
+    Port {
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
     },
     #[error("cannot remove {}", path.display())]
     Unpin {
@@ -359,10 +375,15 @@ impl Loaded {
         &mut self.ebpf
     }
 
-    /// Attaches the program to `iface`: atomically replaces the program behind an
+    /// Attaches the program to `interface`: atomically replaces the program behind an
     /// existing pinned link of ours, or attaches afresh and pins the new link. The link
     /// stays attached while its pin exists, whatever happens to this process.
-    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<Attachment, DatapathError> {
+    pub fn attach(
+        &mut self,
+        interface: &Interface,
+        mode: XdpMode,
+    ) -> Result<Attachment, DatapathError> {
+        let iface = interface.name.as_str();
         let pin = link_pin_path(&self.pin_dir, iface);
         let program = steer_program(&mut self.ebpf)?;
         if pin.exists() {
@@ -394,6 +415,7 @@ impl Loaded {
         let attach_err = |source| DatapathError::Attach {
             iface: iface.to_owned(),
             mode,
+            cause: AttachCause::of(errno(&source), mode, interface.mtu),
             source,
         };
         let id = program.attach(iface, aya_mode).map_err(attach_err)?;
@@ -422,6 +444,18 @@ impl Loaded {
     /// Typed handles to the maps (the pinned ones, shared with any other user).
     pub fn maps(&mut self) -> Result<Maps, DatapathError> {
         Maps::take(&mut self.ebpf)
+    }
+}
+
+/// The errno behind an attach error: `bpf_link_create`'s, or that of aya's netlink
+/// fallback (taken when the kernel has no XDP links).
+fn errno(err: &ProgramError) -> Option<i32> {
+    match err {
+        ProgramError::SyscallError(err) => err.io_error.raw_os_error(),
+        ProgramError::XdpError(aya::programs::xdp::XdpError::NetlinkError(err)) => {
+            err.raw_os_error()
+        }
+        _ => None,
     }
 }
 

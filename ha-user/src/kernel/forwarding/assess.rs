@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use ha_common::{IFACE_VERIFY, MAX_LOCAL_ADDRS, Settings};
+use ha_common::{IFACE_VERIFY, MAX_LOCAL_ADDRS, Settings, local_filter_bit};
 use serde::{Deserialize, Serialize};
 
 use super::{Facts, InterfaceFacts, reason::Reason};
@@ -51,6 +51,7 @@ impl Assessment {
         };
         for (slot, addr) in settings.local.iter_mut().zip(&self.local) {
             *slot = u32::from_ne_bytes(addr.octets());
+            settings.local_filter |= local_filter_bit(*slot);
             settings.local_count += 1;
         }
         settings
