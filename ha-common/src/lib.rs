@@ -79,8 +79,10 @@ pub const PINNED_MAPS: [&str; 11] = [
 ///
 /// 1: the first versioned layout. 2: the flow table, the settings and the flow
 /// counters; prefix entries with the previous owner and flags, host entries with the
-/// egress MTU, five more pass reasons.
-pub const LAYOUT_VERSION: u32 = 2;
+/// egress MTU, five more pass reasons. 3: [`Settings::flags`] ([`SETTINGS_CT_SYNC`])
+/// and [`FLOW_CT_SYNCED`]: a program of layout 2 would steer flows whose conntrack
+/// entry nobody keeps.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Capacity of the prefix table (and of the per-prefix statistics).
 pub const MAX_PREFIXES: u32 = 65_536;
@@ -227,6 +229,17 @@ pub struct FlowKey {
 
 /// [`FlowEntry::flags`]: a FIN was seen; the connection is closing.
 pub const FLOW_FIN: u32 = 1 << 0;
+/// [`FlowEntry::flags`]: the controller has found the flow's conntrack entry and keeps
+/// it as the kernel would while the flow is steered (TCP window tracking told to be
+/// liberal, the timeout renewed from [`FlowEntry::seen_ns`]). Set only by the
+/// controller; cleared by the programs when a SYN reuses the key (a new connection has
+/// a new entry), and by the controller when the entry is gone. While
+/// [`SETTINGS_CT_SYNC`] is set, verified interfaces steer only flows that have it.
+pub const FLOW_CT_SYNCED: u32 = 1 << 1;
+
+/// How often the programs rewrite a flow's [`FlowEntry::seen_ns`], at most: the
+/// precision of the conntrack timeouts the controller keeps from it.
+pub const SEEN_GRANULARITY_NS: u64 = 100_000_000;
 
 /// Value of the flow table.
 #[repr(C)]
@@ -238,14 +251,14 @@ pub struct FlowEntry {
     pub prefix_id: u32,
     /// Interface the kernel received the flow's last forwarded packet on (0: never).
     pub ingress: u32,
-    /// [`FLOW_FIN`].
+    /// [`FLOW_FIN`], [`FLOW_CT_SYNCED`].
     pub flags: u32,
     /// `bpf_ktime_get_coarse_ns` when the kernel last forwarded a packet of the flow
     /// (0: never): verified interfaces steer the flow only within
     /// [`Settings::refresh_ns`] of it.
     pub verified_ns: u64,
-    /// `bpf_ktime_get_coarse_ns` when a packet of the flow was last seen, to within a
-    /// second (the programs write it at most once a second).
+    /// `bpf_ktime_get_coarse_ns` when a packet of the flow was last seen, to within
+    /// [`SEEN_GRANULARITY_NS`] (the programs write it at most that often).
     pub seen_ns: u64,
 }
 
@@ -255,6 +268,13 @@ pub struct FlowEntry {
 pub const fn local_filter_bit(addr: u32) -> u64 {
     1u64 << (addr.wrapping_mul(0x9e37_79b1) >> 26)
 }
+
+/// [`Settings::flags`]: the router's forwarding consults connection tracking, and the
+/// controller keeps the conntrack entries of steered flows: verified interfaces steer
+/// only flows marked [`FLOW_CT_SYNCED`], and pass TCP segments with FIN or RST to the
+/// kernel (its tracking follows the connection's end, as with the kernel's own
+/// flowtable).
+pub const SETTINGS_CT_SYNC: u32 = 1 << 0;
 
 /// Value of [`MAP_SETTINGS`] (entry 0), written by the controller.
 #[repr(C)]
@@ -269,7 +289,8 @@ pub struct Settings {
     pub local_filter: u64,
     /// How many entries of `local` are used.
     pub local_count: u32,
-    pub _pad: u32,
+    /// [`SETTINGS_CT_SYNC`].
+    pub flags: u32,
     /// The router's own IPv4 addresses and its subnets' broadcast addresses, each as
     /// the u32 whose memory holds the address in network order
     /// (`u32::from_ne_bytes(octets)`): frames from them are martians to the kernel.
@@ -332,7 +353,8 @@ pub enum Counter {
     /// "fragmentation needed".
     PassTooBig = 14,
     /// On a verified interface, a flow the kernel has not forwarded recently (a new
-    /// flow, a refresh due, a protocol without ports).
+    /// flow, a refresh due, a protocol without ports); with [`SETTINGS_CT_SYNC`], also a
+    /// flow whose conntrack entry the controller does not keep yet, and a TCP FIN or RST.
     PassUnverified = 15,
 }
 

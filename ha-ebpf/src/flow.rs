@@ -19,16 +19,14 @@
 //! belongs to a connection opened before the move: it goes to the previous owner.
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
-use ha_common::{FLOW_FIN, FlowCounter, FlowEntry, FlowKey, PrefixEntry};
+use ha_common::{
+    FLOW_CT_SYNCED, FLOW_FIN, FlowCounter, FlowEntry, FlowKey, PrefixEntry, SEEN_GRANULARITY_NS,
+};
 
 use crate::{
     maps::{self, HA_FLOWS, HA_HOSTS},
     parse::{IPPROTO_TCP, Ports, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-
-/// How often a flow's `seen_ns` is rewritten, at most (one write per second keeps
-/// the cache line quiet while being precise enough for idle timeouts).
-const SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
 
 /// A packet's flow: its key in the request direction and its TCP flags.
 pub struct Flow {
@@ -78,6 +76,12 @@ impl Flow {
     fn is_fin(&self) -> bool {
         self.tcp_flags & TCP_FIN != 0
     }
+
+    /// A TCP segment ending the connection (FIN or RST); never for UDP.
+    #[inline(always)]
+    pub fn ends(&self) -> bool {
+        self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
 }
 
 /// Whether host `id` is ready and up (its flows stay with it).
@@ -106,8 +110,9 @@ pub fn unknown_flow_host(prefix: &PrefixEntry, flow: &Flow) -> u32 {
 /// Where a known flow goes now: while the prefix is moving, its own host if that
 /// host keeps flows (a new connection reusing the key goes to the owner); otherwise
 /// the prefix's owner, which the entry then follows (a steady prefix sends every
-/// packet to its owner, looked up or not). Updates the entry's host, FIN flag and `seen_ns`; a reset ends
-/// the entry (the reset itself still reaches the host).
+/// packet to its owner, looked up or not). Updates the entry's host, FIN flag and
+/// `seen_ns`, and drops [`FLOW_CT_SYNCED`] at a SYN; a reset ends the entry (the reset
+/// itself still reaches the host).
 #[inline(always)]
 pub fn known_flow_host(entry: *mut FlowEntry, flow: &Flow, prefix: &PrefixEntry, now: u64) -> u32 {
     // SAFETY: `entry` points at a live value of the flow table; concurrent writers
@@ -118,7 +123,8 @@ pub fn known_flow_host(entry: *mut FlowEntry, flow: &Flow, prefix: &PrefixEntry,
         if !prefix.is_moving() || flow.is_syn() || !keeps_flows(host) {
             host = prefix.host;
             entry.host = host;
-            entry.flags = 0;
+            // The conntrack entry is the flow's, whichever host serves it.
+            entry.flags &= FLOW_CT_SYNCED;
             maps::count_flow(FlowCounter::Followed);
         } else {
             maps::count_flow(FlowCounter::AffinityHit);
@@ -131,6 +137,10 @@ pub fn known_flow_host(entry: *mut FlowEntry, flow: &Flow, prefix: &PrefixEntry,
     }
     if flow.is_fin() {
         entry.flags |= FLOW_FIN;
+    }
+    if flow.is_syn() && entry.flags & FLOW_CT_SYNCED != 0 {
+        // A new connection on the key: conntrack gives it a new entry, not synced.
+        entry.flags &= !FLOW_CT_SYNCED;
     }
     if now.wrapping_sub(entry.seen_ns) > SEEN_GRANULARITY_NS {
         entry.seen_ns = now;

@@ -23,7 +23,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use ha_common::{Counter, FlowCounter, IfaceEntry, PrefixEntry, SAMPLE_SHIFT, Settings};
+use ha_common::{
+    Counter, FLOW_CT_SYNCED, FlowCounter, IfaceEntry, PrefixEntry, SAMPLE_SHIFT, SETTINGS_CT_SYNC,
+    Settings,
+};
 use maps::{HA_FLOWS, HA_HOST_STATS, HA_HOSTS, HA_IFACES, HA_PFX_STATS, HA_SETTINGS, HA_TX_PORTS};
 use network_types::eth::EthHdr;
 
@@ -203,13 +206,18 @@ fn flow_host(
         Some(entry) => {
             if verify {
                 // SAFETY: `entry` points at a live value of the flow table.
-                let (verified, from) = unsafe { ((*entry).verified_ns, (*entry).ingress) };
+                let (verified, from, flags) =
+                    unsafe { ((*entry).verified_ns, (*entry).ingress, (*entry).flags) };
                 // A new connection always asks the kernel; so does a flow whose
-                // verification is due.
+                // verification is due. Where the rules consult conntrack, so does a
+                // flow whose entry the controller does not keep yet, and the end of a
+                // TCP connection (conntrack follows it).
                 if from != ingress
                     || verified == 0
                     || now.wrapping_sub(verified) >= settings.refresh_ns
                     || flow.is_syn()
+                    || (settings.flags & SETTINGS_CT_SYNC != 0
+                        && (flags & FLOW_CT_SYNCED == 0 || flow.ends()))
                 {
                     return Err(Counter::PassUnverified);
                 }

@@ -42,7 +42,7 @@ use crate::{
     },
     health::HealthChecker,
     kernel::{
-        self,
+        self, conntrack,
         datapath::{
             self, Loaded, Maps, layout,
             undo::{LearnBefore, MapsBefore, PinsBefore, XdpBefore},
@@ -343,6 +343,7 @@ async fn start(
         health,
         events: events.clone(),
         fast_path: None,
+        conntrack: watch::channel(None).0,
     };
     controller.metrics.set_names(controller.metric_names());
     // How each interface must treat the router's forwarding, before the program runs
@@ -380,6 +381,8 @@ async fn start(
     let names: Vec<String> = controller.ingress.iter().map(|i| i.name.clone()).collect();
     let forwarding = fast_path::watch(controller.lan.name.clone(), names)
         .context("starting the watch of the router's forwarding")?;
+    conntrack::keeper::spawn(&controller.config.pin_dir, controller.conntrack.subscribe())
+        .context("starting the conntrack keeper")?;
     rollback.passed(Step::Watch)?;
     // The last step cannot fail: the kernel resolves what it is asked to (missing
     // MACs are then reported by the neighbour watch).

@@ -1,6 +1,7 @@
 //! The kernel adapters: the data path's program and maps, routes, neighbours,
 //! interfaces. They speak model types, never the configuration file's.
 
+pub mod conntrack;
 pub mod datapath;
 pub mod forwarding;
 pub mod mtu;

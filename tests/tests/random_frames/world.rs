@@ -175,7 +175,7 @@ impl World {
                 .iter()
                 .fold(0, |filter, &addr| filter | local_filter_bit(addr)),
             local_count: u32::try_from(self.local.len()).expect("a few addresses"),
-            _pad: 0,
+            flags: 0,
             local,
         });
         for link in &self.links {

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::Controller;
 use crate::{
     kernel::{
+        conntrack::keeper,
         forwarding::{Facts, GatherError, Gatherer, assess, routes::RouteFacts},
         steering,
     },
@@ -86,6 +87,19 @@ impl Controller {
         let Some(assessment) = &self.fast_path else {
             return;
         };
+        let refresh_ns = self.config.fast_path.refresh_ms.saturating_mul(1_000_000);
+        let policy = assessment.conntrack.map(|sync| keeper::Policy { sync, refresh_ns });
+        if self.conntrack.send_replace(policy) != policy {
+            match &assessment.conntrack {
+                Some(sync) => info!(
+                    liberal = sync.liberal,
+                    shortest_timeout_s = sync.timeouts.shortest(),
+                    "the rules consult conntrack: steered flows keep their conntrack entries \
+                     (steering starts once the entry is kept; TCP FIN and RST take the kernel's path)"
+                ),
+                None => info!("conntrack entries of steered flows no longer kept: the rules do not need them"),
+            }
+        }
         for iface in &assessment.interfaces {
             let reasons: Vec<String> = iface.reasons.iter().map(ToString::to_string).collect();
             if iface.verify {

@@ -18,7 +18,7 @@ use std::{
 
 use rtnetlink::Handle;
 use tokio::{
-    sync::mpsc,
+    sync::{mpsc, watch},
     time::{Instant, sleep_until},
 };
 use tracing::{info, warn};
@@ -32,6 +32,7 @@ use crate::{
     },
     health::{HealthChecker, HealthEvent},
     kernel::{
+        conntrack::keeper,
         datapath::Maps,
         forwarding::{Assessment, Facts},
         mtu::MtuEvent,
@@ -78,6 +79,9 @@ pub struct Controller {
     /// How each interface treats the router's forwarding, as last written into the
     /// data path (see [`fast_path`]).
     pub(super) fast_path: Option<Assessment>,
+    /// What the conntrack keeper does ([`crate::kernel::conntrack::keeper`]), from the
+    /// assessment.
+    pub(super) conntrack: watch::Sender<Option<keeper::Policy>>,
 }
 
 /// The channels the loop listens on.

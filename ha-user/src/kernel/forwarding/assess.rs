@@ -5,10 +5,11 @@
 
 use std::net::Ipv4Addr;
 
-use ha_common::{IFACE_VERIFY, MAX_LOCAL_ADDRS, Settings, local_filter_bit};
+use ha_common::{IFACE_VERIFY, MAX_LOCAL_ADDRS, SETTINGS_CT_SYNC, Settings, local_filter_bit};
 use serde::{Deserialize, Serialize};
 
 use super::{Facts, InterfaceFacts, reason::Reason};
+use crate::kernel::conntrack::ConntrackSync;
 pub use crate::model::VerifyMode;
 
 /// The decision for one steered interface.
@@ -39,6 +40,11 @@ pub struct Assessment {
     /// kernel's forwarding refuses. [`Self::settings`] keeps the first
     /// [`MAX_LOCAL_ADDRS`]; with more, every interface verifies (in auto mode).
     pub local: Vec<Ipv4Addr>,
+    /// The rules consult connection tracking and an interface verifies: the
+    /// controller keeps the conntrack entries of the flows it lets the data path steer
+    /// ([`SETTINGS_CT_SYNC`]). `None` otherwise, and while conntrack is not loaded.
+    #[serde(default)]
+    pub conntrack: Option<ConntrackSync>,
 }
 
 impl Assessment {
@@ -47,6 +53,11 @@ impl Assessment {
     pub fn settings(&self, refresh_ns: u64) -> Settings {
         let mut settings = Settings {
             refresh_ns,
+            flags: if self.conntrack.is_some() {
+                SETTINGS_CT_SYNC
+            } else {
+                0
+            },
             ..Settings::default()
         };
         for (slot, addr) in settings.local.iter_mut().zip(&self.local) {
@@ -82,7 +93,7 @@ impl Assessment {
 /// Decides, from `facts`, which interfaces verify under `mode`.
 pub fn assess(facts: &Facts, mode: VerifyMode) -> Assessment {
     let global = global_reasons(facts);
-    let interfaces = facts
+    let interfaces: Vec<InterfaceAssessment> = facts
         .interfaces
         .iter()
         .map(|iface| {
@@ -104,11 +115,29 @@ pub fn assess(facts: &Facts, mode: VerifyMode) -> Assessment {
             }
         })
         .collect();
+    let verifies = interfaces.iter().any(|iface| iface.verify);
+    let conntrack = facts
+        .conntrack
+        .filter(|_| verifies && consults_conntrack(facts))
+        .map(|ct| ConntrackSync {
+            liberal: !ct.tcp_be_liberal,
+            timeouts: ct.timeouts,
+        });
     Assessment {
         mode,
         interfaces,
         local: facts.routes.local.clone(),
+        conntrack,
     }
+}
+
+/// Whether a rule on the forwarding path of a steered interface consults connection
+/// tracking (every rule of a legacy iptables chain may: their matches are not read).
+fn consults_conntrack(facts: &Facts) -> bool {
+    let nft = facts.nftables.iter().any(|chain| {
+        chain.consults_conntrack() && facts.interfaces.iter().any(|i| chain.runs_on(&i.name))
+    });
+    nft || facts.xtables.iter().any(|chain| chain.has_rules)
 }
 
 /// The reasons that make every steered interface verify.
@@ -121,6 +150,7 @@ fn global_reasons(facts: &Facts) -> Vec<Reason> {
         rules,
         routes,
         xfrm,
+        conntrack: _,
         absent: _,
     } = facts;
     let mut reasons = Vec::new();

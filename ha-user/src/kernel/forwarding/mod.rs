@@ -28,6 +28,12 @@
 //! | `accept_local` or `route_localnet` (`all` or the interface) | that interface |
 //! | tc filters or TCX programs on the interface's ingress | that interface |
 //!
+//! Where an interface verifies and a chain's rules consult connection tracking (an
+//! nftables `ct` or NAT expression, a `nat` chain; any rule of a legacy iptables
+//! chain, whose matches are not read), the assessment also asks the controller to
+//! keep the conntrack entries of steered flows ([`Assessment::conntrack`], see
+//! [`crate::kernel::conntrack`]).
+//!
 //! [`VerifyMode::Always`] verifies every interface, [`VerifyMode::Never`] none; both
 //! keep the reasons, so what is bypassed stays visible.
 //!
@@ -38,7 +44,7 @@
 //! gathering.
 
 mod assess;
-mod netlink;
+pub(crate) mod netlink;
 pub mod nftables;
 mod reason;
 pub mod routes;
@@ -49,6 +55,8 @@ pub mod xfrm;
 pub mod xtables;
 
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
+
+use crate::kernel::conntrack::{self, ConntrackFacts};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
@@ -104,6 +112,11 @@ pub enum GatherError {
         #[source]
         source: XfrmError,
     },
+    #[error("cannot read the connection tracking sysctls")]
+    Conntrack {
+        #[source]
+        source: SysctlError,
+    },
     #[error("cannot read a steered interface")]
     Interface {
         #[source]
@@ -155,6 +168,9 @@ pub struct Facts {
     pub rules: Vec<PolicyRule>,
     pub routes: RouteFacts,
     pub xfrm: XfrmFacts,
+    /// Connection tracking's sysctls; `None` while it is not loaded.
+    #[serde(default)]
+    pub conntrack: Option<ConntrackFacts>,
     /// Kernel features this kernel lacks (their facts are empty).
     pub absent: Vec<Feature>,
 }
@@ -229,6 +245,7 @@ impl Gatherer {
                 absent.push(Feature::Xfrm);
                 XfrmFacts::default()
             });
+        let conntrack = conntrack::facts().map_err(|source| GatherError::Conntrack { source })?;
         Ok(Facts {
             ip_forward,
             interfaces,
@@ -237,6 +254,7 @@ impl Gatherer {
             rules,
             routes,
             xfrm,
+            conntrack,
             absent,
         })
     }

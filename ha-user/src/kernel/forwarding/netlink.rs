@@ -5,13 +5,14 @@
 //! handful of questions every few seconds, so a runtime would buy nothing. Messages of
 //! the families that `netlink-packet-route` knows are typed; nf_tables and xfrm, which
 //! no permissively licensed crate decodes, travel as [`RawMessage`]s with their
-//! attributes read by [`attributes`].
+//! attributes read by [`attributes`]. Connection tracking (`ctnetlink`,
+//! [`crate::kernel::conntrack`]) uses the same channel.
 
 use std::{convert::Infallible, io, ops::ControlFlow};
 
 use rtnetlink::{
     packet_core::{
-        DecodeError, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer,
+        DecodeError, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer,
         NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
         NlaBuffer, NlasIterator,
     },
@@ -274,6 +275,30 @@ impl Channel {
             what,
             detail: "no answer".into(),
         })
+    }
+
+    /// Sends `message` as a request asking for an acknowledgement (no answer besides
+    /// it), and waits for it: the kernel's error, if it refused.
+    pub fn command<I>(&mut self, what: &'static str, message: I) -> Result<(), NetlinkError>
+    where
+        I: NetlinkSerializable + NetlinkDeserializable,
+    {
+        let sequence = self.send(what, message, NLM_F_REQUEST | NLM_F_ACK)?;
+        let mut acknowledged = false;
+        while !acknowledged {
+            self.receive::<I>(what, sequence, |_, payload| match payload {
+                NetlinkPayload::Error(err) if err.code.is_some() => Err(NetlinkError::Kernel {
+                    what,
+                    source: err.to_io(),
+                }),
+                NetlinkPayload::Error(_) => {
+                    acknowledged = true;
+                    Ok(ControlFlow::Break(()))
+                }
+                _ => Ok(ControlFlow::Continue(())),
+            })?;
+        }
+        Ok(())
     }
 
     fn send<I: NetlinkSerializable>(

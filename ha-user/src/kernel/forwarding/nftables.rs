@@ -35,6 +35,24 @@ const NFTA_HOOK_DEVS: u16 = 4;
 const NFTA_DEVICE_NAME: u16 = 1;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+
+/// Expressions that consult or create connection tracking state: `ct` (state, mark,
+/// status, ...), NAT of every kind, `connlimit`, `notrack`, flowtable offload, and
+/// stateful objects referenced by name (a `ct helper`, `ct timeout` or `ct expectation`
+/// object, or a counter: assumed to be conntrack's, the safe side).
+const CONNTRACK_EXPRESSIONS: [&str; 8] = [
+    "ct",
+    "nat",
+    "masq",
+    "redir",
+    "connlimit",
+    "notrack",
+    "flow_offload",
+    "objref",
+];
 
 const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_INET: u8 = 1;
@@ -162,6 +180,10 @@ pub struct NftChain {
     /// The devices of an ingress or egress hook (a name ending in `*` is a prefix).
     pub devices: Vec<String>,
     pub rules: usize,
+    /// A rule consults connection tracking ([`CONNTRACK_EXPRESSIONS`]), or the chain
+    /// is a `nat` chain (NAT is conntrack's).
+    #[serde(default)]
+    pub conntrack: bool,
 }
 
 impl NftChain {
@@ -170,6 +192,11 @@ impl NftChain {
     /// default `inet filter`, changes nothing.)
     pub fn matters(&self) -> bool {
         self.rules > 0 || self.policy == Policy::Drop
+    }
+
+    /// Whether the chain's verdicts depend on connection tracking.
+    pub fn consults_conntrack(&self) -> bool {
+        self.rules > 0 && (self.conntrack || self.kind == "nat")
     }
 
     /// Whether the chain runs for frames on interface `name`: every chain of the
@@ -216,12 +243,13 @@ pub fn chains() -> Result<Option<Vec<NftChain>>, NftError> {
         let Some(mut chain) = parse_chain(&reply)? else {
             continue;
         };
-        chain.rules = count_rules(&mut channel, &chain).map_err(|source| NftError::Rules {
-            family: chain.family,
-            table: chain.table.clone(),
-            chain: chain.name.clone(),
-            source,
-        })?;
+        (chain.rules, chain.conntrack) =
+            count_rules(&mut channel, &chain).map_err(|source| NftError::Rules {
+                family: chain.family,
+                table: chain.table.clone(),
+                chain: chain.name.clone(),
+                source,
+            })?;
         chains.push(chain);
     }
     Ok(Some(chains))
@@ -313,11 +341,13 @@ fn parse_chain(reply: &RawMessage) -> Result<Option<NftChain>, NftError> {
         },
         devices,
         rules: 0,
+        conntrack: false,
     }))
 }
 
-/// The number of rules in `chain` (a rule dump filtered by its table and name).
-fn count_rules(channel: &mut Channel, chain: &NftChain) -> Result<usize, NetlinkError> {
+/// The number of rules in `chain` (a rule dump filtered by its table and name), and
+/// whether one of them consults connection tracking.
+fn count_rules(channel: &mut Channel, chain: &NftChain) -> Result<(usize, bool), NetlinkError> {
     retrying(|| {
         let mut filter = Vec::new();
         push_attribute(
@@ -331,15 +361,40 @@ fn count_rules(channel: &mut Channel, chain: &NftChain) -> Result<usize, Netlink
             nul_terminated(&chain.name).as_slice(),
         );
         let request = message(NFT_MSG_GETRULE, chain.family.raw(), filter);
-        let mut rules = 0;
+        let (mut rules, mut conntrack) = (0, false);
         channel.dump("nf_tables rule", request, |reply| {
             if reply.kind == kind(NFT_MSG_NEWRULE) {
                 rules += 1;
+                conntrack |= rule_consults_conntrack(&reply);
             }
             Ok(ControlFlow::Continue(()))
         })?;
-        Ok(rules)
+        Ok((rules, conntrack))
     })
+}
+
+/// Whether a `NFT_MSG_NEWRULE` message has an expression of
+/// [`CONNTRACK_EXPRESSIONS`]; a rule whose expressions cannot be read counts as one
+/// that does (the safe side).
+fn rule_consults_conntrack(reply: &RawMessage) -> bool {
+    let Some(Ok(attrs)) = reply.body.get(4..).map(attributes) else {
+        return true;
+    };
+    let Some((_, list)) = attrs.iter().find(|(key, _)| *key == NFTA_RULE_EXPRESSIONS) else {
+        return false;
+    };
+    let Ok(elements) = attributes(list) else {
+        return true;
+    };
+    elements
+        .iter()
+        .filter(|(key, _)| *key == NFTA_LIST_ELEM)
+        .any(|(_, element)| match attributes(element) {
+            Ok(fields) => fields.iter().any(|(key, value)| {
+                *key == NFTA_EXPR_NAME && CONNTRACK_EXPRESSIONS.contains(&string(value).as_str())
+            }),
+            Err(_) => true,
+        })
 }
 
 fn nul_terminated(text: &str) -> Vec<u8> {
@@ -363,7 +418,43 @@ mod tests {
             policy,
             devices: devices.iter().map(|d| (*d).to_owned()).collect(),
             rules,
+            conntrack: false,
         }
+    }
+
+    fn rule(expressions: &[&str]) -> RawMessage {
+        let mut list = Vec::new();
+        for name in expressions {
+            let mut element = Vec::new();
+            push_attribute(&mut element, NFTA_EXPR_NAME, nul_terminated(name).as_slice());
+            push_attribute(&mut list, NFTA_LIST_ELEM | 0x8000, &element);
+        }
+        let mut attrs = Vec::new();
+        push_attribute(&mut attrs, NFTA_RULE_TABLE, b"filter\0");
+        push_attribute(&mut attrs, NFTA_RULE_CHAIN, b"forward\0");
+        push_attribute(&mut attrs, NFTA_RULE_EXPRESSIONS | 0x8000, &list);
+        message(NFT_MSG_NEWRULE, NFPROTO_INET, attrs)
+    }
+
+    #[test]
+    fn a_rule_with_a_ct_or_nat_expression_consults_conntrack() {
+        assert!(rule_consults_conntrack(&rule(&["ct", "bitwise", "cmp", "immediate"])));
+        assert!(rule_consults_conntrack(&rule(&["meta", "cmp", "masq"])));
+        assert!(!rule_consults_conntrack(&rule(&["payload", "cmp", "immediate"])));
+        assert!(!rule_consults_conntrack(&rule(&[])));
+    }
+
+    #[test]
+    fn a_nat_chain_with_rules_consults_conntrack() {
+        let mut nat = chain(NftHook::Prerouting, &[], 1, Policy::Accept);
+        nat.kind = "nat".into();
+        assert!(nat.consults_conntrack());
+        nat.rules = 0;
+        assert!(!nat.consults_conntrack());
+        let mut filter = chain(NftHook::Forward, &[], 2, Policy::Drop);
+        assert!(!filter.consults_conntrack());
+        filter.conntrack = true;
+        assert!(filter.consults_conntrack());
     }
 
     #[test]

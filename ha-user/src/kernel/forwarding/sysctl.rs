@@ -57,7 +57,8 @@ pub fn interface(name: &str) -> Result<InterfaceSysctls, SysctlError> {
     })
 }
 
-fn read(path: PathBuf) -> Result<u32, SysctlError> {
+/// A sysctl (or any `/proc` file) holding one unsigned number.
+pub fn read(path: PathBuf) -> Result<u32, SysctlError> {
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(source) => return Err(SysctlError::Read { path, source }),

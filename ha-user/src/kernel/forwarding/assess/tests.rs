@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
+use crate::kernel::conntrack::{ConntrackFacts, Timeouts};
 use crate::kernel::forwarding::{
     XfrmFacts,
     nftables::{NftChain, NftFamily, NftHook, Policy},
@@ -44,6 +45,7 @@ fn chain(family: NftFamily, table: &str, name: &str, hook: NftHook) -> NftChain 
         policy: Policy::Accept,
         devices: Vec::new(),
         rules: 0,
+        conntrack: false,
     }
 }
 
@@ -87,6 +89,15 @@ fn open_router() -> Facts {
             ],
         },
         xfrm: XfrmFacts::default(),
+        conntrack: Some(ConntrackFacts {
+            tcp_be_liberal: false,
+            timeouts: Timeouts {
+                udp: 30,
+                udp_stream: 120,
+                tcp_established: 432_000,
+                ..Timeouts::default()
+            },
+        }),
         absent: Vec::new(),
     }
 }
@@ -476,4 +487,62 @@ fn verify_mode_names_are_lowercase() {
     assert_eq!(names, ["auto", "always", "never"]);
     let parsed: VerifyMode = serde_json::from_str("\"never\"").expect("a mode");
     assert_eq!(parsed, VerifyMode::Never);
+}
+
+/// A stateful forward chain: `ct state established,related accept`, then more.
+fn stateful(facts: &mut Facts) {
+    let forward = &mut facts.nftables[1];
+    forward.rules = 2;
+    forward.conntrack = true;
+    forward.policy = Policy::Drop;
+}
+
+#[test]
+fn stateful_rules_ask_for_the_conntrack_entries_to_be_kept() {
+    let mut facts = open_router();
+    stateful(&mut facts);
+    let assessment = assess(&facts, VerifyMode::Auto);
+    let sync = assessment.conntrack.expect("conntrack kept");
+    assert!(sync.liberal);
+    assert_eq!(sync.timeouts.udp, 30);
+    assert_eq!(assessment.settings(1).flags, SETTINGS_CT_SYNC);
+    // With every entry liberal already, only the timeouts are kept.
+    facts.conntrack = facts.conntrack.map(|ct| ConntrackFacts {
+        tcp_be_liberal: true,
+        ..ct
+    });
+    let sync = assess(&facts, VerifyMode::Auto).conntrack.expect("conntrack kept");
+    assert!(!sync.liberal);
+}
+
+#[test]
+fn rules_without_conntrack_keep_todays_path() {
+    let mut facts = open_router();
+    // A port drop: the interfaces verify, nothing consults conntrack.
+    facts.nftables[1].rules = 1;
+    let assessment = assess(&facts, VerifyMode::Auto);
+    assert!(assessment.interfaces.iter().all(|i| i.verify));
+    assert_eq!(assessment.conntrack, None);
+    assert_eq!(assessment.settings(1).flags, 0);
+    // No rules at all: open, nothing kept.
+    let open = assess(&open_router(), VerifyMode::Auto);
+    assert_eq!(open.conntrack, None);
+}
+
+#[test]
+fn conntrack_is_kept_only_where_an_interface_verifies_and_it_is_loaded() {
+    let mut facts = open_router();
+    stateful(&mut facts);
+    assert_eq!(assess(&facts, VerifyMode::Never).conntrack, None);
+    facts.conntrack = None;
+    assert_eq!(assess(&facts, VerifyMode::Auto).conntrack, None);
+    // A legacy iptables chain with rules may match on state: kept.
+    let mut legacy = open_router();
+    legacy.xtables[0].has_rules = true;
+    assert!(assess(&legacy, VerifyMode::Auto).conntrack.is_some());
+    // A nat chain with a rule is conntrack's.
+    let mut nat = open_router();
+    nat.nftables[0].kind = "nat".into();
+    nat.nftables[0].rules = 1;
+    assert!(assess(&nat, VerifyMode::Auto).conntrack.is_some());
 }
