@@ -103,6 +103,23 @@ pub fn conntrack_invalid(lab: &Lab) -> u64 {
         .sum()
 }
 
+/// Ends the TCP sockets an earlier run left on the clients and servers, so that
+/// every run counts only its own packets: a connection the rules refused half-way
+/// keeps retransmitting for half a minute (the server its SYN-ACK, the client its
+/// data and FIN), each a packet conntrack finds invalid, during the next run.
+fn end_stragglers(lab: &Lab) {
+    let nodes = [Node::WanClient, Node::LanClient].into_iter().chain(
+        ["host1", "host2", "host3", "host4"]
+            .into_iter()
+            .filter_map(|h| Node::host(h).ok()),
+    );
+    for node in nodes {
+        lab.exec_ok(node, &["ss", "-K", "-t", "state", "syn-recv"])
+            .and_then(|_| lab.exec_ok(node, &["ss", "-K", "-t", "state", "connected"]))
+            .unwrap_or_else(|e| panic!("ending the TCP sockets left on {node:?}: {e:#}"));
+    }
+}
+
 /// One rule set and what is sent through it.
 struct Case {
     name: &'static str,
@@ -135,6 +152,7 @@ struct Run {
 /// allowed flows together, then every refused probe and flow together (a refused
 /// probe waits out its timeout; waiting for all at once keeps the run short).
 fn run(lab: &Lab, probes: &[(Probe, bool)], flows: &[(Flow, bool)], fast: bool) -> Run {
+    end_stragglers(lab);
     let invalid = conntrack_invalid(lab);
     let counters = || fast.then(|| lab.xdp_counters().expect("XDP counters"));
     let since = |before: Option<XdpCounters>| {

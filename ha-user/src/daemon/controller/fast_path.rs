@@ -88,7 +88,9 @@ impl Controller {
             return;
         };
         let refresh_ns = self.config.fast_path.refresh_ms.saturating_mul(1_000_000);
-        let policy = assessment.conntrack.map(|sync| keeper::Policy { sync, refresh_ns });
+        let policy = assessment
+            .conntrack
+            .map(|sync| keeper::Policy { sync, refresh_ns });
         if self.conntrack.send_replace(policy) != policy {
             match &assessment.conntrack {
                 Some(sync) => info!(
@@ -97,7 +99,9 @@ impl Controller {
                     "the rules consult conntrack: steered flows keep their conntrack entries \
                      (steering starts once the entry is kept; TCP FIN and RST take the kernel's path)"
                 ),
-                None => info!("conntrack entries of steered flows no longer kept: the rules do not need them"),
+                None => info!(
+                    "conntrack entries of steered flows no longer kept: the rules do not need them"
+                ),
             }
         }
         for iface in &assessment.interfaces {

@@ -158,7 +158,8 @@ impl Keeper {
         round_ns: u64,
     ) -> anyhow::Result<()> {
         let synced = flow.flags & FLOW_CT_SYNCED != 0;
-        let recent = flow.verified_ns != 0 && now.saturating_sub(flow.verified_ns) < policy.refresh_ns;
+        let recent =
+            flow.verified_ns != 0 && now.saturating_sub(flow.verified_ns) < policy.refresh_ns;
         if !synced && !recent {
             return Ok(());
         }

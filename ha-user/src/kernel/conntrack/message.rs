@@ -245,7 +245,11 @@ mod tests {
 
     fn answer(tcp: Option<(u8, u8, u8)>) -> RawMessage {
         let mut attrs = tuple(&key());
-        push_attribute(&mut attrs, CTA_STATUS, &(IPS_SEEN_REPLY | IPS_ASSURED).to_be_bytes());
+        push_attribute(
+            &mut attrs,
+            CTA_STATUS,
+            &(IPS_SEEN_REPLY | IPS_ASSURED).to_be_bytes(),
+        );
         push_attribute(&mut attrs, CTA_TIMEOUT, &431_999u32.to_be_bytes());
         if let Some((state, original, reply)) = tcp {
             let mut info = Vec::new();

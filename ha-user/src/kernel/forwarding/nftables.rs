@@ -426,7 +426,11 @@ mod tests {
         let mut list = Vec::new();
         for name in expressions {
             let mut element = Vec::new();
-            push_attribute(&mut element, NFTA_EXPR_NAME, nul_terminated(name).as_slice());
+            push_attribute(
+                &mut element,
+                NFTA_EXPR_NAME,
+                nul_terminated(name).as_slice(),
+            );
             push_attribute(&mut list, NFTA_LIST_ELEM | 0x8000, &element);
         }
         let mut attrs = Vec::new();
@@ -438,9 +442,18 @@ mod tests {
 
     #[test]
     fn a_rule_with_a_ct_or_nat_expression_consults_conntrack() {
-        assert!(rule_consults_conntrack(&rule(&["ct", "bitwise", "cmp", "immediate"])));
+        assert!(rule_consults_conntrack(&rule(&[
+            "ct",
+            "bitwise",
+            "cmp",
+            "immediate"
+        ])));
         assert!(rule_consults_conntrack(&rule(&["meta", "cmp", "masq"])));
-        assert!(!rule_consults_conntrack(&rule(&["payload", "cmp", "immediate"])));
+        assert!(!rule_consults_conntrack(&rule(&[
+            "payload",
+            "cmp",
+            "immediate"
+        ])));
         assert!(!rule_consults_conntrack(&rule(&[])));
     }
 

@@ -511,7 +511,9 @@ fn stateful_rules_ask_for_the_conntrack_entries_to_be_kept() {
         tcp_be_liberal: true,
         ..ct
     });
-    let sync = assess(&facts, VerifyMode::Auto).conntrack.expect("conntrack kept");
+    let sync = assess(&facts, VerifyMode::Auto)
+        .conntrack
+        .expect("conntrack kept");
     assert!(!sync.liberal);
 }
 
