@@ -188,7 +188,7 @@ fn exchange(lab: &Lab) -> (Exchange, Vec<(&'static str, XdpCounters)>) {
 /// The lab with the rule set and UDP timeouts of `timeout_s` seconds.
 fn conntrack_lab(prefix: &str, timeout_s: u64) -> Lab {
     let lab = kernel_lab(prefix);
-    firewall::load(&lab, "conntrack", &rules());
+    firewall::load(&lab, "udp-flow", &rules());
     lab.exec_ok(
         Node::Router,
         &[

@@ -190,7 +190,7 @@ mod tests {
             );
         }
         assert!(!renewed.is_empty());
-        assert!(entry_end >= 3000 * MS && entry_end < 3000 * MS + 100 * MS);
+        assert!((3000 * MS..3100 * MS).contains(&entry_end));
     }
 
     #[test]

@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 use ha_common::{IFACE_VERIFY, MAX_LOCAL_ADDRS, SETTINGS_CT_SYNC, Settings, local_filter_bit};
 use serde::{Deserialize, Serialize};
 
-use super::{Facts, InterfaceFacts, reason::Reason};
-use crate::kernel::conntrack::ConntrackSync;
+use super::{Facts, InterfaceFacts, conntrack::ConntrackSync, reason::Reason};
 pub use crate::model::VerifyMode;
 
 /// The decision for one steered interface.

@@ -44,6 +44,7 @@
 //! gathering.
 
 mod assess;
+pub mod conntrack;
 pub(crate) mod netlink;
 pub mod nftables;
 mod reason;
@@ -56,7 +57,7 @@ pub mod xtables;
 
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 
-use crate::kernel::conntrack::{self, ConntrackFacts};
+use self::conntrack::ConntrackFacts;
 use serde::{Deserialize, Serialize};
 
 pub use self::{

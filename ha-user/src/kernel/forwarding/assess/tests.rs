@@ -3,9 +3,9 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::kernel::conntrack::{ConntrackFacts, Timeouts};
 use crate::kernel::forwarding::{
     XfrmFacts,
+    conntrack::{ConntrackFacts, Timeouts},
     nftables::{NftChain, NftFamily, NftHook, Policy},
     routes::{KindedRoute, Prefix, RouteFacts, RouteKind},
     rules::PolicyRule,
