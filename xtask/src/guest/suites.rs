@@ -69,12 +69,7 @@ struct Planned {
 }
 
 /// `long`: the suites at their full sizes (`HA_LONG=1`), as `cargo xtask test --long`.
-pub fn run(
-    ctx: &Ctx,
-    kernel: &str,
-    long: bool,
-    setup_time: Duration,
-) -> anyhow::Result<ExitCode> {
+pub fn run(ctx: &Ctx, kernel: &str, long: bool, setup_time: Duration) -> anyhow::Result<ExitCode> {
     if kernel != "debian-6.1" {
         bail!("unknown kernel {kernel:?}: the guest has debian-6.1");
     }
@@ -150,7 +145,10 @@ pub fn run(
         env: {
             let mut env = super::passed_env();
             env.retain(|(key, _)| key != "HA_LONG");
-            env.push(("HA_LONG".to_owned(), if long { "1" } else { "0" }.to_owned()));
+            env.push((
+                "HA_LONG".to_owned(),
+                if long { "1" } else { "0" }.to_owned(),
+            ));
             env
         },
         timeout: RUN_TIMEOUT,
