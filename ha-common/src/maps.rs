@@ -14,7 +14,7 @@
 //!   documentation are rendered from [`MAPS`]: `tests/map_table.rs` fails when they
 //!   are not current, and `UPDATE_GOLDEN=1 cargo test -p ha-common --test map_table`
 //!   rewrites them;
-//! - ha-user's `tests/map_table.rs` compares the BTF map definitions of the built
+//! - ha-user's `tests/object.rs` compares the BTF map definitions of the built
 //!   object (kind, key size, value size, capacity) with [`MAPS`], map by map;
 //! - [`LAYOUT_FINGERPRINT`] records the table [`LAYOUT_VERSION`] stands for: a test
 //!   fails when the table changes and the version does not.

@@ -1,7 +1,7 @@
 //! Every map of the data path, in one place. Each takes its key and value types and
 //! its capacity from its module of ha-common's map table (`ha_common::maps`); the
 //! static's name is the kernel object name, which the table's `name` must match
-//! (ha-user's `tests/map_table.rs` checks the built object against the table).
+//! (ha-user's `tests/object.rs` checks the built object against the table).
 
 use aya_ebpf::{
     btf_maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},

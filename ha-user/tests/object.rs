@@ -1,7 +1,9 @@
-//! The map table (`ha_common::MAPS`) against what is built and what is pinned:
+//! The embedded object (`ha_user::EBPF_OBJECT`) and the pins against the ABI:
 //!
-//! - the BTF map definitions of the embedded object (`ha_user::EBPF_OBJECT`) are the
-//!   table's, map by map: kind, key size, value size, capacity (no root needed);
+//! - the object holds the production programs and nothing else (the benchmark
+//!   programs are `ha-bench-ebpf`'s);
+//! - its BTF map definitions are the map table's (`ha_common::MAPS`), map by map:
+//!   kind, key size, value size, capacity (no root needed);
 //! - the controller's start-up refuses pins whose capacity is not the table's
 //!   (root: it pins maps under `/sys/fs/bpf/ha-mt-<pid>`, removed at the end).
 //!
@@ -16,7 +18,9 @@ use std::{
 
 use aya::{EbpfLoader, maps::Array};
 use aya_obj::{EbpfSectionKind, Object};
-use ha_common::{MAP_FLOWS, MAP_META, MAPS, MAX_FLOWS, PINNED_MAPS};
+use ha_common::{
+    MAP_FLOWS, MAP_META, MAPS, MAX_FLOWS, PINNED_MAPS, PROG_LEARN, PROG_PASS, PROG_STEER,
+};
 use ha_user::kernel::datapath::{self, DatapathError, Loaded, layout, map_pin_path};
 
 /// Kind (`bpf_map_type`), key size, value size, capacity.
@@ -36,16 +40,27 @@ fn table() -> BTreeMap<&'static str, Shape> {
         .collect()
 }
 
+fn object() -> Object {
+    Object::parse(ha_user::EBPF_OBJECT).expect("parsing the embedded object")
+}
+
+#[test]
+fn the_object_holds_the_production_programs_only() {
+    let object = object();
+    let mut programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
+    programs.sort_unstable();
+    let mut production = vec![PROG_STEER, PROG_LEARN, PROG_PASS];
+    production.sort_unstable();
+    assert_eq!(programs, production);
+}
+
 #[test]
 fn the_objects_btf_maps_are_the_table() {
-    let object = Object::parse(ha_user::EBPF_OBJECT).expect("parsing the embedded object");
+    let object = object();
     let built: BTreeMap<&str, Shape> = object
         .maps
         .iter()
-        .filter(|(name, map)| {
-            map.section_kind() == EbpfSectionKind::BtfMaps
-                && ![ha_common::MAP_REF_PORTS, ha_common::MAP_BENCH_COUNT].contains(&name.as_str())
-        })
+        .filter(|(_, map)| map.section_kind() == EbpfSectionKind::BtfMaps)
         .map(|(name, map)| {
             let shape = (
                 map.map_type(),
