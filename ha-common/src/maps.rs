@@ -289,7 +289,7 @@ pub mod flow_counters {
     };
 }
 
-/// One entry: the [`LAYOUT_VERSION`](super::LAYOUT_VERSION) of the pinned maps.
+/// One entry: the [`LAYOUT_VERSION`] of the pinned maps.
 pub mod meta {
     use super::{MapKind, MapSpec, size};
     /// Always 0.
