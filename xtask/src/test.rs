@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the source rules (`rules/`), unit tests, the root suites of
-//! `ha-tests` one by one, clippy for the host crates and the eBPF crate, rustfmt. Every step runs even when an earlier one
+//! `ha-tests` one by one, clippy for the host crates and the eBPF crates, rustfmt. Every step runs even when an earlier one
 //! failed; a table and one summary line close the run.
 
 use std::{
@@ -16,6 +16,10 @@ use crate::{
     guest, rules,
     setup::{Ctx, is_root},
 };
+
+/// The crates built for bpfel-unknown-none: the production programs and the
+/// benchmark programs.
+const EBPF_CRATES: [&str; 2] = ["ha-ebpf", "ha-bench-ebpf"];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -103,17 +107,13 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     };
     steps.push(finish("source rules", outcome, start));
 
-    // ha-ebpf's `ha` binary only builds for bpfel-unknown-none: the eBPF clippy step
-    // checks it. ha-tests holds the root suites, run one by one below.
+    // The eBPF crates' binaries only build for bpfel-unknown-none: the eBPF clippy
+    // step checks them. ha-tests holds the root suites, run one by one below.
     let mut unit = ctx.cargo();
-    unit.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "ha-tests",
-        "--exclude",
-        "ha-ebpf",
-    ]);
+    unit.args(["test", "--workspace", "--exclude", "ha-tests"]);
+    for krate in EBPF_CRATES {
+        unit.args(["--exclude", krate]);
+    }
     steps.push(test_step(&mut totals, "unit tests", &mut unit, false));
     // The test library's own unit tests (packet builder, hex dump) need no root.
     let mut test_lib = ctx.cargo();
@@ -178,25 +178,19 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     }
 
     let mut clippy = ctx.cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "ha-ebpf",
-        "--all-targets",
-    ]);
+    clippy.args(["clippy", "--workspace", "--all-targets"]);
+    for krate in EBPF_CRATES {
+        clippy.args(["--exclude", krate]);
+    }
     clippy.args(["--", "-D", "warnings"]);
     steps.push(check_step(&mut totals, "clippy (host)", &mut clippy));
 
     let mut clippy_ebpf = ctx.cargo();
-    clippy_ebpf.args([
-        "+nightly",
-        "clippy",
-        "-p",
-        "ha-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-    ]);
+    clippy_ebpf.args(["+nightly", "clippy"]);
+    for krate in EBPF_CRATES {
+        clippy_ebpf.args(["-p", krate]);
+    }
+    clippy_ebpf.args(["--target", "bpfel-unknown-none"]);
     clippy_ebpf.args(["-Z", "build-std=core", "--", "-D", "warnings"]);
     steps.push(check_step(&mut totals, "clippy (ebpf)", &mut clippy_ebpf));
 

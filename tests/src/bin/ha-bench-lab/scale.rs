@@ -359,15 +359,15 @@ impl Drop for Scale {
 
 /// Entries of the pinned prefix map, by host id.
 fn map_entries(pin_dir: &Path) -> anyhow::Result<(usize, BTreeMap<u32, usize>)> {
-    let path = pin_dir.join(MAP_PREFIXES);
+    let path = ha_user::kernel::datapath::map_pin_path(pin_dir, MAP_PREFIXES);
     let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
     let trie: LpmTrie<MapData, [u8; 4], PrefixEntry> = Map::from_map_data(data)?
         .try_into()
-        .context("HA_PREFIXES is not the expected LPM trie")?;
+        .with_context(|| format!("{MAP_PREFIXES} is not the expected LPM trie"))?;
     let mut by_host = BTreeMap::new();
     let mut total = 0;
     for item in trie.iter() {
-        let (_, entry) = item.context("reading HA_PREFIXES")?;
+        let (_, entry) = item.with_context(|| format!("reading {MAP_PREFIXES}"))?;
         *by_host.entry(entry.host).or_insert(0) += 1;
         total += 1;
     }

@@ -15,7 +15,8 @@
 use std::{net::Ipv4Addr, process::Command, time::Instant};
 
 use anyhow::{Context as _, ensure};
-use ha_common::{Counter, GenHeader, PROG_PASS, PROG_REF_TX, PROG_STEER};
+use ha_bench_common::{GenHeader, PROG_REF_TX};
+use ha_common::{Counter, PROG_PASS, PROG_STEER};
 use ha_tests::packet::{Ipv4, Ipv4Frame, Mac, ipv6_udp, pad_to_min};
 
 use crate::{
