@@ -114,11 +114,28 @@ impl Affinity {
                 "adopting moves and drains in progress"
             );
         }
-        let view = Arc::new(Mutex::new(View::new(
+        let mut view = View::new(
             config.prefix_ids().map(|(id, p)| (p.cidr, id.raw())),
             hosts,
             &config.flows,
-        )));
+        );
+        // What the running data path says, until the controller writes it again.
+        for prefix in &config.prefixes {
+            if let Some(entry) = running.get(&prefix.cidr) {
+                view.set_prefix(prefix.cidr, Some(entry.host), entry.is_moving());
+            }
+        }
+        let mut drains = drains;
+        for (host, up) in adopted_up.iter().enumerate() {
+            let over = drains.get(&HostId::new(host)).is_some_and(|d| d.ended);
+            view.set_keeps(host as u32, *up && !over);
+        }
+        // Only passes after this know the drains' moves.
+        let epoch = view.bump();
+        for drain in drains.values_mut() {
+            drain.since_epoch = epoch;
+        }
+        let view = Arc::new(Mutex::new(view));
         let wake = Arc::new(Notify::new());
         let (tx, reports) = mpsc::channel(4);
         let table = FlowTable::open(&config.pin_dir)?;

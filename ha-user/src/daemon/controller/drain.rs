@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Controller, sweep::SweepReport};
+use super::{
+    Controller,
+    sweep::{self, SweepReport},
+};
 use crate::{
     config::Config,
     daemon::state,
@@ -39,6 +42,9 @@ pub struct Drain {
     pub ended: bool,
     /// Live flows it still served at the last sweep; `None` before the first.
     pub remaining: Option<u64>,
+    /// Only a sweep report of this epoch or later counts its flows: earlier ones were
+    /// taken before its prefixes moved ([`Controller::drain_moved`]).
+    pub since_epoch: u64,
 }
 
 /// The state file: the policy's pins and drains, and the drains in progress.
@@ -94,6 +100,7 @@ pub(super) fn restore(config: &Config, policy: &Policy) -> anyhow::Result<BTreeM
                 deadline_wall,
                 ended: saved.ended,
                 remaining: None,
+                since_epoch: u64::MAX,
             },
         );
     }
@@ -156,9 +163,21 @@ impl Controller {
                 deadline_wall: started + timeout,
                 ended: false,
                 remaining: None,
+                since_epoch: u64::MAX,
             },
         );
         Some(timeout)
+    }
+
+    /// `host`'s prefixes have moved (their entries are written): sweeps from now on
+    /// count its flows.
+    pub(super) fn drain_moved(&mut self, host: HostId) {
+        let epoch = sweep::lock(&self.affinity.view).bump();
+        if let Some(drain) = self.affinity.drains.get_mut(&host)
+            && drain.since_epoch == u64::MAX
+        {
+            drain.since_epoch = epoch;
+        }
     }
 
     /// Ends `host`'s drain: it keeps no flows any more (what is left follows the
@@ -171,6 +190,7 @@ impl Controller {
             deadline_wall: now,
             ended: false,
             remaining: None,
+            since_epoch: u64::MAX,
         });
         if drain.ended {
             return;
@@ -254,7 +274,8 @@ impl Controller {
             let Some(drain) = self.affinity.drains.get_mut(&host) else {
                 continue;
             };
-            if drain.ended || drain.remaining == Some(remaining) {
+            if drain.ended || report.epoch < drain.since_epoch || drain.remaining == Some(remaining)
+            {
                 continue;
             }
             drain.remaining = Some(remaining);

@@ -150,6 +150,11 @@ async fn admin_command(
     };
     let moves: Vec<Move> = changes.iter().map(|c| moved(controller, c)).collect();
     controller.apply(changes, None, now).await;
+    if let Request::Drain { host, .. } = &request
+        && let Some(id) = controller.config.host_id(host)
+    {
+        controller.drain_moved(id);
+    }
     controller.events.publish(Event::Admin {
         request,
         result: result.clone(),

@@ -85,26 +85,38 @@ impl View {
         view
     }
 
-    /// Replaces the prefixes and hosts (a reload), keeping the epochs increasing.
+    /// Replaces the prefixes and hosts (a reload), keeping the epochs increasing. A
+    /// prefix kept from before keeps what its map entry says (and a host what it
+    /// keeps) until the controller writes them again: a pass in between must not
+    /// take the entries of a steered prefix for stale.
     pub fn reset(
         &mut self,
         prefixes: impl IntoIterator<Item = (Ipv4Net, u32)>,
         hosts: usize,
         flows: &Flows,
     ) {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        let old = std::mem::take(&mut self.prefixes);
         let mut list: Vec<PrefixView> = prefixes
             .into_iter()
-            .map(|(net, id)| PrefixView {
-                net,
-                id,
-                owner: None,
-                moving: false,
-                epoch: 0,
+            .map(|(net, id)| {
+                let before = old.iter().find(|p| p.net == net);
+                PrefixView {
+                    net,
+                    id,
+                    owner: before.and_then(|p| p.owner),
+                    moving: before.is_some_and(|p| p.moving),
+                    epoch,
+                }
             })
             .collect();
         list.sort_by_key(|p| (u32::from(p.net.network()), p.net.prefix_len()));
         self.prefixes = list;
-        self.keeps = vec![false; hosts];
+        let keeps = std::mem::take(&mut self.keeps);
+        self.keeps = (0..hosts)
+            .map(|h| keeps.get(h).copied().unwrap_or(false))
+            .collect();
         let ns = |ms: u64| ms.saturating_mul(1_000_000);
         self.tcp_idle_ns = ns(flows.tcp_idle_ms);
         self.udp_idle_ns = ns(flows.udp_idle_ms);
@@ -129,6 +141,13 @@ impl View {
         if let Some(slot) = self.keeps.get_mut(host as usize) {
             *slot = keeps;
         }
+    }
+
+    /// A new epoch: a pass whose report carries it or a later one saw every write
+    /// made before this call.
+    pub fn bump(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
     }
 
     /// The epoch of `net`'s last write.
@@ -210,6 +229,8 @@ pub fn lock(view: &SharedView) -> MutexGuard<'_, View> {
 /// What one pass found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
+    /// The view's latest epoch when the entries were classified.
+    pub epoch: u64,
     /// Entries read.
     pub entries: usize,
     /// How long the read took.
@@ -246,6 +267,7 @@ pub fn pass(
     let mut stale = Vec::new();
     {
         let view = lock(view);
+        report.epoch = view.next_epoch;
         for prefix in view.prefixes.iter().filter(|p| p.moving) {
             report.elsewhere.insert(prefix.net, (prefix.epoch, 0));
         }
