@@ -69,8 +69,9 @@ pub const IFACE_VERIFY: u16 = 1 << 1;
 /// [`HostEntry::flags`]: the entry is complete (MAC known, egress interface set) and
 /// the controller wants traffic steered to it.
 pub const HOST_READY: u32 = 1 << 0;
-/// [`HostEntry::flags`]: the health checks say the host is up: flows it serves stay
-/// with it even when their prefix has moved elsewhere.
+/// [`HostEntry::flags`]: the host keeps the flows it serves even when their prefix
+/// has moved elsewhere: the health checks say it is up (or said so to the previous
+/// controller, until this one's checks decide) and no drain of it has ended.
 pub const HOST_UP: u32 = 1 << 1;
 
 /// [`PrefixEntry::flags`]: the prefix has moved from `prev_host` to `host` while
@@ -100,6 +101,17 @@ impl PrefixEntry {
             prefix_id,
             prev_host: 0,
             flags: 0,
+        }
+    }
+
+    /// A prefix that moved to `host` from `prev_host` while `prev_host` was still up:
+    /// its flows keep their hosts ([`PFX_MOVING`]).
+    pub const fn moving(host: u32, prefix_id: u32, prev_host: u32) -> Self {
+        Self {
+            host,
+            prefix_id,
+            prev_host,
+            flags: PFX_MOVING,
         }
     }
 

@@ -10,7 +10,8 @@ use std::{
 use ha_user::{
     config::{Config, ConfigError, Problem},
     model::{
-        Backups, CheckKind, FastPath, HealthCheck, Host, HostId, Mac, Prefix, VerifyMode, XdpMode,
+        Backups, CheckKind, FastPath, Flows, HealthCheck, Host, HostId, Mac, Prefix, VerifyMode,
+        XdpMode,
     },
 };
 
@@ -108,6 +109,13 @@ fn classic_example_parses_with_every_field() {
             verify: VerifyMode::Auto,
             refresh_ms: 1000,
         },
+        flows: Flows {
+            drain_timeout_ms: 300_000,
+            tcp_idle_ms: 300_000,
+            udp_idle_ms: 60_000,
+            fin_linger_ms: 10_000,
+            sweep_ms: 1000,
+        },
         hosts: vec![
             host("host1", [192, 168, 1, 2]),
             host("host2", [192, 168, 1, 3]),
@@ -138,6 +146,13 @@ metrics = "[::1]:9999"
 [fast_path]
 verify = "always"
 refresh_ms = 250
+
+[flows]
+drain_timeout_ms = 30000
+tcp_idle_ms = 120000
+udp_idle_ms = 20000
+fin_linger_ms = 5000
+sweep_ms = 500
 
 [health]
 kind = "tcp"
@@ -189,6 +204,13 @@ backups = ["web1"]
         fast_path: FastPath {
             verify: VerifyMode::Always,
             refresh_ms: 250,
+        },
+        flows: Flows {
+            drain_timeout_ms: 30_000,
+            tcp_idle_ms: 120_000,
+            udp_idle_ms: 20_000,
+            fin_linger_ms: 5_000,
+            sweep_ms: 500,
         },
         hosts: vec![
             Host {

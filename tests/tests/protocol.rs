@@ -219,10 +219,21 @@ fn golden_json_from_a_live_controller() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     lab.wait_for_owner(net(P64), Some("host1"), moves, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // Nothing is connected: the move ends and the graceful drain completes at the
+    // next sweep of the flow table.
+    lab.wait_for_event(mark, WAIT, "drain-finished", |r| {
+        matches!(r.event, Event::DrainFinished { .. }).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let undrained = lab.event_mark().expect("events");
     lab.ha_user_json::<ha_user::proto::ChangeReport>(&["undrain", "host2"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     lab.wait_for_owner(net(P64), Some("host2"), moves, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.wait_for_event(undrained, WAIT, "move-ended", |r| {
+        matches!(r.event, Event::MoveEnded { .. }).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let reloaded = |record: &EventRecord| match record.event {
         Event::ReloadApplied { .. } | Event::ReloadRefused { .. } => Some(()),
         _ => None,

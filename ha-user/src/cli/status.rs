@@ -4,7 +4,7 @@ use crate::{
     cli,
     proto::{
         Request, Status,
-        reports::{HostStatus, LastChange, PrefixStatus},
+        reports::{DrainStatus, HostStatus, LastChange, MovingStatus, PrefixStatus},
     },
 };
 
@@ -36,6 +36,7 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
             why,
             pinned,
             last_change,
+            moving,
         } = p;
         let pinned = match pinned {
             None => "-".to_owned(),
@@ -58,8 +59,19 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
                 detection_ms.map_or("-".to_owned(), |d| format!("{d:.1}")),
             ),
         };
+        let moving = match moving {
+            None => String::new(),
+            Some(MovingStatus {
+                from,
+                since_unix_ms: _,
+                flows_elsewhere,
+            }) => format!(
+                "; moving from {from}: {} flows still elsewhere",
+                or_dash(flows_elsewhere)
+            ),
+        };
         println!(
-            "{:<18} {:<10} {:<10} {:<16} {:<8} {last}",
+            "{:<18} {:<10} {:<10} {:<16} {:<8} {last}{moving}",
             prefix.to_string(),
             or_dash(owner),
             configured_owner,
@@ -79,16 +91,35 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
             health,
             mac,
             drained,
+            draining,
             last_error,
             last_rtt_us: _,
         } = h;
+        let drained = match draining {
+            Some(DrainStatus {
+                since_unix_ms: _,
+                deadline_unix_ms,
+                remaining,
+            }) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                format!(
+                    "draining ({} connections left, {} s to go)",
+                    or_dash(remaining),
+                    deadline_unix_ms.saturating_sub(now).div_ceil(1000)
+                )
+            }
+            None if drained => "yes".to_owned(),
+            None => "no".to_owned(),
+        };
         println!(
             "{:<10} {:<15} {:<8} {:<17} {:<8} {}",
             name,
             address.to_string(),
             health.to_string(),
             or_dash(mac),
-            if drained { "yes" } else { "no" },
+            drained,
             or_dash(last_error)
         );
     }

@@ -8,6 +8,7 @@
 //! file is valid.
 
 pub mod adopt;
+mod flows;
 
 use std::{
     collections::HashMap,
@@ -21,8 +22,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::model::{
-    Backups, CheckKind, FastPath, HealthCheck, Host, HostId, Mac, Prefix, PrefixId, VerifyMode,
-    XdpMode, defaults,
+    Backups, CheckKind, FastPath, Flows, HealthCheck, Host, HostId, Mac, Prefix, PrefixId,
+    VerifyMode, XdpMode, defaults,
 };
 
 /// A fully validated configuration.
@@ -42,6 +43,8 @@ pub struct Config {
     /// The `[fast_path]` table: which interfaces verify flows, and for how long a
     /// kernel verdict on a flow holds.
     pub fast_path: FastPath,
+    /// The `[flows]` table: flow affinity across moves, graceful drains.
+    pub flows: Flows,
     /// Hosts in file order: the `HostId` of each is its position.
     pub hosts: Vec<Host>,
     /// Prefixes in file order: the `PrefixId` of each is its position.
@@ -131,6 +134,7 @@ struct RawConfig {
     state_file: Option<PathBuf>,
     metrics: Option<Spanned<String>>,
     fast_path: Option<Spanned<RawFastPath>>,
+    flows: Option<Spanned<flows::RawFlows>>,
     health: Option<Spanned<RawHealth>>,
     #[serde(default, rename = "host")]
     hosts: Vec<Spanned<RawHost>>,
@@ -345,11 +349,13 @@ impl Config {
             state_file,
             metrics,
             fast_path: raw_fast_path,
+            flows: raw_flows,
             health,
             hosts: raw_hosts,
             prefixes: raw_prefixes,
         } = raw;
         let fast_path = fast_path_from_raw(checker, raw_fast_path.as_ref());
+        let flows = flows::flows_from_raw(checker, raw_flows.as_ref());
 
         let defaults = match &health {
             Some(health) => checker.health(health, &HealthCheck::default(), "health"),
@@ -393,6 +399,7 @@ impl Config {
             state_file: state_file.unwrap_or_else(|| PathBuf::from(defaults::STATE_FILE)),
             metrics,
             fast_path,
+            flows,
             hosts,
             prefixes,
         }

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Options,
-    controller::{Controller, Inputs, fast_path},
+    controller::{Affinity, Controller, Inputs, fast_path},
     events::EventBus,
     lock::Lock,
     metrics::{self, Metrics},
@@ -332,6 +332,7 @@ async fn start(
     let mut controller = Controller {
         metrics: Metrics::new(metrics_maps, Default::default()),
         last_change: vec![None; config.prefixes.len()],
+        affinity: Affinity::adopt(&config, &maps, &policy)?,
         config,
         config_path: config_file,
         lan,

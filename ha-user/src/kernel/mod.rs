@@ -2,6 +2,7 @@
 //! interfaces. They speak model types, never the configuration file's.
 
 pub mod datapath;
+pub mod flows;
 pub mod forwarding;
 pub mod mtu;
 pub mod neigh;

@@ -7,6 +7,7 @@
 
 pub mod defaults;
 mod fast_path;
+mod flows;
 mod health;
 mod ids;
 mod mac;
@@ -16,6 +17,7 @@ mod topology;
 mod xdp;
 
 pub use fast_path::{FastPath, VerifyMode};
+pub use flows::Flows;
 pub use health::{CheckKind, Health, HealthCheck};
 pub use ids::{HostId, PrefixId};
 pub use mac::{BadMac, Mac};

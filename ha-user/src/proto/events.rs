@@ -155,8 +155,57 @@ pub enum Event {
     /// forwarded recently; `reasons` says what made an interface verify (or, with
     /// `verify = "never"`, what the fast path bypasses on an open one).
     FastPath { interfaces: Vec<FastPathInterface> },
+    /// A move that kept flows is over: no live flow of the prefix is served by a host
+    /// other than `owner` any more; its entry is steady again.
+    MoveEnded {
+        prefix: Ipv4Net,
+        owner: String,
+        /// The previous owner of the move.
+        from: String,
+        moving_ms: u64,
+    },
+    /// A draining host still serves `remaining` live flows (published when the count
+    /// changes); the rest moves in `left_ms`.
+    DrainProgress {
+        host: String,
+        remaining: u64,
+        left_ms: u64,
+    },
+    /// A graceful drain is over: the host keeps no flows any more (until `undrain`).
+    DrainFinished {
+        host: String,
+        outcome: DrainOutcome,
+        /// Live flows it still served, moved to the prefixes' owners (0 when completed).
+        remaining: u64,
+        drained_ms: u64,
+    },
     /// The fast path is detached (traffic follows the kernel routes); the stream ends.
     Shutdown { removed_pins: usize },
+}
+
+/// How a graceful drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainOutcome {
+    /// Its last connection finished.
+    Completed,
+    /// `drain_timeout_ms` passed: the rest moved.
+    TimedOut,
+    /// `drain --now`: the rest moved at once.
+    Now,
+    /// `undrain` before it ended.
+    Undrained,
+}
+
+impl fmt::Display for DrainOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DrainOutcome::Completed => "completed: no connection left",
+            DrainOutcome::TimedOut => "timed out: the rest moved",
+            DrainOutcome::Now => "ended at once (--now): the rest moved",
+            DrainOutcome::Undrained => "undrained",
+        })
+    }
 }
 
 /// One interface of a [`Event::FastPath`].
@@ -301,7 +350,9 @@ impl fmt::Display for Event {
                         if *force { " --force" } else { "" }
                     ),
                     Request::ClearOwner { prefix } => format!("clear-owner {prefix}"),
-                    Request::Drain { host } => format!("drain {host}"),
+                    Request::Drain { host, now } => {
+                        format!("drain {host}{}", if *now { " --now" } else { "" })
+                    }
                     Request::Undrain { host } => format!("undrain {host}"),
                     other => format!("{other:?}"),
                 };
@@ -326,6 +377,32 @@ impl fmt::Display for Event {
                 // One line: a refused file's problems are one per line.
                 write!(f, "reload-refused: {}", why.replace('\n', "; "))
             }
+            Event::MoveEnded {
+                prefix,
+                owner,
+                from,
+                moving_ms,
+            } => write!(
+                f,
+                "move-ended {prefix}: no flows left on {from} or elsewhere, steady on {owner} after {moving_ms} ms"
+            ),
+            Event::DrainProgress {
+                host,
+                remaining,
+                left_ms,
+            } => write!(
+                f,
+                "drain-progress {host}: {remaining} connections left, the rest moves in {left_ms} ms"
+            ),
+            Event::DrainFinished {
+                host,
+                outcome,
+                remaining,
+                drained_ms,
+            } => write!(
+                f,
+                "drain-finished {host}: {outcome} ({remaining} moved) after {drained_ms} ms"
+            ),
             Event::Shutdown { removed_pins } => {
                 write!(
                     f,
@@ -393,6 +470,7 @@ mod tests {
             Event::Admin {
                 request: Request::Drain {
                     host: "host2".into(),
+                    now: false,
                 },
                 result: ChangeResult::Drained {
                     host: "host2".into(),

@@ -30,6 +30,33 @@ pub struct PrefixStatus {
     pub pinned: Option<PinStatus>,
     /// Its last ownership change since the controller started.
     pub last_change: Option<LastChange>,
+    /// A move that keeps flows, in progress: established flows stay with their
+    /// hosts while new ones go to `owner`.
+    pub moving: Option<MovingStatus>,
+}
+
+/// A prefix's move in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovingStatus {
+    /// The previous owner.
+    pub from: String,
+    pub since_unix_ms: u64,
+    /// Live flows served by hosts other than the owner at the last sweep of the flow
+    /// table; `null` before the first. The move ends when there are none.
+    pub flows_elsewhere: Option<u64>,
+}
+
+/// A graceful drain in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainStatus {
+    pub since_unix_ms: u64,
+    /// When the connections left are moved (`drain_timeout_ms` after the start).
+    pub deadline_unix_ms: u64,
+    /// Live connections the host still serves, at the last sweep; `null` before
+    /// the first.
+    pub remaining: Option<u64>,
 }
 
 /// A `set-owner` pin.
@@ -63,6 +90,9 @@ pub struct HostStatus {
     /// Configured or learned; `null` while unknown (the host is not steered to).
     pub mac: Option<Mac>,
     pub drained: bool,
+    /// A drain whose connections may still finish; `null` when there is none (not
+    /// drained, drained at once, or over).
+    pub draining: Option<DrainStatus>,
     /// The most recent failed probe's error, kept after later successes.
     pub last_error: Option<String>,
     /// The most recent successful probe's duration.
@@ -204,8 +234,15 @@ pub enum ChangeResult {
     PinCleared {
         prefix: Ipv4Net,
     },
+    /// Drained at once (`--now`): its connections follow the prefixes.
     Drained {
         host: String,
+    },
+    /// Draining: new connections go elsewhere, established ones may finish for up
+    /// to `timeout_ms`.
+    Draining {
+        host: String,
+        timeout_ms: u64,
     },
     Undrained {
         host: String,
@@ -230,6 +267,10 @@ impl fmt::Display for ChangeResult {
             }
             ChangeResult::PinCleared { .. } => f.write_str("pin cleared"),
             ChangeResult::Drained { host } => write!(f, "{host} drained"),
+            ChangeResult::Draining { host, timeout_ms } => write!(
+                f,
+                "{host} draining: new connections go elsewhere, established ones may finish within {timeout_ms} ms"
+            ),
             ChangeResult::Undrained { host } => write!(f, "{host} undrained"),
         }
     }

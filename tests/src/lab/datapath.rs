@@ -10,8 +10,8 @@ use aya::{
     programs::{Xdp, xdp::XdpMode as AyaXdpMode},
 };
 use ha_common::{
-    Counter, HostEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS, MAP_PREFIXES, PROG_PASS,
-    PrefixEntry, Traffic,
+    Counter, FlowEntry, FlowKey, HostEntry, MAP_COUNTERS, MAP_FLOWS, MAP_HOST_STATS, MAP_HOSTS,
+    MAP_PREFIXES, PROG_PASS, PrefixEntry, Traffic,
 };
 use ipnet::Ipv4Net;
 
@@ -35,6 +35,23 @@ pub fn prefix_entries(pin_dir: &Path) -> anyhow::Result<BTreeMap<Ipv4Net, Prefix
         let len = u8::try_from(key.prefix_len()).context("prefix length")?;
         let net = Ipv4Net::new(Ipv4Addr::from(key.data()), len).context("prefix length")?;
         entries.insert(net, value);
+    }
+    Ok(entries)
+}
+
+/// Every entry of the pinned flow table (`HA_FLOWS`).
+pub fn flow_entries(pin_dir: &Path) -> anyhow::Result<Vec<(FlowKey, FlowEntry)>> {
+    let flows: aya::maps::HashMap<MapData, FlowKey, FlowEntry> = open(pin_dir, MAP_FLOWS)?
+        .try_into()
+        .context("HA_FLOWS is not the expected hash map")?;
+    let mut entries = Vec::new();
+    for item in flows.iter() {
+        match item {
+            Ok(entry) => entries.push(entry),
+            // Removed between its key and its value.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(err) => return Err(err).context("reading HA_FLOWS"),
+        }
     }
     Ok(entries)
 }

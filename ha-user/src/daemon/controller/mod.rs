@@ -1,14 +1,20 @@
 //! The controller: what it owns and its main loop. Health events, neighbour events,
-//! changes of the LAN interface's MTU, admin commands, policy timers and
-//! configuration reloads all arrive here, one at a time. Every ownership change goes through [`apply`], in the same order; [`reload`]
-//! is SIGHUP, [`requests`] and [`report`] answer the control socket.
+//! changes of the LAN interface's MTU, admin commands, policy timers and configuration
+//! reloads all arrive here, one at a time. Every ownership change goes through
+//! [`apply`], in the same order; [`reload`] is SIGHUP, [`requests`] and [`report`]
+//! answer the control socket; [`affinity`] keeps established flows with their hosts
+//! across moves, with the [`sweep`] of the flow table and graceful [`drain`]s.
 
+mod affinity;
 mod apply;
+mod drain;
 pub mod fast_path;
 mod reload;
 mod report;
 mod requests;
+mod sweep;
 
+pub use affinity::Affinity;
 pub use apply::{Steering, steering_of};
 
 use std::{
@@ -37,7 +43,6 @@ use crate::{
         mtu::MtuEvent,
         neigh::{self, NeighEvent},
         netdev::Interface,
-        steering,
     },
     model::{Health, HostId, Mac, Reason},
     policy::Policy,
@@ -78,6 +83,8 @@ pub struct Controller {
     /// How each interface treats the router's forwarding, as last written into the
     /// data path (see [`fast_path`]).
     pub(super) fast_path: Option<Assessment>,
+    /// Moves in progress, hosts keeping their flows, drains, the flow table's sweep.
+    pub(super) affinity: Affinity,
 }
 
 /// The channels the loop listens on.
@@ -101,13 +108,14 @@ impl Controller {
     ) -> Controller {
         tokio::pin!(shutdown);
         loop {
-            let deadline = self.policy.next_deadline();
+            let deadline = earliest(self.policy.next_deadline(), self.next_drain_deadline());
             tokio::select! {
                 () = &mut shutdown => return self,
                 Some(event) = inputs.health.recv() => self.on_health(event).await,
                 Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
                 Some(facts) = inputs.forwarding.recv() => self.on_forwarding(&facts),
                 Some(event) = inputs.lan_mtu.recv() => self.on_lan_mtu(event),
+                Some(report) = self.affinity.reports.recv() => self.on_sweep(report).await,
                 Some(command) = inputs.commands.recv() => {
                     let Command { request, reply } = command;
                     let response = requests::answer(&mut self, request).await;
@@ -129,6 +137,7 @@ impl Controller {
                 () = sleep_or_never(deadline) => {
                     let changes = self.policy.tick(Instant::now());
                     self.apply(changes, None, Instant::now()).await;
+                    self.end_due_drains();
                 }
             }
         }
@@ -158,17 +167,9 @@ impl Controller {
             Err(err) => return warn!("health event for an unknown host: {err}"),
         }
         // After the prefixes moved: flows that stayed with the host now follow them.
-        if let Some(mac) = self.macs.get(host.index()).copied() {
-            let entry = steering::host_entry(mac, &self.lan, self.is_up(host));
-            if let Err(err) = steering::write_host(&mut self.maps, host, entry) {
-                warn!("{err:#}");
-            }
+        if let Err(err) = self.write_host_entry(host) {
+            warn!("{err:#}");
         }
-    }
-
-    /// Whether the health checks say `host` is up.
-    pub(super) fn is_up(&self, host: HostId) -> bool {
-        self.policy.health(host) == Some(Health::Up)
     }
 
     fn on_neighbour(&mut self, event: NeighEvent) {
@@ -193,8 +194,7 @@ impl Controller {
             return;
         }
         let old = known.replace(mac);
-        let entry = steering::host_entry(Some(mac), &self.lan, self.is_up(host));
-        match steering::write_host(&mut self.maps, host, entry) {
+        match self.write_host_entry(host) {
             Ok(()) => {
                 let name = self.config.host(host).name.clone();
                 info!(host = %name, %mac, old = ?old.map(|m| m.to_string()), "MAC learned");
@@ -217,9 +217,8 @@ impl Controller {
         }
         let old = std::mem::replace(&mut self.lan.mtu, mtu);
         let mut written = 0;
-        for (host, mac) in HostId::all(self.macs.len()).zip(&self.macs) {
-            let entry = steering::host_entry(*mac, &self.lan, self.is_up(host));
-            match steering::write_host(&mut self.maps, host, entry) {
+        for host in HostId::all(self.macs.len()) {
+            match self.write_host_entry(host) {
                 Ok(()) => written += 1,
                 Err(err) => warn!("{err:#}"),
             }
@@ -276,6 +275,14 @@ impl Controller {
 /// Milliseconds, to the microsecond (so logs show `20.911`, not float noise).
 pub(super) fn ms(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1e3
+}
+
+/// The earlier of two deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 async fn sleep_or_never(deadline: Option<Instant>) {

@@ -9,8 +9,8 @@ use crate::{
     proto::{
         Stats, Status,
         reports::{
-            FlowTally, HostStatus, HostTraffic, LastChange, Named, PinStatus, PrefixStatus,
-            PrefixTraffic, Verdict,
+            DrainStatus, FlowTally, HostStatus, HostTraffic, LastChange, MovingStatus, Named,
+            PinStatus, PrefixStatus, PrefixTraffic, Verdict,
         },
     },
 };
@@ -37,6 +37,11 @@ pub fn status(controller: &Controller) -> Status {
                 force: pin.force,
             }),
             last_change: last_change(controller, id),
+            moving: controller.affinity.moving(id).map(|m| MovingStatus {
+                from: controller.host_name(Some(m.prev)),
+                since_unix_ms: unix_ms(m.since),
+                flows_elsewhere: m.elsewhere,
+            }),
         })
         .collect();
     let hosts = controller
@@ -50,6 +55,16 @@ pub fn status(controller: &Controller) -> Status {
                 health: policy.health(id).unwrap_or_default(),
                 mac: controller.macs.get(id.index()).copied().flatten(),
                 drained: policy.is_drained(id),
+                draining: controller
+                    .affinity
+                    .drains
+                    .get(&id)
+                    .filter(|d| !d.ended)
+                    .map(|d| DrainStatus {
+                        since_unix_ms: unix_ms(d.started),
+                        deadline_unix_ms: unix_ms(d.deadline_wall),
+                        remaining: d.remaining,
+                    }),
                 last_error: probe.and_then(|p| p.last_error.clone()),
                 last_rtt_us: probe.and_then(|p| p.last_rtt).map(|d| d.as_micros() as u64),
             }

@@ -50,6 +50,8 @@ const PREFIXES: [Ipv4Addr; 4] = [
     Ipv4Addr::new(192, 168, 1, 128),
 ];
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 33);
+/// A VIP of the second prefix, which the `moving` case makes a moving one.
+const MOVING_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 65);
 const UNSTEERED: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 1);
 
 pub struct Settings {
@@ -101,6 +103,14 @@ fn cases() -> Vec<Case> {
             label: "`ha_steer`: steering hit, XDP_TX",
             program: PROG_STEER,
             frame: hit,
+            action: XDP_TX,
+            counter: Some(Counter::Tx),
+        },
+        Case {
+            name: "moving",
+            label: "`ha_steer`: steering hit on a moving prefix (the flow looked up), XDP_TX",
+            program: PROG_STEER,
+            frame: udp_frame(MOVING_VIP),
             action: XDP_TX,
             counter: Some(Counter::Tx),
         },
@@ -190,6 +200,9 @@ fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
     for (host, prefix) in (0..).zip(PREFIXES) {
         object.set_prefix(prefix, 27, host)?;
     }
+    // The second prefix moves to host 0 from host 1: every packet looks its flow up
+    // (the first run records it, as the owner's).
+    object.set_moving_prefix(PREFIXES[1], 27, 0, 1)?;
     let cases = cases();
     for case in &cases {
         object.program(case.program)?;
@@ -308,7 +321,7 @@ fn above_floor_note(figures: &[Figure]) -> String {
             .map_or(f64::NAN, |s| s.median)
     };
     let floor = median("floor");
-    let own: Vec<String> = ["ref_tx", "hit", "miss", "non_ipv4"]
+    let own: Vec<String> = ["ref_tx", "hit", "moving", "miss", "non_ipv4"]
         .iter()
         .map(|name| format!("`{name}` {} ns", fmt_num(median(name) - floor)))
         .collect();

@@ -145,6 +145,22 @@ impl Object {
             .with_context(|| format!("{MAP_PREFIXES}[{addr}/{len}]"))
     }
 
+    /// Points `addr/len` at `host`, moving from `prev` (`PFX_MOVING`: every packet
+    /// of the prefix looks its flow up); the prefix id is `host`'s, as above.
+    pub fn set_moving_prefix(
+        &mut self,
+        addr: Ipv4Addr,
+        len: u32,
+        host: u32,
+        prev: u32,
+    ) -> anyhow::Result<()> {
+        let mut prefixes: LpmTrie<_, [u8; 4], PrefixEntry> = map(&mut self.ha, MAP_PREFIXES)?;
+        let entry = PrefixEntry::moving(host, prev, prev);
+        prefixes
+            .insert(&Key::new(len, addr.octets()), entry, 0)
+            .with_context(|| format!("{MAP_PREFIXES}[{addr}/{len}]"))
+    }
+
     /// Makes `ifindex` (in the calling thread's namespace) a redirect target of
     /// `ha_steer`.
     pub fn set_tx_port(&mut self, ifindex: u32) -> anyhow::Result<()> {
