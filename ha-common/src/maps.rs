@@ -382,7 +382,7 @@ pub const TC_LINK_PREFIX: &str = "tclink_";
 pub const LAYOUT_VERSION: u32 = 2;
 
 /// [`layout_fingerprint`] of [`MAPS`] at [`LAYOUT_VERSION`]; set together with it.
-pub const LAYOUT_FINGERPRINT: u64 = 0x2e2a_1342_145f_ae87;
+pub const LAYOUT_FINGERPRINT: u64 = 0x5663_d6e0_ba44_27cc;
 
 /// A fingerprint of the maps' names, kinds, key and value sizes and capacities,
 /// whatever their order (not of the documentation fields).
