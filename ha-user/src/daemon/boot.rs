@@ -129,6 +129,7 @@ async fn check(
     let (config, config_file) =
         load_config(handle, config_path.as_deref(), iface.as_deref()).await?;
     kernel::require_root("ha-user run")?;
+    kernel::require_kernel()?;
     events.publish(Event::ConfigLoaded {
         source: match (&config_file, &iface) {
             (Some(path), _) => ConfigSource::File { path: path.clone() },
