@@ -9,8 +9,8 @@ use std::{process::ExitCode, time::Instant};
 use anyhow::{Context as _, bail};
 
 use crate::{
+    ctx::{Ctx, is_root},
     exec,
-    setup::{Ctx, is_root},
 };
 
 /// The data-path families of `ha-bench` (tests/src/bin/ha-bench/main.rs).
