@@ -9,15 +9,16 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, DevMapHash, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, DevMap, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ha_bench_common::{
     BENCH_COUNTERS, GLOBAL_GEN_HEADER, GenHeader, MAP_BENCH_COUNT, MAP_REF_PORTS,
 };
 use ha_common::{
-    Counter, HOST_READY, HostEntry, IFACE_ACTIVE, IfaceEntry, MAP_COUNTERS, MAP_HOSTS, MAP_IFACES,
-    MAP_PREFIXES, MAP_TX_PORTS, PrefixEntry,
+    Counter, FlowEntry, FlowKey, HOST_READY, HostEntry, IFACE_ACTIVE, IfaceEntry, MAP_COUNTERS,
+    MAP_FLOWS, MAP_HOSTS, MAP_IFACES, MAP_PREFIXES, MAP_SETTINGS, MAP_TX_PORTS, PrefixEntry,
+    Settings,
 };
 use ha_tests::packet::Mac;
 
@@ -101,17 +102,31 @@ impl Object {
 
     /// Declares `ifindex` a steering interface with MAC `mac`.
     pub fn set_iface(&mut self, ifindex: u32, mac: Mac) -> anyhow::Result<()> {
+        self.set_iface_flags(ifindex, mac, IFACE_ACTIVE)
+    }
+
+    /// The same with `flags` (`IFACE_VERIFY`: the interface verifies flows).
+    pub fn set_iface_flags(&mut self, ifindex: u32, mac: Mac, flags: u16) -> anyhow::Result<()> {
         let mut ifaces: Array<_, IfaceEntry> = map(&mut self.ha, MAP_IFACES)?;
         ifaces
-            .set(
-                ifindex,
-                IfaceEntry {
-                    mac,
-                    flags: IFACE_ACTIVE,
-                },
-                0,
-            )
+            .set(ifindex, IfaceEntry { mac, flags }, 0)
             .with_context(|| format!("{MAP_IFACES}[{ifindex}]"))
+    }
+
+    /// Writes the router-wide settings.
+    pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
+        let mut table: Array<_, Settings> = map(&mut self.ha, MAP_SETTINGS)?;
+        table
+            .set(0, settings, 0)
+            .with_context(|| format!("{MAP_SETTINGS}[0]"))
+    }
+
+    /// Writes a flow entry.
+    pub fn set_flow(&mut self, key: FlowKey, entry: FlowEntry) -> anyhow::Result<()> {
+        let mut flows: HashMap<_, FlowKey, FlowEntry> = map(&mut self.ha, MAP_FLOWS)?;
+        flows
+            .insert(key, entry, 0)
+            .with_context(|| format!("{MAP_FLOWS}[{key:?}]"))
     }
 
     /// Host `id` is ready at `mac`, behind `egress_ifindex` whose MAC is `egress_mac`.
