@@ -1,13 +1,15 @@
 //! The controller: what it owns and its main loop. Health events, neighbour events,
 //! admin commands, policy timers and configuration reloads all arrive here, one at a
 //! time. Every ownership change goes through [`apply`], in the same order; [`reload`]
-//! is SIGHUP, [`requests`] and [`report`] answer the control socket.
+//! is SIGHUP, [`requests`] and [`report`] answer the control socket; [`vip`] hands
+//! the VIP checks their plan after every event and applies their verdicts.
 
 mod apply;
 pub mod fast_path;
 mod reload;
 mod report;
 mod requests;
+mod vip;
 
 pub use apply::{Steering, steering_of};
 
@@ -30,7 +32,7 @@ use crate::{
         metrics::{Metrics, Names},
         server::Command,
     },
-    health::{HealthChecker, HealthEvent},
+    health::{CheckEvent, HealthChecker, HealthEvent},
     kernel::{
         datapath::Maps,
         forwarding::{Assessment, Facts},
@@ -81,7 +83,8 @@ pub struct Controller {
 
 /// The channels the loop listens on.
 pub struct Inputs {
-    pub health: mpsc::Receiver<HealthEvent>,
+    /// Host health and VIP verdicts.
+    pub health: mpsc::Receiver<CheckEvent>,
     pub neigh: mpsc::Receiver<NeighEvent>,
     pub commands: mpsc::Receiver<Command>,
     pub reload: mpsc::Receiver<()>,
@@ -97,11 +100,19 @@ impl Controller {
         shutdown: impl Future<Output = ()>,
     ) -> Controller {
         tokio::pin!(shutdown);
+        self.health.set_lan(&self.lan.name);
+        self.metrics.set_probes(self.health.outcomes());
         loop {
+            // After every event: holders, health and MACs decide what the VIP checks
+            // ask (the same plan again costs a comparison).
+            self.plan_vips();
             let deadline = self.policy.next_deadline();
             tokio::select! {
                 () = &mut shutdown => return self,
-                Some(event) = inputs.health.recv() => self.on_health(event).await,
+                Some(event) = inputs.health.recv() => match event {
+                    CheckEvent::Host(event) => self.on_health(event).await,
+                    CheckEvent::Vip(event) => self.on_vip(event).await,
+                },
                 Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
                 Some(facts) = inputs.forwarding.recv() => self.on_forwarding(&facts),
                 Some(command) = inputs.commands.recv() => {
@@ -138,6 +149,7 @@ impl Controller {
             at,
             detected_in,
             reason,
+            probes,
         } = event;
         let name = self.host_name(Some(host));
         info!(host = %name, state = %state, detected_ms = ms(detected_in), reason = ?reason, "health changed");
@@ -148,6 +160,7 @@ impl Controller {
             new: state,
             reason,
             detection_ms: ms(detected_in),
+            probes: probes.iter().map(vip::timing).collect(),
         });
         match self.policy.host_health(host, state, Instant::now()) {
             Ok(changes) => self.apply(changes, Some(detected_in), at).await,
