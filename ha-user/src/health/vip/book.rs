@@ -49,12 +49,17 @@ impl Pair {
         next
     }
 
-    /// A streak towards another verdict is under way: asked at the holder's pace.
+    /// A streak towards another verdict is under way.
     pub fn settling(&self) -> bool {
         match self.verdict {
             VipVerdict::NotServing => self.successes > 0,
             VipVerdict::Unknown | VipVerdict::Serving => self.failures > 0,
         }
+    }
+
+    /// Asked at the holder's pace: not decided yet, settling, or not serving.
+    pub fn hot(&self) -> bool {
+        self.verdict != VipVerdict::Serving || self.settling()
     }
 }
 
@@ -174,10 +179,12 @@ mod tests {
         assert_eq!(pair.record(false, 3, 2), Some(VipVerdict::NotServing));
         assert_eq!(pair.record(false, 3, 2), None, "already not serving");
         assert!(!pair.settling());
+        assert!(pair.hot(), "not serving: asked at the holder's pace");
         assert_eq!(pair.record(true, 3, 2), None);
         assert_eq!(pair.record(true, 3, 2), None);
         assert!(pair.settling());
         assert_eq!(pair.record(true, 3, 2), Some(VipVerdict::Serving));
+        assert!(!pair.hot());
         // From unknown, failures alone decide too.
         let mut fresh = Pair::default();
         assert_eq!(fresh.record(false, 3, 2), None);

@@ -11,12 +11,13 @@
 //! expected status) aimed at the VIP, its packets marked `PROBE_MARK_TAG | host id`
 //! so that the data path delivers them to that host whatever the route says.
 //!
-//! - **Hot pairs** (slots 0 and 1, any pair whose streak is under way, and any pair
-//!   not decided yet, so that start-up learns every verdict in the first interval)
-//!   are asked once per `interval_ms`: a round over every prefix, spread evenly over
-//!   the interval.
-//! - **The other watched pairs**, and pairs found not serving that are no longer
-//!   watched, once per `sweep_ms`, the same way.
+//! - **Hot pairs** (slots 0 and 1, any pair not decided yet — so that start-up
+//!   learns every verdict in the first interval —, any pair whose streak is under
+//!   way, and any pair not serving, so that a VIP put back counts within `rise`
+//!   intervals) are asked once per `interval_ms`: a round over every prefix, spread
+//!   evenly over the interval.
+//! - **The other watched pairs** (serving), and pairs found not serving that are no
+//!   longer watched, once per `sweep_ms`, the same way.
 //! - **At most `max_rate` probes per second** in all (a token bucket refilled every
 //!   [`TICK`]), and at most [`IN_FLIGHT`] at once. When the rounds need more than the
 //!   rate allows, they stretch: a round goes on only as fast as its probes leave.
@@ -352,9 +353,8 @@ impl Scheduler {
                     continue;
                 };
                 for (at, (pair, host)) in slots.iter_mut().zip(watched).enumerate() {
-                    let undecided = pair.verdict == VipVerdict::Unknown;
                     if let Some(host) = *host
-                        && (at < 2 || pair.settling() || undecided)
+                        && (at < 2 || pair.hot())
                         && !pair.busy
                     {
                         pair.busy = true;
@@ -371,8 +371,7 @@ impl Scheduler {
                 {
                     for (pair, host) in slots.iter_mut().zip(watched).skip(2) {
                         if let Some(host) = *host
-                            && !pair.settling()
-                            && pair.verdict != VipVerdict::Unknown
+                            && !pair.hot()
                             && !pair.busy
                         {
                             pair.busy = true;
