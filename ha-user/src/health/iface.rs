@@ -4,19 +4,34 @@
 //! The state is asked of the kernel (`SIOCGIFFLAGS` on a datagram socket of the
 //! controller's namespace) only when a probe failed, so it costs nothing while the
 //! hosts answer.
+//!
+//! The interface back is not the path back: the kernel flushes the interface's
+//! neighbours when its carrier goes, and a neighbour asked for while it was down
+//! resolves again only at its next solicitation (ARP retransmits once a second by
+//! default). So a failure of a probe that started within [`SETTLE`] of the last time
+//! the interface was seen down is the interface's too.
 
 use std::{
     ffi::CString,
     os::fd::AsRawFd as _,
     sync::{Mutex, PoisonError},
+    time::Duration,
 };
 
 use socket2::{Domain, Socket, Type};
+use tokio::time::Instant;
 use tracing::debug;
 
-/// The LAN interface to look at, once known.
+/// How long after the interface was last seen down a failed probe is still its:
+/// the kernel's default ARP retransmit time (1 s), twice.
+pub(super) const SETTLE: Duration = Duration::from_secs(2);
+
+/// The LAN interface to look at, once known, and when it was last seen down.
 #[derive(Debug, Default)]
-pub(super) struct Lan(Mutex<Option<Watched>>);
+pub(super) struct Lan {
+    watched: Mutex<Option<Watched>>,
+    last_down: Mutex<Option<Instant>>,
+}
 
 #[derive(Debug)]
 struct Watched {
@@ -38,13 +53,28 @@ impl Lan {
                 }
             }
         });
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = watched;
+        *self.watched.lock().unwrap_or_else(PoisonError::into_inner) = watched;
+    }
+
+    /// Whether a probe that started at `started` and failed now failed because of the
+    /// interface: it is down or without carrier now, or was seen so less than
+    /// [`SETTLE`] before the probe started.
+    pub(super) fn explains(&self, started: Instant) -> bool {
+        let mut last_down = self
+            .last_down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_down() {
+            *last_down = Some(Instant::now());
+            return true;
+        }
+        last_down.is_some_and(|at| started < at + SETTLE)
     }
 
     /// Whether the interface is down or without carrier (not `IFF_UP` and
     /// `IFF_RUNNING`). `false` when unknown.
     pub(super) fn is_down(&self) -> bool {
-        let watched = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(Watched { name, socket }) = watched.as_ref() else {
             return false;
         };
@@ -83,5 +113,16 @@ mod tests {
         assert!(!lan.is_down(), "lo is up");
         lan.set("ha-no-such-if0");
         assert!(!lan.is_down(), "no such interface");
+        assert!(!lan.explains(Instant::now()), "never seen down");
+    }
+
+    #[test]
+    fn failures_soon_after_the_interface_was_down_are_its() {
+        let lan = Lan::default();
+        let seen = Instant::now();
+        *lan.last_down.lock().unwrap_or_else(PoisonError::into_inner) = Some(seen);
+        assert!(lan.explains(seen), "started as it was seen down");
+        assert!(lan.explains(seen + SETTLE - Duration::from_millis(1)));
+        assert!(!lan.explains(seen + SETTLE), "started after it settled");
     }
 }

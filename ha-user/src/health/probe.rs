@@ -135,7 +135,7 @@ impl Prober {
             Kind::Tcp(..) | Kind::Icmp(_) => Duration::ZERO,
         };
         let probe = Probe::judge(result, self.timeout, started, sent_lag, step_lag);
-        if probe.outcome.verdict() == Some(false) && self.lan.is_down() {
+        if probe.outcome.verdict() == Some(false) && self.lan.explains(probe.started) {
             return probe.interface_down();
         }
         probe
