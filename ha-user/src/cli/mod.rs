@@ -54,7 +54,8 @@ pub enum Command {
     Drain(drain::Args),
     /// Let HOST take prefixes again.
     Undrain(drain::UndrainArgs),
-    /// Each prefix's owner and why, each host's health and MAC.
+    /// Each prefix's owner and why; each host's health, MAC, the VIPs it serves (and
+    /// why not) and its probes by outcome.
     Status(status::Args),
     /// Packets and bytes per prefix and host, and the data path's verdict counters.
     Stats(stats::Args),

@@ -2,6 +2,7 @@ use std::path::Path;
 
 use crate::{
     cli,
+    model::VipVerdict,
     proto::{
         Request, Status,
         reports::{DrainStatus, HostStatus, LastChange, MovingStatus, PrefixStatus},
@@ -81,9 +82,10 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<10} {:<15} {:<8} {:<17} {:<8} LAST ERROR",
-        "HOST", "ADDRESS", "HEALTH", "MAC", "DRAINED"
+        "{:<10} {:<15} {:<8} {:<17} {:<8} {:<22} {:<10} LAST ERROR",
+        "HOST", "ADDRESS", "HEALTH", "MAC", "DRAINED", "VIPS", "DISCARDED"
     );
+    let mut not_served = Vec::new();
     for h in status.hosts {
         let HostStatus {
             name,
@@ -94,6 +96,9 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
             draining,
             last_error,
             last_rtt_us: _,
+            probes,
+            vips,
+            vip_probes: _,
         } = h;
         let drained = match draining {
             Some(DrainStatus {
@@ -113,15 +118,45 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
             None if drained => "yes".to_owned(),
             None => "no".to_owned(),
         };
+        let count = |verdict: VipVerdict| vips.iter().filter(|v| v.verdict == verdict).count();
+        let mut served = format!("{} serving", count(VipVerdict::Serving));
+        for (verdict, what) in [
+            (VipVerdict::NotServing, "not"),
+            (VipVerdict::Unknown, "unknown"),
+        ] {
+            let n = count(verdict);
+            if n > 0 {
+                served.push_str(&format!(", {n} {what}"));
+            }
+        }
         println!(
-            "{:<10} {:<15} {:<8} {:<17} {:<8} {}",
+            "{:<10} {:<15} {:<8} {:<17} {:<8} {:<22} {:<10} {}",
             name,
             address.to_string(),
             health.to_string(),
             or_dash(mac),
             drained,
+            served,
+            probes.discarded(),
             or_dash(last_error)
         );
+        for vip in vips {
+            if vip.verdict == VipVerdict::NotServing {
+                not_served.push(format!(
+                    "{:<10} {:<18} {}",
+                    name,
+                    vip.prefix.to_string(),
+                    or_dash(vip.why)
+                ));
+            }
+        }
+    }
+    if !not_served.is_empty() {
+        println!();
+        println!("{:<10} {:<18} WHY NOT SERVED", "HOST", "PREFIX");
+        for line in not_served {
+            println!("{line}");
+        }
     }
     Ok(())
 }

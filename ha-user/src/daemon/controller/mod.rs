@@ -3,7 +3,8 @@
 //! reloads all arrive here, one at a time. Every ownership change goes through
 //! [`apply`], in the same order; [`reload`] is SIGHUP, [`requests`] and [`report`]
 //! answer the control socket; [`affinity`] keeps established flows with their hosts
-//! across moves, with the [`sweep`] of the flow table and graceful [`drain`]s.
+//! across moves, with the [`sweep`] of the flow table and graceful [`drain`]s; [`vip`]
+//! hands the VIP checks their plan after every event and applies their verdicts.
 
 mod affinity;
 mod apply;
@@ -13,6 +14,7 @@ mod reload;
 mod report;
 mod requests;
 mod sweep;
+mod vip;
 
 pub use affinity::Affinity;
 pub use apply::{Steering, steering_of};
@@ -36,7 +38,7 @@ use crate::{
         metrics::{Metrics, Names},
         server::Command,
     },
-    health::{HealthChecker, HealthEvent},
+    health::{CheckEvent, HealthChecker, HealthEvent},
     kernel::{
         datapath::Maps,
         forwarding::{Assessment, Facts},
@@ -89,7 +91,8 @@ pub struct Controller {
 
 /// The channels the loop listens on.
 pub struct Inputs {
-    pub health: mpsc::Receiver<HealthEvent>,
+    /// Host health and VIP verdicts.
+    pub health: mpsc::Receiver<CheckEvent>,
     pub neigh: mpsc::Receiver<NeighEvent>,
     /// The LAN interface's MTU, when it changes.
     pub lan_mtu: mpsc::Receiver<MtuEvent>,
@@ -107,11 +110,19 @@ impl Controller {
         shutdown: impl Future<Output = ()>,
     ) -> Controller {
         tokio::pin!(shutdown);
+        self.health.set_lan(&self.lan.name);
+        self.metrics.set_probes(self.health.outcomes());
         loop {
+            // After every event: holders, health and MACs decide what the VIP checks
+            // ask (the same plan again costs a comparison).
+            self.plan_vips();
             let deadline = earliest(self.policy.next_deadline(), self.next_drain_deadline());
             tokio::select! {
                 () = &mut shutdown => return self,
-                Some(event) = inputs.health.recv() => self.on_health(event).await,
+                Some(event) = inputs.health.recv() => match event {
+                    CheckEvent::Host(event) => self.on_health(event).await,
+                    CheckEvent::Vip(event) => self.on_vip(event).await,
+                },
                 Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
                 Some(facts) = inputs.forwarding.recv() => self.on_forwarding(&facts),
                 Some(event) = inputs.lan_mtu.recv() => self.on_lan_mtu(event),
@@ -151,6 +162,7 @@ impl Controller {
             at,
             detected_in,
             reason,
+            probes,
         } = event;
         let name = self.host_name(Some(host));
         info!(host = %name, state = %state, detected_ms = ms(detected_in), reason = ?reason, "health changed");
@@ -161,6 +173,7 @@ impl Controller {
             new: state,
             reason,
             detection_ms: ms(detected_in),
+            probes: probes.iter().map(vip::timing).collect(),
         });
         match self.policy.host_health(host, state, Instant::now()) {
             Ok(changes) => self.apply(changes, Some(detected_in), at).await,

@@ -10,7 +10,7 @@ use crate::{
         Stats, Status,
         reports::{
             DrainStatus, FlowTally, HostStatus, HostTraffic, LastChange, MovingStatus, Named,
-            PinStatus, PrefixStatus, PrefixTraffic, Verdict,
+            PinStatus, PrefixStatus, PrefixTraffic, ProbeCounts, Verdict, VipStatus,
         },
     },
 };
@@ -20,9 +20,27 @@ fn unix_ms(at: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Prefixes (owner, why, pin, last change) and hosts (health, MAC, drain).
+/// Prefixes (owner, why, pin, last change) and hosts (health, MAC, drain, probes,
+/// the VIPs they serve).
 pub fn status(controller: &Controller) -> Status {
     let health = controller.health.snapshot();
+    let vip_checks = controller.health.vip_snapshot();
+    let mut vips: Vec<Vec<VipStatus>> = vec![Vec::new(); controller.config.hosts.len()];
+    for pair in vip_checks.pairs {
+        let (Some(list), Some(prefix)) = (
+            vips.get_mut(pair.host.index()),
+            controller.config.prefixes.get(pair.prefix.index()),
+        ) else {
+            continue;
+        };
+        list.push(VipStatus {
+            prefix: prefix.cidr,
+            vip: prefix.vip,
+            verdict: pair.verdict,
+            why: pair.why,
+        });
+    }
+    let mut vips = vips.into_iter();
     let policy = &controller.policy;
     let prefixes = controller
         .config
@@ -67,6 +85,14 @@ pub fn status(controller: &Controller) -> Status {
                     }),
                 last_error: probe.and_then(|p| p.last_error.clone()),
                 last_rtt_us: probe.and_then(|p| p.last_rtt).map(|d| d.as_micros() as u64),
+                probes: probe.map_or_else(ProbeCounts::default, |p| {
+                    ProbeCounts::from_array(&p.outcomes)
+                }),
+                vips: vips.next().unwrap_or_default(),
+                vip_probes: vip_checks
+                    .outcomes
+                    .get(id.index())
+                    .map_or_else(ProbeCounts::default, ProbeCounts::from_array),
             }
         })
         .collect();

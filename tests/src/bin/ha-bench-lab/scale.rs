@@ -6,6 +6,7 @@
 //! ```text
 //!   ha-bl-s-router eth1 10.64.0.1/20 ──veth── eth0 ha-bl-s-hosts
 //!                                             10.64.0.2/20 + 10.64.1.0 … 10.64.4.255 (/32)
+//!                                             lo: local 10.128.0.0/10 (every VIP)
 //!                                             ha-webd on :80 answers for every address
 //! ```
 
@@ -193,6 +194,13 @@ impl Scale {
         }
         scale.batch(NS_HOSTS, "addrs", &addrs)?;
         scale.batch(NS_ROUTER, "neigh", &neigh)?;
+        // Every VIP answers too (one local route, as a web server binds its VIPs on
+        // its loopback): the controller's VIP checks ask them through each host.
+        ns::check(&mut ns::ip(NS_HOSTS, &["link", "set", "lo", "up"]))?;
+        ns::check(&mut ns::ip(
+            NS_HOSTS,
+            &["route", "add", "local", "10.128.0.0/10", "dev", "lo"],
+        ))?;
         let webd = bins.webd.to_string_lossy().into_owned();
         let mut proc = Proc::spawn(
             "responder",
