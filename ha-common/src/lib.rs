@@ -4,47 +4,36 @@
 //! padding and only integer fields (no `bool`, enum or `Option`). The `user` feature
 //! adds `aya::Pod` so the controller can read and write the maps.
 //!
-//! Map overview (all pinned under the pin directory, default `/sys/fs/bpf/ha/`):
+//! The maps are listed in [`maps`], the one table of their names, kinds, key and
+//! value types, capacities and pins; all are pinned under the pin directory (default
+//! `/sys/fs/bpf/ha/`):
 //!
-//! | map              | kind          | key                         | value          | written by |
-//! |------------------|---------------|-----------------------------|----------------|------------|
-//! | [`MAP_PREFIXES`] | LPM trie      | prefix length + IPv4 (BE)   | [`PrefixEntry`]| controller |
-//! | [`MAP_HOSTS`]    | array         | host id                     | [`HostEntry`]  | controller |
-//! | [`MAP_IFACES`]   | array         | ingress ifindex             | [`IfaceEntry`] | controller |
-//! | [`MAP_TX_PORTS`] | devmap (hash) | egress ifindex              | egress ifindex | controller |
-//! | [`MAP_COUNTERS`] | per-CPU array | [`Counter`] index           | `u64`          | data path  |
-//! | [`MAP_HOST_STATS`]| per-CPU array| host id                     | [`Traffic`]    | data path  |
-//! | [`MAP_PFX_STATS`]| per-CPU array | prefix id                   | [`Traffic`]    | data path  |
-//! | [`MAP_FLOWS`]    | LRU hash      | [`FlowKey`]                 | [`FlowEntry`]  | both programs, controller |
-//! | [`MAP_SETTINGS`] | array (1)     | 0                           | [`Settings`]   | controller |
-//! | [`MAP_FLOW_COUNTERS`]| per-CPU array | [`FlowCounter`] index   | `u64`          | both programs |
-//! | [`MAP_META`]     | array (1)     | 0                           | [`Meta`]       | controller |
+//! <!-- map table: rendered from ha_common::MAPS; `UPDATE_GOLDEN=1 cargo test -p ha-common --test map_table` rewrites it -->
+//! | map | kind | key | value | entries | holds | written by |
+//! |---|---|---|---|---|---|---|
+//! | `HA_PREFIXES` | LPM trie | 8 B | 16 B | 65536 | prefix → `PrefixEntry`: owning host id, prefix id, previous host while moving | controller |
+//! | `HA_HOSTS` | array | 4 B | 24 B | 1024 | host id → `HostEntry`: MAC, egress MAC, MTU and ifindex, `READY`/`UP` flags | controller |
+//! | `HA_IFACES` | array | 4 B | 8 B | 4096 | ingress ifindex → `IfaceEntry`: its own MAC (only frames to it are steered), flags | controller |
+//! | `HA_TX_PORTS` | devmap (hash) | 4 B | 8 B | 64 | egress ifindex → that device, for XDP_REDIRECT | controller |
+//! | `HA_COUNTERS` | per-CPU array | 4 B | 8 B | 16 | `Counter` → packets: one per verdict and pass reason | data path |
+//! | `HA_HOST_STATS` | per-CPU array | 4 B | 16 B | 1024 | host id → `Traffic`: packets and bytes steered to it | data path |
+//! | `HA_PFX_STATS` | per-CPU array | 4 B | 16 B | 65536 | prefix id → `Traffic`: packets and bytes steered for it | data path |
+//! | `HA_FLOWS` | LRU hash | 16 B | 32 B | 262144 | `FlowKey` → `FlowEntry`: serving host, prefix, kernel verification, last seen | both programs, controller |
+//! | `HA_SETTINGS` | array | 4 B | 88 B | 1 | 0 → `Settings`: the router's own addresses, the verification period | controller |
+//! | `HA_FLOW_CTRS` | per-CPU array | 4 B | 8 B | 10 | `FlowCounter` → count: what the programs did with the flow table | both programs |
+//! | `HA_META` | array | 4 B | 8 B | 1 | 0 → `Meta`: the layout version of the pinned maps (`LAYOUT_VERSION`) | controller, at pinning |
+//! <!-- end of map table -->
 #![no_std]
 
-/// Longest-prefix-match table: destination prefix → owning host.
-pub const MAP_PREFIXES: &str = "HA_PREFIXES";
-/// Host table indexed by host id: MAC to steer to, egress interface, readiness.
-pub const MAP_HOSTS: &str = "HA_HOSTS";
-/// Interfaces the program runs on, keyed by ifindex: their own MAC.
-pub const MAP_IFACES: &str = "HA_IFACES";
-/// DEVMAP used for `XDP_REDIRECT` to an egress interface other than the ingress one.
-pub const MAP_TX_PORTS: &str = "HA_TX_PORTS";
-/// Per-CPU verdict and reason counters, indexed by [`Counter`].
-pub const MAP_COUNTERS: &str = "HA_COUNTERS";
-/// Per-CPU packets/bytes steered to each host, indexed by host id.
-pub const MAP_HOST_STATS: &str = "HA_HOST_STATS";
-/// Per-CPU packets/bytes steered for each prefix, indexed by prefix id.
-pub const MAP_PFX_STATS: &str = "HA_PFX_STATS";
-/// The one flow table: client-to-VIP flows (TCP and UDP) → the host serving them,
-/// when the kernel last forwarded one of their packets, when they were last seen.
-pub const MAP_FLOWS: &str = "HA_FLOWS";
-/// Router-wide settings for both programs (one entry): the router's own addresses,
-/// how long a kernel verdict on a flow stays good.
-pub const MAP_SETTINGS: &str = "HA_SETTINGS";
-/// Per-CPU counters of what happened to flows, indexed by [`FlowCounter`].
-pub const MAP_FLOW_COUNTERS: &str = "HA_FLOW_CTRS";
-/// One entry: the [`LAYOUT_VERSION`] of the pinned maps ([`Meta`]).
-pub const MAP_META: &str = "HA_META";
+pub mod maps;
+
+pub use maps::{
+    LAYOUT_FINGERPRINT, LAYOUT_VERSION, MAP_COUNTERS, MAP_FLOW_COUNTERS, MAP_FLOWS, MAP_HOST_STATS,
+    MAP_HOSTS, MAP_IFACES, MAP_META, MAP_PFX_STATS, MAP_PREFIXES, MAP_SETTINGS, MAP_TX_PORTS, MAPS,
+    MAX_FLOWS, MAX_HOSTS, MAX_IFACES, MAX_IFINDEX, MAX_PREFIXES, MapKind, MapSpec, PINNED_MAPS,
+    TC_LINK_PREFIX, XDP_LINK_PREFIX,
+};
+
 /// Name of the steering XDP program in the object.
 pub const PROG_STEER: &str = "ha_steer";
 /// Name of the TC egress program on the LAN interface: it sees every frame the kernel
@@ -55,54 +44,15 @@ pub const PROG_PASS: &str = "ha_pass";
 /// Global switch (u8, 0 or 1) that enables aya-log packet logging at load time.
 pub const GLOBAL_LOG_PACKETS: &str = "HA_LOG_PACKETS";
 
-/// Every map the controller pins, in the order it opens them.
-pub const PINNED_MAPS: [&str; 11] = [
-    MAP_PREFIXES,
-    MAP_HOSTS,
-    MAP_IFACES,
-    MAP_TX_PORTS,
-    MAP_COUNTERS,
-    MAP_HOST_STATS,
-    MAP_PFX_STATS,
-    MAP_FLOWS,
-    MAP_SETTINGS,
-    MAP_FLOW_COUNTERS,
-    MAP_META,
-];
-
-/// The layout of the pinned maps, written into [`MAP_META`] when the controller
-/// creates the pins and checked when a controller adopts them: pins of another
-/// layout (or without one) are refused, never misread.
-///
-/// Every change of a pinned map's key, value, kind or capacity, and every map added
-/// to or removed from [`PINNED_MAPS`], must bump it.
-///
-/// 1: the first versioned layout. 2: the flow table, the settings and the flow
-/// counters; prefix entries with the previous owner and flags, host entries with the
-/// egress MTU, five more pass reasons. 3: [`Settings::flags`] ([`SETTINGS_CT_SYNC`])
-/// and [`FLOW_CT_SYNCED`]: a program of layout 2 would steer flows whose conntrack
-/// entry nobody keeps.
-pub const LAYOUT_VERSION: u32 = 3;
-
-/// Capacity of the prefix table (and of the per-prefix statistics).
-pub const MAX_PREFIXES: u32 = 65_536;
-/// Capacity of the host table (and of the per-host statistics).
-pub const MAX_HOSTS: u32 = 1_024;
-/// Capacity of the DEVMAP (interfaces the program redirects to).
-pub const MAX_IFACES: u32 = 64;
-/// Size of the interface table, indexed by ifindex: the program runs on interfaces
-/// whose ifindex is below this (an array lookup costs a fraction of a hash lookup).
-pub const MAX_IFINDEX: u32 = 4096;
-
-/// Capacity of the flow table. An LRU hash: when it is full, the least recently
-/// looked-up flow makes room (see the README's "flow table" section).
-pub const MAX_FLOWS: u32 = 262_144;
 /// How many of the router's own IPv4 addresses [`Settings`] holds; a router with more
 /// has every interface verified ([`IFACE_VERIFY`]), so the kernel checks sources.
 pub const MAX_LOCAL_ADDRS: usize = 16;
 /// One steered packet in `1 << SAMPLE_SHIFT` (per CPU and prefix) looks its flow up
 /// even while nothing requires it, so that busy flows are recorded and kept fresh.
-pub const SAMPLE_SHIFT: u32 = 4;
+/// One in 64: the lookup costs ~0.5 ns per steered packet on average (one in 16
+/// cost ~2.4 ns more, `cargo xtask bench --only per-packet`), and a flow of a few
+/// packets a second is still sampled well within the flow table's idle timeouts.
+pub const SAMPLE_SHIFT: u32 = 6;
 
 /// `skb->mark` of the controller's VIP probes: [`PROBE_MARK_TAG`] | host id. The
 /// router routes a probe to a VIP like any other packet (to the prefix's owner);
@@ -122,8 +72,9 @@ pub const IFACE_VERIFY: u16 = 1 << 1;
 /// [`HostEntry::flags`]: the entry is complete (MAC known, egress interface set) and
 /// the controller wants traffic steered to it.
 pub const HOST_READY: u32 = 1 << 0;
-/// [`HostEntry::flags`]: the health checks say the host is up: flows it serves stay
-/// with it even when their prefix has moved elsewhere.
+/// [`HostEntry::flags`]: the host keeps the flows it serves even when their prefix
+/// has moved elsewhere: the health checks say it is up (or said so to the previous
+/// controller, until this one's checks decide) and no drain of it has ended.
 pub const HOST_UP: u32 = 1 << 1;
 
 /// [`PrefixEntry::flags`]: the prefix has moved from `prev_host` to `host` while
@@ -153,6 +104,17 @@ impl PrefixEntry {
             prefix_id,
             prev_host: 0,
             flags: 0,
+        }
+    }
+
+    /// A prefix that moved to `host` from `prev_host` while `prev_host` was still up:
+    /// its flows keep their hosts ([`PFX_MOVING`]).
+    pub const fn moving(host: u32, prefix_id: u32, prev_host: u32) -> Self {
+        Self {
+            host,
+            prefix_id,
+            prev_host,
+            flags: PFX_MOVING,
         }
     }
 
@@ -494,60 +456,3 @@ const _: () = {
     assert!(Counter::ALL.len() == Counter::COUNT as usize);
     assert!(FlowCounter::ALL.len() == FlowCounter::COUNT as usize);
 };
-
-// ---------------------------------------------------------------------------------
-// Benchmark programs (`ha-ebpf/src/bench.rs`, driven by `cargo xtask bench`). They
-// live in the same object as `ha_steer` so the references are built with the same
-// toolchain and flags; the controller never loads them.
-// ---------------------------------------------------------------------------------
-
-/// Reference: swaps the Ethernet addresses and returns XDP_TX (the XDP_TX ceiling).
-pub const PROG_REF_TX: &str = "ha_ref_tx";
-/// Reference: swaps the Ethernet addresses and redirects through [`MAP_REF_PORTS`]
-/// slot 0 (the DEVMAP redirect ceiling).
-pub const PROG_REF_REDIR: &str = "ha_ref_redir";
-/// Traffic generator for BPF_PROG_TEST_RUN live-frames mode: writes
-/// [`GLOBAL_GEN_HEADER`] over the start of every frame, counts it, XDP_TX.
-pub const PROG_GEN: &str = "ha_gen";
-/// Receiver: counts every frame into [`MAP_BENCH_COUNT`] and drops it.
-pub const PROG_COUNT: &str = "ha_count";
-/// DEVMAP (array) of [`PROG_REF_REDIR`]: slot 0 holds the egress ifindex.
-pub const MAP_REF_PORTS: &str = "HA_REF_PORTS";
-/// Per-CPU `u64` counters of the benchmark programs, indexed by `BENCH_*`.
-pub const MAP_BENCH_COUNT: &str = "HA_BENCH_COUNT";
-/// [`GenHeader`] global read by [`PROG_GEN`]; set at load time.
-pub const GLOBAL_GEN_HEADER: &str = "HA_GEN_HEADER";
-/// [`MAP_BENCH_COUNT`] slot: frames counted (and dropped) by [`PROG_COUNT`].
-pub const BENCH_RECEIVED: u32 = 0;
-/// [`MAP_BENCH_COUNT`] slot: frames emitted by [`PROG_GEN`].
-pub const BENCH_GENERATED: u32 = 1;
-/// Number of [`MAP_BENCH_COUNT`] slots.
-pub const BENCH_COUNTERS: u32 = 2;
-
-/// Length of the Ethernet + IPv4 + UDP headers that [`PROG_GEN`] writes.
-pub const GEN_HEADER_LEN: usize = 42;
-
-/// The headers [`PROG_GEN`] writes over every frame, as 16-bit words in wire
-/// order (Ethernet, IPv4 with its checksum, UDP), so the copy needs no byte stores.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GenHeader {
-    pub words: [u16; GEN_HEADER_LEN / 2],
-}
-
-impl GenHeader {
-    /// The header whose wire bytes are `bytes`.
-    pub fn from_bytes(bytes: &[u8; GEN_HEADER_LEN]) -> Self {
-        let mut words = [0; GEN_HEADER_LEN / 2];
-        for (word, pair) in words.iter_mut().zip(bytes.chunks_exact(2)) {
-            *word = u16::from_ne_bytes([pair[0], pair[1]]);
-        }
-        Self { words }
-    }
-}
-
-#[cfg(feature = "user")]
-// SAFETY: repr(C), a single array of integers, no padding.
-unsafe impl aya::Pod for GenHeader {}
-
-const _: () = assert!(core::mem::size_of::<GenHeader>() == GEN_HEADER_LEN);

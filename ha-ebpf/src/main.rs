@@ -6,7 +6,6 @@
 #![no_std]
 #![no_main]
 
-mod bench;
 mod csum;
 mod flow;
 mod learn;

@@ -67,11 +67,12 @@ const ARP_SYSCTLS: [(&str, u8); 2] = [
 /// Where the `all` output suggests keeping the sysctls.
 const SYSCTL_FILE: &str = "/etc/sysctl.d/90-ha-arp.conf";
 
-/// The VIP of `prefix`: its first usable address, as in the article (192.168.1.33 for
-/// 192.168.1.32/27). For a /31 or /32, which have no network or broadcast address,
-/// that is the prefix's first address.
+/// The default VIP of `prefix`: its first usable address, as in the article
+/// (192.168.1.33 for 192.168.1.32/27); for a /31 or /32, which have no network or
+/// broadcast address, the prefix's first address. A prefix's `vip` in the
+/// configuration overrides it, and the plan binds that.
 pub fn vip(prefix: Ipv4Net) -> Ipv4Addr {
-    prefix.hosts().next().unwrap_or(prefix.network())
+    crate::model::vip::default_vip(prefix)
 }
 
 /// The loopback alias label of the prefix at `index` (0-based): `lo:1`, `lo:2`, ...
@@ -110,7 +111,7 @@ fn ifcfg(config: &Config) -> String {
                  NETWORK={}\n\
                  BROADCAST={}\n\
                  ONBOOT=yes\n",
-                vip(net),
+                prefix.vip,
                 net.netmask(),
                 net.network(),
                 net.broadcast(),
@@ -128,7 +129,7 @@ fn ip_addr(config: &Config) -> String {
     let addresses = config.prefixes.iter().enumerate().map(|(i, prefix)| {
         format!(
             "ip addr add {}/{} dev lo label {}\n",
-            vip(prefix.cidr),
+            prefix.vip,
             prefix.cidr.prefix_len(),
             loopback_label(i)
         )
@@ -217,7 +218,7 @@ fn dns(config: &Config) -> String {
     );
     for (i, prefix) in config.prefixes.iter().enumerate() {
         let owner = if i == 0 { "www" } else { "   " };
-        out.push_str(&format!("{owner} IN A {}\n", vip(prefix.cidr)));
+        out.push_str(&format!("{owner} IN A {}\n", prefix.vip));
     }
     out
 }
@@ -233,14 +234,14 @@ fn all(config: &Config) -> String {
     let vips = config
         .prefixes
         .iter()
-        .map(|p| vip(p.cidr).to_string())
+        .map(|p| p.vip.to_string())
         .collect::<Vec<_>>()
         .join(", ");
     let sections = [
         format!(
             "# ha-user plan: the classic high-availability web server setup.\n\
              # Web servers: {servers}.\n\
-             # VIPs (the first address of each prefix): {vips}.\n"
+             # VIPs (one address of each prefix): {vips}.\n"
         ),
         format!(
             "## Web servers: the same on every one\n\

@@ -10,7 +10,8 @@ use std::{
 use ha_user::{
     config::{Config, ConfigError, Problem},
     model::{
-        Backups, CheckKind, FastPath, HealthCheck, Host, HostId, Mac, Prefix, VerifyMode, XdpMode,
+        Backups, CheckKind, FastPath, Flows, HealthCheck, Host, HostId, Mac, Prefix, VerifyMode,
+        VipCheck, XdpMode, vip::default_vip,
     },
 };
 
@@ -76,19 +77,23 @@ fn prefix(cidr: &str, owner: usize, backups: &[usize]) -> Prefix {
         HostId::new(owner),
         backups.iter().copied().map(HostId::new).collect(),
     );
+    let cidr = cidr.parse().expect("test prefix");
     Prefix {
-        cidr: cidr.parse().expect("test prefix"),
+        cidr,
         owner,
         backups: Backups::Listed(backups),
+        vip: default_vip(cidr),
     }
 }
 
 /// A prefix without a `backups` list.
 fn default_prefix(cidr: &str, owner: usize) -> Prefix {
+    let cidr = cidr.parse().expect("test prefix");
     Prefix {
-        cidr: cidr.parse().expect("test prefix"),
+        cidr,
         owner: HostId::new(owner),
         backups: Backups::AllOthers,
+        vip: default_vip(cidr),
     }
 }
 
@@ -107,6 +112,20 @@ fn classic_example_parses_with_every_field() {
         fast_path: FastPath {
             verify: VerifyMode::Auto,
             refresh_ms: 1000,
+        },
+        flows: Flows {
+            drain_timeout_ms: 300_000,
+            tcp_idle_ms: 300_000,
+            udp_idle_ms: 60_000,
+            fin_linger_ms: 10_000,
+            sweep_ms: 1000,
+        },
+        vip_check: VipCheck {
+            enabled: true,
+            interval_ms: 1000,
+            sweep_ms: 10_000,
+            timeout_ms: 50,
+            max_rate: 1000,
         },
         hosts: vec![
             host("host1", [192, 168, 1, 2]),
@@ -139,6 +158,20 @@ metrics = "[::1]:9999"
 verify = "always"
 refresh_ms = 250
 
+[flows]
+drain_timeout_ms = 30000
+tcp_idle_ms = 120000
+udp_idle_ms = 20000
+fin_linger_ms = 5000
+sweep_ms = 500
+
+[vip_check]
+enabled = false
+interval_ms = 500
+sweep_ms = 5000
+timeout_ms = 100
+max_rate = 200
+
 [health]
 kind = "tcp"
 port = 8080
@@ -166,6 +199,7 @@ address = "10.0.0.3"
 cidr = "10.0.1.0/24"
 owner = "web2"
 backups = ["web1"]
+vip = "10.0.1.80"
 "#;
     let global = HealthCheck {
         kind: CheckKind::Tcp,
@@ -190,6 +224,20 @@ backups = ["web1"]
             verify: VerifyMode::Always,
             refresh_ms: 250,
         },
+        flows: Flows {
+            drain_timeout_ms: 30_000,
+            tcp_idle_ms: 120_000,
+            udp_idle_ms: 20_000,
+            fin_linger_ms: 5_000,
+            sweep_ms: 500,
+        },
+        vip_check: VipCheck {
+            enabled: false,
+            interval_ms: 500,
+            sweep_ms: 5000,
+            timeout_ms: 100,
+            max_rate: 200,
+        },
         hosts: vec![
             Host {
                 name: "web1".to_owned(),
@@ -207,7 +255,10 @@ backups = ["web1"]
                 health: global,
             },
         ],
-        prefixes: vec![prefix("10.0.1.0/24", 1, &[0])],
+        prefixes: vec![Prefix {
+            vip: Ipv4Addr::new(10, 0, 1, 80),
+            ..prefix("10.0.1.0/24", 1, &[0])
+        }],
     };
     assert_eq!(parse(text), expected);
 }

@@ -378,3 +378,17 @@ fn sum_traffic(map: &PerCpuArray<MapData, Traffic>, name: &str, id: u32) -> Traf
             bytes: total.bytes + cpu.bytes,
         })
 }
+
+/// CLOCK_MONOTONIC_COARSE, the clock of `bpf_ktime_get_coarse_ns`.
+pub fn coarse_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and out-pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
+    let secs = u64::try_from(ts.tv_sec).expect("the clock is past zero");
+    let nanos = u64::try_from(ts.tv_nsec).expect("nanoseconds are positive");
+    secs * 1_000_000_000 + nanos
+}

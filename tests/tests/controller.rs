@@ -19,10 +19,10 @@ use ha_tests::{
     root::require_root,
 };
 use ha_user::{
-    model::Reason,
+    model::{Reason, VipVerdict},
     proto::{
         ChangeReport, Event, Status,
-        reports::{HostStatus, PrefixStatus},
+        reports::{HostStatus, PrefixStatus, ProbeCounts},
     },
 };
 use serde_json::Value;
@@ -491,11 +491,20 @@ fn program_upgrade_loses_nothing() {
     assert_agreement(&lab);
 }
 
-/// The parts of `status` that a reload could change (not probe timings).
+/// The parts of `status` that a reload could change: not probe timings or counts,
+/// and a VIP verdict not decided yet counts as serving (as it does for the policy:
+/// the first round of VIP checks may end in between).
 fn stable_status(mut status: Status) -> Status {
     for host in &mut status.hosts {
         host.last_error = None;
         host.last_rtt_us = None;
+        host.probes = ProbeCounts::default();
+        host.vip_probes = ProbeCounts::default();
+        for vip in &mut host.vips {
+            if vip.verdict == VipVerdict::Unknown {
+                vip.verdict = VipVerdict::Serving;
+            }
+        }
     }
     status
 }

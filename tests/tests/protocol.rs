@@ -128,6 +128,25 @@ fn golden_json_from_a_live_controller() {
     }
     let mut lab = build(spec("ha-p-gold-"));
     let socket = lab.control_socket().to_owned();
+    // Every VIP verdict decided (the first round of VIP checks takes an interval), so
+    // that the status is the same in every run.
+    let deadline = std::time::Instant::now() + WAIT;
+    let undecided = |status: &Status| {
+        status.hosts.iter().any(|h| {
+            h.vips.is_empty()
+                || h.vips
+                    .iter()
+                    .any(|v| v.verdict != ha_user::model::VipVerdict::Serving)
+        })
+    };
+    while lab.status().map(|s| undecided(&s)).unwrap_or(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "VIP verdicts undecided: {:?}",
+            lab.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // `ha-user events` beside the lab's own subscription: both from the first event.
     let mut cli_events = Command::new(&lab.spec().bins.ha_user)
         .arg("--config")
@@ -219,10 +238,21 @@ fn golden_json_from_a_live_controller() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     lab.wait_for_owner(net(P64), Some("host1"), moves, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // Nothing is connected: the move ends and the graceful drain completes at the
+    // next sweep of the flow table.
+    lab.wait_for_event(mark, WAIT, "drain-finished", |r| {
+        matches!(r.event, Event::DrainFinished { .. }).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let undrained = lab.event_mark().expect("events");
     lab.ha_user_json::<ha_user::proto::ChangeReport>(&["undrain", "host2"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     lab.wait_for_owner(net(P64), Some("host2"), moves, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.wait_for_event(undrained, WAIT, "move-ended", |r| {
+        matches!(r.event, Event::MoveEnded { .. }).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let reloaded = |record: &EventRecord| match record.event {
         Event::ReloadApplied { .. } | Event::ReloadRefused { .. } => Some(()),
         _ => None,

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::{
+    ctx::{Ctx, is_root},
     exec,
-    setup::{Ctx, is_root},
 };
 
 const MOUNT_POINT: &str = "/sys/fs/bpf";

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{exec, setup::Ctx};
+use crate::{ctx::Ctx, exec};
 
 const VERSION: &str = "0.13.0";
 

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bpffs;
+mod ctx;
 mod exec;
 mod guest;
 mod lab;
@@ -13,6 +14,7 @@ mod rules;
 mod run;
 mod rustup;
 mod setup;
+mod steps;
 mod test;
 
 use std::{

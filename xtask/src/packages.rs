@@ -10,8 +10,8 @@ use std::{
 use anyhow::bail;
 
 use crate::{
+    ctx::{Ctx, is_root},
     exec,
-    setup::{Ctx, is_root},
 };
 
 /// (Debian package, a command it installs). The guest image (`cargo xtask guest`)

@@ -6,8 +6,8 @@ use std::{ffi::OsString, os::unix::process::CommandExt as _, path::PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::{
+    ctx::{Ctx, is_root},
     exec,
-    setup::{Ctx, is_root},
 };
 
 #[derive(clap::Args)]

@@ -6,7 +6,7 @@ use std::{env, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::{exec, setup::Ctx};
+use crate::{ctx::Ctx, exec};
 
 const NIGHTLY: &str = "nightly";
 

@@ -1,21 +1,24 @@
 //! `cargo xtask test`: the source rules (`rules/`), unit tests, the root suites of
-//! `ha-tests` one by one, clippy for the host crates and the eBPF crate, rustfmt. Every step runs even when an earlier one
+//! `ha-tests` one by one, clippy for the host crates and the eBPF crates, rustfmt. Every step runs even when an earlier one
 //! failed; a table and one summary line close the run.
 
 use std::{
-    fs,
-    path::Path,
     process::{Command, ExitCode},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use crate::{
+    ctx::{Ctx, is_root},
     exec::{self, Tally},
     guest, rules,
-    setup::{Ctx, is_root},
+    steps::{Outcome, Step, Totals, print_table, root_suites},
 };
+
+/// The crates built for bpfel-unknown-none: the production programs and the
+/// benchmark programs.
+const EBPF_CRATES: [&str; 2] = ["ha-ebpf", "ha-bench-ebpf"];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,29 +33,6 @@ pub struct Args {
     /// (see `cargo xtask guest`); unit tests, clippy and rustfmt stay with the host run.
     #[arg(long, value_parser = ["debian-6.1"])]
     kernel: Option<String>,
-}
-
-pub(crate) enum Outcome {
-    Ok,
-    Failed(String),
-    Skipped(String),
-}
-
-pub(crate) struct Step {
-    pub(crate) name: String,
-    pub(crate) outcome: Outcome,
-    pub(crate) duration: Duration,
-}
-
-/// Summary counts: tests from `cargo test`, plus whole steps where no test count says it.
-#[derive(Default)]
-pub(crate) struct Totals {
-    pub(crate) passed: u64,
-    /// Failed tests, plus one per failed step that reported no failed test (a build
-    /// error, a crash, a suite that ran nothing, clippy, rustfmt).
-    pub(crate) failed: u64,
-    /// Ignored tests, plus one per skipped suite (its test count is unknown).
-    pub(crate) skipped: u64,
 }
 
 pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitCode> {
@@ -103,17 +83,13 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     };
     steps.push(finish("source rules", outcome, start));
 
-    // ha-ebpf's `ha` binary only builds for bpfel-unknown-none: the eBPF clippy step
-    // checks it. ha-tests holds the root suites, run one by one below.
+    // The eBPF crates' binaries only build for bpfel-unknown-none: the eBPF clippy
+    // step checks them. ha-tests holds the root suites, run one by one below.
     let mut unit = ctx.cargo();
-    unit.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "ha-tests",
-        "--exclude",
-        "ha-ebpf",
-    ]);
+    unit.args(["test", "--workspace", "--exclude", "ha-tests"]);
+    for krate in EBPF_CRATES {
+        unit.args(["--exclude", krate]);
+    }
     steps.push(test_step(&mut totals, "unit tests", &mut unit, false));
     // The test library's own unit tests (packet builder, hex dump) need no root.
     let mut test_lib = ctx.cargo();
@@ -178,25 +154,19 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     }
 
     let mut clippy = ctx.cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "ha-ebpf",
-        "--all-targets",
-    ]);
+    clippy.args(["clippy", "--workspace", "--all-targets"]);
+    for krate in EBPF_CRATES {
+        clippy.args(["--exclude", krate]);
+    }
     clippy.args(["--", "-D", "warnings"]);
     steps.push(check_step(&mut totals, "clippy (host)", &mut clippy));
 
     let mut clippy_ebpf = ctx.cargo();
-    clippy_ebpf.args([
-        "+nightly",
-        "clippy",
-        "-p",
-        "ha-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-    ]);
+    clippy_ebpf.args(["+nightly", "clippy"]);
+    for krate in EBPF_CRATES {
+        clippy_ebpf.args(["-p", krate]);
+    }
+    clippy_ebpf.args(["--target", "bpfel-unknown-none"]);
     clippy_ebpf.args(["-Z", "build-std=core", "--", "-D", "warnings"]);
     steps.push(check_step(&mut totals, "clippy (ebpf)", &mut clippy_ebpf));
 
@@ -219,33 +189,6 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The integration test targets of `ha-tests`: `tests/tests/NAME.rs` and
-/// `tests/tests/NAME/main.rs`, as cargo discovers them.
-pub(crate) fn root_suites(dir: &Path) -> anyhow::Result<Vec<String>> {
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
-    let mut suites = Vec::new();
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .path();
-        let name = if path.is_dir() && path.join("main.rs").is_file() {
-            path.file_name()
-        } else if path.extension().is_some_and(|ext| ext == "rs") && path.is_file() {
-            path.file_stem()
-        } else {
-            None
-        };
-        if let Some(name) = name.and_then(|name| name.to_str()) {
-            suites.push(name.to_owned());
-        }
-    }
-    suites.sort();
-    Ok(suites)
 }
 
 /// Runs a `cargo test`; with `must_run`, a run without any passed or failed test fails.
@@ -308,27 +251,5 @@ fn finish(name: &str, outcome: Outcome, start: Instant) -> Step {
         name: name.into(),
         outcome,
         duration: start.elapsed(),
-    }
-}
-
-pub(crate) fn print_table(steps: &[Step]) {
-    let width = steps.iter().map(|step| step.name.len()).max().unwrap_or(4);
-    println!(
-        "\n{:<width$}  {:<7}  {:>8}  detail",
-        "step", "result", "time"
-    );
-    for Step {
-        name,
-        outcome,
-        duration,
-    } in steps
-    {
-        let (result, detail) = match outcome {
-            Outcome::Ok => ("ok", ""),
-            Outcome::Failed(why) => ("FAILED", why.as_str()),
-            Outcome::Skipped(why) => ("skipped", why.as_str()),
-        };
-        let secs = format!("{:.1}s", duration.as_secs_f64());
-        println!("{name:<width$}  {result:<7}  {secs:>8}  {detail}");
     }
 }

@@ -48,11 +48,14 @@ pub enum Command {
     SetOwner(set_owner::Args),
     /// Release the pin of PREFIX: the health policy decides again.
     ClearOwner(clear_owner::Args),
-    /// Move every prefix off HOST until `undrain`.
+    /// Move every prefix off HOST until `undrain`: new connections go elsewhere at
+    /// once, established ones may finish (up to `drain_timeout_ms`; `--now`: moved
+    /// at once).
     Drain(drain::Args),
     /// Let HOST take prefixes again.
-    Undrain(drain::Args),
-    /// Each prefix's owner and why, each host's health and MAC.
+    Undrain(drain::UndrainArgs),
+    /// Each prefix's owner and why; each host's health, MAC, the VIPs it serves (and
+    /// why not) and its probes by outcome.
     Status(status::Args),
     /// Packets and bytes per prefix and host, and the data path's verdict counters.
     Stats(stats::Args),
@@ -81,8 +84,8 @@ impl Cli {
             Command::Run(args) => run::run(config, args).await,
             Command::SetOwner(args) => set_owner::set_owner(config, args).await,
             Command::ClearOwner(args) => clear_owner::clear_owner(config, args).await,
-            Command::Drain(args) => drain::drain(config, args, true).await,
-            Command::Undrain(args) => drain::drain(config, args, false).await,
+            Command::Drain(args) => drain::drain(config, args).await,
+            Command::Undrain(args) => drain::undrain(config, args).await,
             Command::Status(args) => status::status(config, args).await,
             Command::Stats(args) => stats::stats(config, args).await,
             Command::Events(args) => events::events(config, args).await,

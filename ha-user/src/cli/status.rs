@@ -2,9 +2,10 @@ use std::path::Path;
 
 use crate::{
     cli,
+    model::VipVerdict,
     proto::{
         Request, Status,
-        reports::{HostStatus, LastChange, PrefixStatus},
+        reports::{DrainStatus, HostStatus, LastChange, MovingStatus, PrefixStatus},
     },
 };
 
@@ -36,6 +37,7 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
             why,
             pinned,
             last_change,
+            moving,
         } = p;
         let pinned = match pinned {
             None => "-".to_owned(),
@@ -58,8 +60,19 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
                 detection_ms.map_or("-".to_owned(), |d| format!("{d:.1}")),
             ),
         };
+        let moving = match moving {
+            None => String::new(),
+            Some(MovingStatus {
+                from,
+                since_unix_ms: _,
+                flows_elsewhere,
+            }) => format!(
+                "; moving from {from}: {} flows still elsewhere",
+                or_dash(flows_elsewhere)
+            ),
+        };
         println!(
-            "{:<18} {:<10} {:<10} {:<16} {:<8} {last}",
+            "{:<18} {:<10} {:<10} {:<16} {:<8} {last}{moving}",
             prefix.to_string(),
             or_dash(owner),
             configured_owner,
@@ -69,9 +82,10 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<10} {:<15} {:<8} {:<17} {:<8} LAST ERROR",
-        "HOST", "ADDRESS", "HEALTH", "MAC", "DRAINED"
+        "{:<10} {:<15} {:<8} {:<17} {:<8} {:<22} {:<10} LAST ERROR",
+        "HOST", "ADDRESS", "HEALTH", "MAC", "DRAINED", "VIPS", "DISCARDED"
     );
+    let mut not_served = Vec::new();
     for h in status.hosts {
         let HostStatus {
             name,
@@ -79,18 +93,70 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
             health,
             mac,
             drained,
+            draining,
             last_error,
             last_rtt_us: _,
+            probes,
+            vips,
+            vip_probes: _,
         } = h;
+        let drained = match draining {
+            Some(DrainStatus {
+                since_unix_ms: _,
+                deadline_unix_ms,
+                remaining,
+            }) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                format!(
+                    "draining ({} connections left, {} s to go)",
+                    or_dash(remaining),
+                    deadline_unix_ms.saturating_sub(now).div_ceil(1000)
+                )
+            }
+            None if drained => "yes".to_owned(),
+            None => "no".to_owned(),
+        };
+        let count = |verdict: VipVerdict| vips.iter().filter(|v| v.verdict == verdict).count();
+        let mut served = format!("{} serving", count(VipVerdict::Serving));
+        for (verdict, what) in [
+            (VipVerdict::NotServing, "not"),
+            (VipVerdict::Unknown, "unknown"),
+        ] {
+            let n = count(verdict);
+            if n > 0 {
+                served.push_str(&format!(", {n} {what}"));
+            }
+        }
         println!(
-            "{:<10} {:<15} {:<8} {:<17} {:<8} {}",
+            "{:<10} {:<15} {:<8} {:<17} {:<8} {:<22} {:<10} {}",
             name,
             address.to_string(),
             health.to_string(),
             or_dash(mac),
-            if drained { "yes" } else { "no" },
+            drained,
+            served,
+            probes.discarded(),
             or_dash(last_error)
         );
+        for vip in vips {
+            if vip.verdict == VipVerdict::NotServing {
+                not_served.push(format!(
+                    "{:<10} {:<18} {}",
+                    name,
+                    vip.prefix.to_string(),
+                    or_dash(vip.why)
+                ));
+            }
+        }
+    }
+    if !not_served.is_empty() {
+        println!();
+        println!("{:<10} {:<18} WHY NOT SERVED", "HOST", "PREFIX");
+        for line in not_served {
+            println!("{line}");
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! file is valid.
 
 pub mod adopt;
+mod flows;
 
 use std::{
     collections::HashMap,
@@ -21,8 +22,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::model::{
-    Backups, CheckKind, FastPath, HealthCheck, Host, HostId, Mac, Prefix, PrefixId, VerifyMode,
-    XdpMode, defaults,
+    Backups, CheckKind, FastPath, Flows, HealthCheck, Host, HostId, Mac, Prefix, PrefixId,
+    VerifyMode, VipCheck, XdpMode, defaults, vip,
 };
 
 /// A fully validated configuration.
@@ -42,6 +43,11 @@ pub struct Config {
     /// The `[fast_path]` table: which interfaces verify flows, and for how long a
     /// kernel verdict on a flow holds.
     pub fast_path: FastPath,
+    /// The `[flows]` table: flow affinity across moves, graceful drains.
+    pub flows: Flows,
+    /// The `[vip_check]` table: how each prefix's VIP is checked through its
+    /// candidates.
+    pub vip_check: VipCheck,
     /// Hosts in file order: the `HostId` of each is its position.
     pub hosts: Vec<Host>,
     /// Prefixes in file order: the `PrefixId` of each is its position.
@@ -131,6 +137,8 @@ struct RawConfig {
     state_file: Option<PathBuf>,
     metrics: Option<Spanned<String>>,
     fast_path: Option<Spanned<RawFastPath>>,
+    flows: Option<Spanned<flows::RawFlows>>,
+    vip_check: Option<Spanned<RawVipCheck>>,
     health: Option<Spanned<RawHealth>>,
     #[serde(default, rename = "host")]
     hosts: Vec<Spanned<RawHost>>,
@@ -143,6 +151,16 @@ struct RawConfig {
 struct RawFastPath {
     verify: Option<VerifyMode>,
     refresh_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVipCheck {
+    enabled: Option<bool>,
+    interval_ms: Option<u64>,
+    sweep_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_rate: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +192,7 @@ struct RawPrefix {
     cidr: Spanned<String>,
     owner: Spanned<String>,
     backups: Option<Vec<Spanned<String>>>,
+    vip: Option<Spanned<String>>,
 }
 
 impl RawHealth {
@@ -227,6 +246,89 @@ fn fast_path_from_raw(checker: &mut Checker<'_>, raw: Option<&Spanned<RawFastPat
         verify: verify.unwrap_or(base.verify),
         refresh_ms,
     }
+}
+
+/// Most VIP probes per second `max_rate` may ask for.
+const MAX_VIP_RATE: u32 = 100_000;
+
+/// The `[vip_check]` table over the defaults.
+fn vip_check_from_raw(checker: &mut Checker<'_>, raw: Option<&Spanned<RawVipCheck>>) -> VipCheck {
+    let base = VipCheck::default();
+    let Some(raw) = raw else { return base };
+    let RawVipCheck {
+        enabled,
+        interval_ms,
+        sweep_ms,
+        timeout_ms,
+        max_rate,
+    } = raw.get_ref();
+    let check = VipCheck {
+        enabled: enabled.unwrap_or(base.enabled),
+        interval_ms: interval_ms.unwrap_or(base.interval_ms),
+        sweep_ms: sweep_ms.unwrap_or(base.sweep_ms),
+        timeout_ms: timeout_ms.unwrap_or(base.timeout_ms),
+        max_rate: max_rate.unwrap_or(base.max_rate),
+    };
+    let mut problem = |field: &str, message: String| {
+        checker.report(raw.span(), format!("vip_check.{field}"), message);
+    };
+    if check.interval_ms == 0 {
+        problem("interval_ms", "must be at least 1".to_owned());
+    }
+    if check.timeout_ms == 0 || check.timeout_ms > check.interval_ms {
+        problem(
+            "timeout_ms",
+            format!(
+                "must be 1 to interval_ms ({}): a pair's probe ends before its next is due",
+                check.interval_ms
+            ),
+        );
+    }
+    if check.sweep_ms < check.interval_ms {
+        problem(
+            "sweep_ms",
+            format!(
+                "must be at least interval_ms ({}): the other candidates are asked no more often than the holder",
+                check.interval_ms
+            ),
+        );
+    }
+    if check.max_rate == 0 || check.max_rate > MAX_VIP_RATE {
+        problem(
+            "max_rate",
+            format!("must be 1 to {MAX_VIP_RATE} probes per second"),
+        );
+    }
+    check
+}
+
+/// The VIP of a prefix: `raw` if given (an address inside `net`, neither its network
+/// nor its broadcast address when it has them), else its first usable address.
+fn vip_of(
+    checker: &mut Checker<'_>,
+    net: Ipv4Net,
+    raw: Option<&Spanned<String>>,
+    field: String,
+) -> Option<Ipv4Addr> {
+    let Some(raw) = raw else {
+        return Some(vip::default_vip(net));
+    };
+    let text = raw.get_ref();
+    let problem = match text.parse::<Ipv4Addr>() {
+        Err(_) => format!("`{text}` is not an IPv4 address"),
+        Ok(addr) if !net.contains(&addr) => {
+            format!("{addr} is outside the prefix {net}: the VIP is an address of the prefix")
+        }
+        Ok(addr) if net.prefix_len() < 31 && addr == net.network() => {
+            format!("{addr} is the network address of {net}; clients cannot use it")
+        }
+        Ok(addr) if net.prefix_len() < 31 && addr == net.broadcast() => {
+            format!("{addr} is the broadcast address of {net}; clients cannot use it")
+        }
+        Ok(addr) => return Some(addr),
+    };
+    checker.report(raw.span(), field, problem);
+    None
 }
 
 /// Collects problems with their line numbers.
@@ -345,11 +447,15 @@ impl Config {
             state_file,
             metrics,
             fast_path: raw_fast_path,
+            flows: raw_flows,
+            vip_check: raw_vip_check,
             health,
             hosts: raw_hosts,
             prefixes: raw_prefixes,
         } = raw;
         let fast_path = fast_path_from_raw(checker, raw_fast_path.as_ref());
+        let flows = flows::flows_from_raw(checker, raw_flows.as_ref());
+        let vip_check = vip_check_from_raw(checker, raw_vip_check.as_ref());
 
         let defaults = match &health {
             Some(health) => checker.health(health, &HealthCheck::default(), "health"),
@@ -393,6 +499,8 @@ impl Config {
             state_file: state_file.unwrap_or_else(|| PathBuf::from(defaults::STATE_FILE)),
             metrics,
             fast_path,
+            flows,
+            vip_check,
             hosts,
             prefixes,
         }
@@ -579,6 +687,7 @@ fn prefixes_from_raw(
             cidr,
             owner,
             backups,
+            vip,
         } = raw.get_ref();
         let field = |f: &str| format!("prefix[{i}].{f}");
         let line = checker.line_of(cidr.span().start);
@@ -621,7 +730,8 @@ fn prefixes_from_raw(
             }
             None => Backups::AllOthers,
         };
-        let (Some(net), Some(owner)) = (net, owner_index) else {
+        let vip = net.and_then(|net| vip_of(checker, net, vip.as_ref(), field("vip")));
+        let (Some(net), Some(owner), Some(vip)) = (net, owner_index, vip) else {
             continue;
         };
         prefixes.push((
@@ -629,6 +739,7 @@ fn prefixes_from_raw(
                 cidr: net,
                 owner,
                 backups: backup_indices,
+                vip,
             },
             line,
             cidr.span(),

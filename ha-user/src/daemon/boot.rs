@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Options,
-    controller::{Controller, Inputs, fast_path},
+    controller::{Affinity, Controller, Inputs, fast_path},
     events::EventBus,
     lock::Lock,
     metrics::{self, Metrics},
@@ -129,6 +129,7 @@ async fn check(
     let (config, config_file) =
         load_config(handle, config_path.as_deref(), iface.as_deref()).await?;
     kernel::require_root("ha-user run")?;
+    kernel::require_kernel()?;
     events.publish(Event::ConfigLoaded {
         source: match (&config_file, &iface) {
             (Some(path), _) => ConfigSource::File { path: path.clone() },
@@ -332,6 +333,7 @@ async fn start(
     let mut controller = Controller {
         metrics: Metrics::new(metrics_maps, Default::default()),
         last_change: vec![None; config.prefixes.len()],
+        affinity: Affinity::adopt(&config, &maps, &policy)?,
         config,
         config_path: config_file,
         lan,

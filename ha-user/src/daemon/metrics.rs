@@ -1,8 +1,9 @@
 //! Prometheus metrics (OpenMetrics text) on the optional `metrics` address.
 //!
 //! Controller events (host health, prefix owner, ownership changes, detection and
-//! switch times) are recorded as they happen; data-path counters are read from the
-//! pinned maps on each scrape, so they are never stale and cost nothing in between.
+//! switch times, VIP verdicts) are recorded as they happen; data-path counters are
+//! read from the pinned maps, and the probes by outcome from the health checks, on
+//! each scrape, so they are never stale and cost nothing in between.
 
 use std::{
     net::SocketAddr,
@@ -29,7 +30,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::kernel::datapath::Maps;
+use crate::{health::Outcomes, kernel::datapath::Maps, model::ProbeOutcome};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -51,6 +52,19 @@ pub struct Metrics {
     detection: Histogram,
     switch: Histogram,
     names: Arc<RwLock<Names>>,
+    vip_serving: Family<Labels, Gauge>,
+    probes: Arc<RwLock<Option<Outcomes>>>,
+}
+
+/// Reads the probe counts of the health checks at scrape time.
+struct ProbeCollector {
+    probes: Arc<RwLock<Option<Outcomes>>>,
+}
+
+impl std::fmt::Debug for ProbeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeCollector").finish_non_exhaustive()
+    }
 }
 
 /// Reads the data-path counters at scrape time.
@@ -98,10 +112,20 @@ impl Metrics {
             "From the decision to the data-path map written",
             switch.clone(),
         );
+        let vip_serving = Family::<Labels, Gauge>::default();
+        registry.register(
+            "vip_serving",
+            "0 while the host does not answer on the prefix's VIP (after a change)",
+            vip_serving.clone(),
+        );
         let names = Arc::new(RwLock::new(names));
         registry.register_collector(Box::new(MapCollector {
             maps: Mutex::new(maps),
             names: names.clone(),
+        }));
+        let probes = Arc::new(RwLock::new(None));
+        registry.register_collector(Box::new(ProbeCollector {
+            probes: probes.clone(),
         }));
         Metrics {
             registry: Arc::new(registry),
@@ -111,7 +135,24 @@ impl Metrics {
             detection,
             switch,
             names,
+            vip_serving,
+            probes,
         }
+    }
+
+    /// Where the probe counts are read at scrape time.
+    pub fn set_probes(&self, probes: Outcomes) {
+        *self.probes.write().unwrap_or_else(PoisonError::into_inner) = Some(probes);
+    }
+
+    /// `host`'s verdict on the VIP of `prefix` changed.
+    pub fn vip_serving(&self, prefix: &str, host: &str, serving: bool) {
+        self.vip_serving
+            .get_or_create(&vec![
+                ("prefix", prefix.to_owned()),
+                ("host", host.to_owned()),
+            ])
+            .set(i64::from(serving));
     }
 
     pub fn set_names(&self, names: Names) {
@@ -210,6 +251,38 @@ impl Collector for MapCollector {
             for (name, traffic) in &rows {
                 ConstCounter::new(traffic.bytes)
                     .encode(family.encode_family(&[(what, name.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collector for ProbeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let probes = self.probes.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(probes) = probes.as_ref() else {
+            return Ok(());
+        };
+        let rows = probes.read();
+        let mut family = encoder.encode_descriptor(
+            "ha_probes",
+            "Health probes by host, check (host: its own address, vip: the VIPs through \
+             it) and outcome; late, no-socket, interface-down and no-route are local \
+             failures, discarded",
+            None,
+            MetricType::Counter,
+        )?;
+        for (host, own, vip) in &rows {
+            for (check, counts) in [("host", own), ("vip", vip)] {
+                for outcome in ProbeOutcome::ALL {
+                    let labels = [
+                        ("host", host.as_str()),
+                        ("check", check),
+                        ("outcome", outcome.name()),
+                    ];
+                    ConstCounter::new(counts[outcome.index()])
+                        .encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         Ok(())

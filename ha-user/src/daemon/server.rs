@@ -293,7 +293,7 @@ mod tests {
         tokio::spawn(async move {
             while let Some(Command { request, reply }) = requests.recv().await {
                 let result = match request {
-                    Request::Drain { host } => Reply::Ok(Answer::Change(ChangeReport {
+                    Request::Drain { host, .. } => Reply::Ok(Answer::Change(ChangeReport {
                         result: crate::proto::reports::ChangeResult::Drained { host },
                         changes: Vec::new(),
                     })),
@@ -326,6 +326,7 @@ mod tests {
             .expect("connect")
             .ask(Request::Drain {
                 host: "host3".into(),
+                now: true,
             })
             .await
             .expect("answer");

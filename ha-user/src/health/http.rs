@@ -15,15 +15,21 @@
 //! one. If a kept connection fails before the first byte of the response (the close
 //! crossed our request), the probe retries once on a new connection, so a dead
 //! process reads as `connection refused` as without reuse.
+//!
+//! A VIP probe's client ([`Client::vip`]) connects anew every time, with the probe
+//! mark: thousands of VIP pairs cannot each hold a connection.
 
-use std::{io, net::SocketAddrV4};
+use std::{io, net::SocketAddrV4, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
 
-use super::{error::ProbeError, tcp::connect};
+use super::{
+    error::ProbeError,
+    tcp::{Connected, connect},
+};
 
 /// Longest HTTP status line read before the response is called malformed.
 const MAX_STATUS_LINE: usize = 1024;
@@ -46,11 +52,29 @@ pub(super) struct Client {
     /// and put back only when it ends cleanly.
     connection: Option<TcpStream>,
     buffer: Vec<u8>,
+    /// The `skb->mark` of its connections (VIP probes).
+    mark: Option<u32>,
+    /// Keep the connection between probes when the response allows it.
+    keep: bool,
+    /// How late the controller noticed the last probe's new connection (zero when a
+    /// kept one served): read after a timeout.
+    pub(super) lag: Duration,
 }
 
 impl Client {
-    /// `GET path` from `target`; success iff the status code is `expect`.
+    /// `GET path` from `target`, on a kept connection; success iff the status code is
+    /// `expect`.
     pub(super) fn new(target: SocketAddrV4, path: &str, expect: u16) -> Self {
+        Self::build(target, path, expect, None, true)
+    }
+
+    /// The same check of a VIP through the host `mark` names, on a new connection
+    /// each time.
+    pub(super) fn vip(target: SocketAddrV4, path: &str, expect: u16, mark: u32) -> Self {
+        Self::build(target, path, expect, Some(mark), false)
+    }
+
+    fn build(target: SocketAddrV4, path: &str, expect: u16, mark: Option<u32>, keep: bool) -> Self {
         let host = match target.port() {
             80 => target.ip().to_string(),
             _ => target.to_string(),
@@ -63,12 +87,16 @@ impl Client {
             request: request.into_bytes().into_boxed_slice(),
             connection: None,
             buffer: vec![0; INITIAL_BUFFER],
+            mark,
+            keep,
+            lag: Duration::ZERO,
         }
     }
 
     /// One request and its response, on the kept connection if there is a usable
     /// one. Unbounded: the caller applies the timeout.
     pub(super) async fn probe(&mut self) -> Result<(), ProbeError> {
+        self.lag = Duration::ZERO;
         if let Some(stream) = self.connection.take().filter(still_open) {
             match self.exchange(stream).await {
                 // Closed under us before answering: ask again on a new connection.
@@ -76,7 +104,8 @@ impl Client {
                 done => return self.finish(done),
             }
         }
-        let stream = connect(self.target).await?;
+        let Connected { stream, lag } = connect(self.target, self.mark).await?;
+        self.lag = lag;
         let done = self.exchange(stream).await;
         self.finish(done)
     }
@@ -91,7 +120,7 @@ impl Client {
         if status != self.expect {
             return Err(ProbeError::Status { status });
         }
-        if keep_alive {
+        if keep_alive && self.keep {
             self.connection = Some(stream);
         }
         Ok(())

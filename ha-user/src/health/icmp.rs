@@ -7,6 +7,10 @@
 //! exceededs. One receive task reads it and hands each packet to the probe waiting
 //! for its echo identifier and sequence ([`Dispatch`]). Each host task holds an
 //! [`Echo`]: its identifier (unique among the checker's echoes) and its slot.
+//!
+//! VIP probes go out on a second socket of the same kind ([`Lazy::marked`]), which
+//! sets `SO_MARK` to the probe's mark before each send (under a lock, so two sends
+//! cannot interleave their marks): one socket, whatever the number of hosts.
 
 use std::{
     collections::{HashMap, hash_map::Entry},
@@ -50,18 +54,30 @@ const IDENT_WINDOW: u16 = 4096;
 /// The shared socket, opened by the first icmp probe and kept for the life of the
 /// checker (every [`Echo`] and the checker hold this).
 #[derive(Debug, Default)]
-pub(super) struct Lazy(Mutex<Option<Arc<Pinger>>>);
+pub(super) struct Lazy {
+    pinger: Mutex<Option<Arc<Pinger>>>,
+    /// Sends carry a mark: each sets `SO_MARK` first.
+    marked: bool,
+}
 
 impl Lazy {
+    /// The socket of marked sends (VIP probes).
+    pub(super) fn marked() -> Self {
+        Self {
+            pinger: Mutex::new(None),
+            marked: true,
+        }
+    }
+
     /// The open socket, opening it (and starting its receive task) if needed. Must be
     /// called inside a tokio runtime. A failure is not remembered: the next probe
     /// tries again.
     fn get(&self) -> Result<Arc<Pinger>, ProbeError> {
-        let mut pinger = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pinger = self.pinger.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pinger) = &*pinger {
             return Ok(pinger.clone());
         }
-        let opened = Arc::new(Pinger::open()?);
+        let opened = Arc::new(Pinger::open(self.marked)?);
         *pinger = Some(opened.clone());
         Ok(opened)
     }
@@ -78,10 +94,27 @@ struct Pinger {
 struct Shared {
     socket: AsyncFd<Socket>,
     dispatch: Dispatch,
+    /// Held from setting a send's `SO_MARK` to the send (marked sockets only).
+    marking: Option<Mutex<()>>,
+}
+
+impl Shared {
+    /// Sends `request` to `destination` with `mark` (on a marked socket).
+    fn send(&self, request: &[u8], destination: &SockAddr, mark: Option<u32>) -> io::Result<usize> {
+        let socket = self.socket.get_ref();
+        match (&self.marking, mark) {
+            (Some(lock), Some(mark)) => {
+                let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                socket.set_mark(mark)?;
+                socket.send_to(request, destination)
+            }
+            _ => socket.send_to(request, destination),
+        }
+    }
 }
 
 impl Pinger {
-    fn open() -> Result<Self, ProbeError> {
+    fn open(marked: bool) -> Result<Self, ProbeError> {
         let socket_error = |source| ProbeError::IcmpSocket { source };
         let socket =
             Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(socket_error)?;
@@ -110,6 +143,7 @@ impl Pinger {
         let shared = Arc::new(Shared {
             socket,
             dispatch: Dispatch::new(first_ident),
+            marking: marked.then(|| Mutex::new(())),
         });
         let receiver = tokio::spawn(receive(shared.clone())).abort_handle();
         debug!("icmp socket open");
@@ -193,6 +227,8 @@ async fn receive(shared: Arc<Shared>) {
 pub(super) struct Echo {
     lazy: Arc<Lazy>,
     address: Ipv4Addr,
+    /// The `skb->mark` of its requests (VIP probes, on a [`Lazy::marked`] socket).
+    mark: Option<u32>,
     seq: u16,
     registered: Option<Registered>,
 }
@@ -206,9 +242,15 @@ struct Registered {
 
 impl Echo {
     pub(super) fn new(lazy: Arc<Lazy>, address: Ipv4Addr) -> Self {
+        Self::with_mark(lazy, address, None)
+    }
+
+    /// Echoes to `address` whose requests carry `mark` (`lazy` must be marked).
+    pub(super) fn with_mark(lazy: Arc<Lazy>, address: Ipv4Addr, mark: Option<u32>) -> Self {
         Self {
             lazy,
             address,
+            mark,
             seq: 0,
             registered: None,
         }
@@ -239,10 +281,10 @@ impl Echo {
         let icmp_error = |source| ProbeError::Icmp { source };
         let request = echo_request(*ident, self.seq);
         let destination = SockAddr::from(SocketAddrV4::new(self.address, 0));
-        let socket = &pinger.shared.socket;
+        let shared = &pinger.shared;
         loop {
-            let mut guard = socket.writable().await.map_err(icmp_error)?;
-            if let Ok(sent) = guard.try_io(|s| s.get_ref().send_to(&request, &destination)) {
+            let mut guard = shared.socket.writable().await.map_err(icmp_error)?;
+            if let Ok(sent) = guard.try_io(|_| shared.send(&request, &destination, self.mark)) {
                 sent.map_err(icmp_error)?;
                 break;
             }

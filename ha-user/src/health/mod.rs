@@ -1,11 +1,19 @@
-//! Health checks of the web servers.
+//! Health checks of the web servers, and of the VIPs they serve.
 //!
-//! [`HealthChecker::spawn`] starts one tokio task per host. A task probes its host's
-//! `address` every `interval_ms` — a TCP connect, an HTTP GET or an ICMP echo, each
-//! bounded by `timeout_ms` — one probe at a time: a slow probe delays the next tick
-//! ([`MissedTickBehavior::Delay`]), probes never pile up. Results go through a
-//! [`Hysteresis`]: a host starts unknown, `rise` consecutive successes make it up and
-//! `fall` consecutive failures make it down. Every change is sent as a [`HealthEvent`].
+//! [`HealthChecker::spawn`] starts one task per host on the checks' own thread (a
+//! current-thread runtime, see [`runtime`]). A task probes its host's `address`
+//! every `interval_ms` — a TCP connect, an HTTP GET or an ICMP echo, each bounded by
+//! `timeout_ms` — one probe at a time: a slow probe delays the next tick
+//! ([`MissedTickBehavior::Delay`]), probes never pile up. Every probe ends in a
+//! [`ProbeOutcome`] ([`outcome`]): only answered, refused and silent count, through a
+//! [`Hysteresis`] — a host starts unknown, `rise` consecutive successes make it up
+//! and `fall` consecutive failures make it down; a local failure (the controller was
+//! late, no socket, the LAN interface down, no route) is counted apart and decides
+//! nothing. Every change is sent as a [`CheckEvent::Host`] with the timings of the
+//! probes that decided it.
+//!
+//! The VIP checks ([`vip`]) run on the same thread: the controller hands them a
+//! [`VipPlan`] ([`HealthChecker::set_vip_plan`]), they send [`CheckEvent::Vip`].
 //!
 //! The latest [`HostHealth`] of every host is kept in a [`HealthStatus`]: an
 //! `Arc<RwLock<Vec<HostHealth>>>` indexed by [`HostId`],
@@ -22,29 +30,51 @@
 //! `fall × interval + timeout` when `timeout ≤ interval`. A dead process answers with
 //! RST (immediate failure; a kept HTTP connection to it is found closed and the probe
 //! connects anew, refused); a dead link, a blackhole or a hung server costs `timeout`.
+//! A probe discarded as late adds one interval.
 
 mod error;
 mod http;
+mod hysteresis;
 mod icmp;
+mod iface;
+mod outcome;
 mod probe;
+mod runtime;
 mod tcp;
+pub mod vip;
 
 use std::{
+    collections::VecDeque,
     net::Ipv4Addr,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
 pub use error::ProbeError;
+pub use hysteresis::Hysteresis;
+pub use outcome::Probe;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
     time::{Instant, MissedTickBehavior},
 };
 use tracing::{debug, trace};
+pub use vip::{PlanHost, PlanPrefix, VipEvent, VipPair, VipPlan, VipSnapshot};
 
 pub use crate::model::Health;
-use crate::model::{CheckKind, Host, HostId};
+use crate::model::{CheckKind, Host, HostId, ProbeOutcome};
+
+/// The probes kept with a host's state: the streak behind its next change.
+const STREAK_KEPT: usize = 16;
+
+/// What the checks tell the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckEvent {
+    /// A host's health changed.
+    Host(HealthEvent),
+    /// A host's verdict on a prefix's VIP changed.
+    Vip(VipEvent),
+}
 
 /// A host changed state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +92,9 @@ pub struct HealthEvent {
     /// For `Down` the last probe's error (`connection refused`, `timeout after 10 ms`,
     /// `http status 503`, ...); for `Up` the number of successes.
     pub reason: String,
+    /// The probes since the streak began (discarded ones included), oldest first, at
+    /// most [`STREAK_KEPT`]: what decided, with its timings.
+    pub probes: Vec<Probe>,
 }
 
 /// The latest known health of one host, as status shows it.
@@ -84,6 +117,9 @@ pub struct HostHealth {
     pub last_probe: Option<Instant>,
     /// When `state` last changed.
     pub changed_at: Option<Instant>,
+    /// Probes of its own address since its check started, by outcome
+    /// ([`ProbeOutcome::index`]).
+    pub outcomes: [u64; ProbeOutcome::ALL.len()],
 }
 
 impl HostHealth {
@@ -99,60 +135,8 @@ impl HostHealth {
             last_rtt: None,
             last_probe: None,
             changed_at: None,
+            outcomes: [0; ProbeOutcome::ALL.len()],
         }
-    }
-}
-
-/// Rise/fall hysteresis over probe results; no I/O, no clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hysteresis {
-    rise: u32,
-    fall: u32,
-    state: Health,
-    successes: u32,
-    failures: u32,
-}
-
-impl Hysteresis {
-    /// Starts unknown. A `rise` or `fall` of 0 counts as 1 (the config rejects 0).
-    pub fn new(rise: u32, fall: u32) -> Self {
-        Self {
-            rise: rise.max(1),
-            fall: fall.max(1),
-            state: Health::Unknown,
-            successes: 0,
-            failures: 0,
-        }
-    }
-
-    /// Records one probe result; returns the new state if this result changed it.
-    pub fn record(&mut self, ok: bool) -> Option<Health> {
-        let (streak, threshold, next) = if ok {
-            self.failures = 0;
-            self.successes = self.successes.saturating_add(1);
-            (self.successes, self.rise, Health::Up)
-        } else {
-            self.successes = 0;
-            self.failures = self.failures.saturating_add(1);
-            (self.failures, self.fall, Health::Down)
-        };
-        if streak >= threshold && self.state != next {
-            self.state = next;
-            return Some(next);
-        }
-        None
-    }
-
-    pub fn state(&self) -> Health {
-        self.state
-    }
-
-    pub fn successes(&self) -> u32 {
-        self.successes
-    }
-
-    pub fn failures(&self) -> u32 {
-        self.failures
     }
 }
 
@@ -174,35 +158,95 @@ impl HealthStatus {
     }
 }
 
-/// The running checks: one task per host.
+/// Probe counts per host, by outcome ([`ProbeOutcome::index`]).
+pub type OutcomeCounts = [u64; ProbeOutcome::ALL.len()];
+
+/// A cloneable handle on the probe counts of every host.
+#[derive(Clone, Debug)]
+pub struct Outcomes {
+    status: HealthStatus,
+    shelf: vip::Shelf,
+}
+
+impl Outcomes {
+    /// Per host (by [`HostId`]): its name, the counts of its own probes and of the
+    /// VIP probes through it.
+    pub fn read(&self) -> Vec<(String, OutcomeCounts, OutcomeCounts)> {
+        let vips = self.shelf.outcomes();
+        self.status
+            .snapshot()
+            .into_iter()
+            .enumerate()
+            .map(|(index, host)| {
+                let vip = vips.get(index).copied().unwrap_or_default();
+                (host.name, host.outcomes, vip)
+            })
+            .collect()
+    }
+}
+
+/// The VIP checks' side of the checker.
+#[derive(Debug)]
+struct Vips {
+    plan: watch::Sender<Arc<VipPlan>>,
+    hosts: watch::Sender<(u64, Arc<Vec<Host>>)>,
+    shelf: vip::Shelf,
+    task: JoinHandle<()>,
+}
+
+/// The running checks: one task per host, and the VIP checks.
 #[derive(Debug)]
 pub struct HealthChecker {
     /// Index = host id; the host each task was started for.
     tasks: Vec<(Host, JoinHandle<()>)>,
     status: HealthStatus,
-    events: mpsc::Sender<HealthEvent>,
+    events: mpsc::Sender<CheckEvent>,
     shutdown: watch::Receiver<bool>,
-    /// What the probes of all hosts share (the ICMP socket).
+    /// What the probes of all hosts share (the ICMP sockets, the LAN interface).
     probes: probe::Shared,
+    vips: Vips,
+    /// Dropped last: its thread ends with it.
+    runtime: runtime::Runtime,
 }
 
 impl HealthChecker {
     /// Starts checking every host; must be called inside a tokio runtime. Changes are
     /// sent on `events`. The tasks end when `shutdown` becomes `true` or its sender is
     /// dropped, when `events` is closed, or when the checker is dropped or stopped.
+    /// The VIP checks wait for their first plan.
     pub fn spawn(
         hosts: &[Host],
-        events: mpsc::Sender<HealthEvent>,
+        events: mpsc::Sender<CheckEvent>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let runtime = runtime::Runtime::start();
         let status = HealthStatus::default();
         status.with(|all| *all = hosts.iter().map(HostHealth::new).collect());
+        let probes = probe::Shared::default();
+        let (plan, plan_rx) = watch::channel(Arc::new(VipPlan::default()));
+        let (hosts_tx, hosts_rx) = watch::channel((0, Arc::new(hosts.to_vec())));
+        let shelf = vip::Shelf::default();
+        let scheduler = vip::Scheduler {
+            plan: plan_rx,
+            hosts: hosts_rx,
+            shelf: shelf.clone(),
+            shared: probes.clone(),
+            events: events.clone(),
+        };
+        let task = spawn_until(&runtime, shutdown.clone(), "VIP checks", scheduler.run());
         let mut checker = Self {
             tasks: Vec::new(),
             status,
             events,
             shutdown,
-            probes: probe::Shared::default(),
+            probes,
+            vips: Vips {
+                plan,
+                hosts: hosts_tx,
+                shelf,
+                task,
+            },
+            runtime,
         };
         checker.tasks = hosts
             .iter()
@@ -222,11 +266,43 @@ impl HealthChecker {
         self.status.clone()
     }
 
+    /// Failures while the LAN interface `name` is down (or without carrier) are the
+    /// interface's, not the hosts'.
+    pub fn set_lan(&self, name: &str) {
+        self.probes.lan.set(name);
+    }
+
+    /// What the VIP checks are to ask from now on; the same plan again changes
+    /// nothing.
+    pub fn set_vip_plan(&self, plan: VipPlan) {
+        self.vips.plan.send_if_modified(|current| {
+            if **current == plan {
+                return false;
+            }
+            *current = Arc::new(plan);
+            true
+        });
+    }
+
+    /// What the VIP checks know.
+    pub fn vip_snapshot(&self) -> VipSnapshot {
+        self.vips.shelf.snapshot()
+    }
+
+    /// A handle on every host's probe counts (for metrics, read at scrape time).
+    pub fn outcomes(&self) -> Outcomes {
+        Outcomes {
+            status: self.status.clone(),
+            shelf: self.vips.shelf.clone(),
+        }
+    }
+
     /// Applies a new host list (a configuration reload): a host whose name, address
     /// and check are unchanged at the same index keeps its task and state; any other
     /// is stopped, and restarted from unknown if it still exists. Returns the hosts
     /// that were (re)started. Old tasks have ended when this returns, so they send no
-    /// event after it.
+    /// event after it. The VIP verdicts start afresh (prefix and host ids may have
+    /// moved).
     pub async fn update(&mut self, hosts: &[Host]) -> Vec<HostId> {
         let same = |old: &Host, new: &Host| {
             old.name == new.name && old.address == new.address && old.health == new.health
@@ -255,6 +331,10 @@ impl HealthChecker {
             stop_task(handle).await;
         }
         self.status.with(|all| all.truncate(hosts.len()));
+        self.vips.hosts.send_modify(|(generation, current)| {
+            *generation += 1;
+            *current = Arc::new(hosts.to_vec());
+        });
         restarted
     }
 
@@ -263,6 +343,8 @@ impl HealthChecker {
         for (_, handle) in std::mem::take(&mut self.tasks) {
             stop_task(handle).await;
         }
+        self.vips.task.abort();
+        let _ended = (&mut self.vips.task).await;
     }
 
     fn start(&self, id: HostId, host: &Host) -> JoinHandle<()> {
@@ -273,18 +355,32 @@ impl HealthChecker {
             status: self.status.clone(),
             events: self.events.clone(),
         };
-        let mut shutdown = self.shutdown.clone();
-        let name = host.name.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                // `wait_for` fails when the sender is gone: that is a shutdown too.
-                _ = shutdown.wait_for(|&stop| stop) => {
-                    debug!(host = %name, "health check stopped");
-                }
-                () = task.run() => {}
-            }
-        })
+        spawn_until(&self.runtime, self.shutdown.clone(), &host.name, task.run())
     }
+
+    #[cfg(test)]
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime.handle
+    }
+}
+
+/// Runs `work` on the checks' thread until it ends or `shutdown` says stop.
+fn spawn_until(
+    runtime: &runtime::Runtime,
+    mut shutdown: watch::Receiver<bool>,
+    name: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let name = name.to_owned();
+    runtime.handle.spawn(async move {
+        tokio::select! {
+            // `wait_for` fails when the sender is gone: that is a shutdown too.
+            _ = shutdown.wait_for(|&stop| stop) => {
+                debug!(check = %name, "health check stopped");
+            }
+            () = work => {}
+        }
+    })
 }
 
 impl Drop for HealthChecker {
@@ -292,6 +388,7 @@ impl Drop for HealthChecker {
         for (_, handle) in &self.tasks {
             handle.abort();
         }
+        self.vips.task.abort();
     }
 }
 
@@ -306,7 +403,7 @@ struct HostTask {
     prober: probe::Prober,
     host: Host,
     status: HealthStatus,
-    events: mpsc::Sender<HealthEvent>,
+    events: mpsc::Sender<CheckEvent>,
 }
 
 impl HostTask {
@@ -323,27 +420,31 @@ impl HostTask {
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut hysteresis = Hysteresis::new(check.rise, check.fall);
         let mut streak_start = Instant::now();
+        let mut streak: VecDeque<Probe> = VecDeque::with_capacity(STREAK_KEPT);
         loop {
             interval.tick().await;
-            let started = Instant::now();
-            let result = prober.probe().await;
+            let probe = prober.probe().await;
             let old = hysteresis.state();
-            let change = hysteresis.record(result.is_ok());
-            if hysteresis.successes() == 1 || hysteresis.failures() == 1 {
-                streak_start = started;
+            let verdict = probe.outcome.verdict();
+            let change = verdict.and_then(|ok| hysteresis.record(ok));
+            if verdict.is_some() && (hysteresis.successes() == 1 || hysteresis.failures() == 1) {
+                // A new streak starts with this probe.
+                streak_start = probe.started;
+                streak.clear();
             }
+            if streak.len() == STREAK_KEPT {
+                streak.pop_front();
+            }
+            streak.push_back(probe.clone());
             let at = Instant::now();
-            let error = match &result {
-                Ok(rtt) => {
-                    trace!(host = %host.name, ?rtt, "probe ok");
-                    None
+            match probe.outcome {
+                ProbeOutcome::Answered => {
+                    trace!(host = %host.name, rtt = ?probe.waited, "probe ok")
                 }
-                Err(err) => {
-                    let reason = err.reason();
-                    debug!(host = %host.name, %reason, "probe failed");
-                    Some(reason)
+                outcome => {
+                    debug!(host = %host.name, %outcome, reason = probe.error.as_deref(), "probe failed");
                 }
-            };
+            }
             status.with(|all| {
                 let Some(slot) = all.get_mut(id.index()) else {
                     return;
@@ -351,12 +452,13 @@ impl HostTask {
                 slot.state = hysteresis.state();
                 slot.successes = hysteresis.successes();
                 slot.failures = hysteresis.failures();
-                slot.last_probe = Some(started);
-                if let Ok(rtt) = result {
-                    slot.last_rtt = Some(rtt);
+                slot.last_probe = Some(probe.started);
+                slot.outcomes[probe.outcome.index()] += 1;
+                if probe.outcome == ProbeOutcome::Answered {
+                    slot.last_rtt = Some(probe.waited);
                 }
-                if error.is_some() {
-                    slot.last_error.clone_from(&error);
+                if probe.error.is_some() {
+                    slot.last_error.clone_from(&probe.error);
                 }
                 if change.is_some() {
                     slot.changed_at = Some(at);
@@ -365,9 +467,10 @@ impl HostTask {
             let Some(state) = change else {
                 continue;
             };
-            let reason = error.unwrap_or_else(|| {
-                format!("{} consecutive successful probes", hysteresis.successes())
-            });
+            let reason = match state {
+                Health::Down => probe.error.clone().unwrap_or_default(),
+                _ => format!("{} consecutive successful probes", hysteresis.successes()),
+            };
             let detected_in = at - streak_start;
             debug!(host = %host.name, %state, %reason, ?detected_in, "host health changed");
             let event = HealthEvent {
@@ -377,8 +480,9 @@ impl HostTask {
                 at,
                 detected_in,
                 reason,
+                probes: streak.iter().cloned().collect(),
             };
-            if events.send(event).await.is_err() {
+            if events.send(CheckEvent::Host(event)).await.is_err() {
                 debug!(host = %host.name, "health event receiver closed; stopping checks");
                 return;
             }
@@ -390,58 +494,6 @@ impl HostTask {
 mod tests {
     use super::{probe::tests::*, *};
     use crate::model::HealthCheck;
-
-    #[test]
-    fn first_result_decides_nothing() {
-        for ok in [true, false] {
-            let mut h = Hysteresis::new(2, 3);
-            assert_eq!(h.record(ok), None);
-            assert_eq!(h.state(), Health::Unknown);
-        }
-    }
-
-    #[test]
-    fn rise_and_fall_count_consecutive_results() {
-        let mut h = Hysteresis::new(2, 3);
-        assert_eq!(h.record(true), None);
-        assert_eq!(h.record(true), Some(Health::Up));
-        assert_eq!(h.record(true), None, "already up");
-        assert_eq!(h.record(false), None);
-        assert_eq!(h.record(false), None);
-        assert_eq!((h.failures(), h.state()), (2, Health::Up));
-        assert_eq!(h.record(false), Some(Health::Down));
-        assert_eq!(h.record(false), None, "already down");
-        assert_eq!(h.record(true), None);
-        assert_eq!(h.record(true), Some(Health::Up));
-
-        let mut from_unknown = Hysteresis::new(5, 3);
-        assert_eq!(from_unknown.record(false), None);
-        assert_eq!(from_unknown.record(false), None);
-        assert_eq!(from_unknown.record(false), Some(Health::Down));
-    }
-
-    #[test]
-    fn flapping_never_crosses_a_threshold() {
-        for start in [None, Some(true), Some(false)] {
-            let mut h = Hysteresis::new(2, 2);
-            if let Some(ok) = start {
-                h.record(ok);
-                h.record(ok);
-            }
-            let before = h.state();
-            for i in 0..100 {
-                assert_eq!(h.record(i % 2 == 0), None, "flap {i} from {before:?}");
-            }
-            assert_eq!(h.state(), before);
-        }
-    }
-
-    #[test]
-    fn rise_and_fall_of_one_decide_at_once() {
-        let mut h = Hysteresis::new(1, 1);
-        assert_eq!(h.record(false), Some(Health::Down));
-        assert_eq!(h.record(true), Some(Health::Up));
-    }
 
     fn host(name: &str, port: u16, interval_ms: u64, timeout_ms: u64) -> Host {
         Host {
@@ -457,11 +509,16 @@ mod tests {
         }
     }
 
-    async fn next_event(events: &mut mpsc::Receiver<HealthEvent>) -> HealthEvent {
-        tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .expect("an event within 5 s")
-            .expect("checker alive")
+    async fn next_event(events: &mut mpsc::Receiver<CheckEvent>) -> HealthEvent {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .expect("an event within 5 s")
+                .expect("checker alive");
+            if let CheckEvent::Host(event) = event {
+                return event;
+            }
+        }
     }
 
     /// Waits for Up, breaks the server with `fail`, and asserts Down comes in time.
@@ -564,5 +621,61 @@ mod tests {
         })
         .await
         .expect("every task ends on shutdown");
+    }
+
+    /// Blocks the checks' thread for `stall` again and again, yielding in between: the
+    /// controller not scheduled while its probes run.
+    fn stall(checker: &HealthChecker, stall: Duration) -> JoinHandle<()> {
+        checker.runtime().spawn(async move {
+            loop {
+                std::thread::sleep(stall);
+                tokio::task::yield_now().await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stalled_controller_does_not_make_a_host_down() {
+        for (what, reply) in [
+            ("kept connection", Reply::Status(200)),
+            ("new connection each probe", Reply::Close(200)),
+        ] {
+            let server = TestServer::start(reply).await;
+            let hosts = [host(what, server.port, 10, 5)];
+            let (events_tx, mut events) = mpsc::channel(8);
+            let (_shutdown_tx, shutdown) = watch::channel(false);
+            let checker = HealthChecker::spawn(&hosts, events_tx, shutdown);
+            let up = next_event(&mut events).await;
+            assert_eq!(up.state, Health::Up, "{what}: {up:?}");
+            let before = checker.snapshot()[0].outcomes;
+            let stalls = stall(&checker, Duration::from_millis(20));
+            let event = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+            stalls.abort();
+            let after = checker.snapshot()[0].clone();
+            let of =
+                |outcome: ProbeOutcome| after.outcomes[outcome.index()] - before[outcome.index()];
+            println!(
+                "{what}: under stalls answered {}, late {}, silent {}",
+                of(ProbeOutcome::Answered),
+                of(ProbeOutcome::Late),
+                of(ProbeOutcome::Silent)
+            );
+            assert!(
+                event.is_err(),
+                "{what}: no health change expected: {event:?}"
+            );
+            assert_eq!(after.state, Health::Up, "{what}: {after:?}");
+            assert_eq!(of(ProbeOutcome::Silent), 0, "{what}: {after:?}");
+            if matches!(reply, Reply::Close(_)) {
+                // Each probe connects, the stall holds the request back, its timeout
+                // passes meanwhile: discarded, where it would have been silent.
+                assert!(of(ProbeOutcome::Late) > 0, "{what}: {after:?}");
+            } else {
+                // The request left at once; the answer waits in the socket, and tokio
+                // polls the probe before its timer: answered.
+                assert!(of(ProbeOutcome::Answered) > 0, "{what}: {after:?}");
+            }
+            checker.stop().await;
+        }
     }
 }

@@ -3,79 +3,147 @@
 //! A [`Prober`] holds what its host's probes keep from one to the next: the HTTP
 //! check's connection ([`http`](super::http)), the ICMP check's identifier on the
 //! socket shared by every host ([`icmp`](super::icmp)). Every probe is bounded by the
-//! check's `timeout_ms`; what a failed one says is a [`ProbeError`], and TCP
-//! connections come from [`connect`](super::tcp::connect).
+//! check's `timeout_ms`; what it saw becomes a [`Probe`] with its
+//! [`ProbeOutcome`](crate::model::ProbeOutcome) (see [`outcome`](super::outcome)), and
+//! TCP connections come from [`connect`](super::tcp::connect).
+//!
+//! [`Prober::vip`] is the same check aimed at a prefix's VIP through one host: its
+//! packets carry `PROBE_MARK_TAG | host id`, so the data path delivers them to that
+//! host, and it keeps nothing between probes.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
+use ha_common::PROBE_MARK_TAG;
 use tokio::time::Instant;
 
-use super::{error::ProbeError, http, icmp, tcp::connect};
-use crate::model::{CheckKind, HealthCheck};
+use super::{http, icmp, iface::Lan, outcome::Probe, tcp::connect};
+use crate::model::{CheckKind, HealthCheck, HostId};
 
-/// What the probes of all hosts share: the ICMP socket, opened by the first icmp
-/// probe and closed when the checker and every prober are gone.
-#[derive(Clone, Debug, Default)]
+/// What the probes of all hosts share: the ICMP sockets (one for host checks, one for
+/// marked VIP probes), opened by the first icmp probe and closed when the checker and
+/// every prober are gone, and the LAN interface whose state decides whether a failure
+/// is the host's.
+#[derive(Clone, Debug)]
 pub(super) struct Shared {
     icmp: Arc<icmp::Lazy>,
+    icmp_marked: Arc<icmp::Lazy>,
+    pub(super) lan: Arc<Lan>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            icmp: Arc::default(),
+            icmp_marked: Arc::new(icmp::Lazy::marked()),
+            lan: Arc::default(),
+        }
+    }
 }
 
 /// One host's probes.
 #[derive(Debug)]
 pub(super) struct Prober {
-    timeout_ms: u64,
+    timeout: Duration,
     kind: Kind,
+    lan: Arc<Lan>,
 }
 
 #[derive(Debug)]
 enum Kind {
-    Tcp(SocketAddrV4),
+    Tcp(SocketAddrV4, Option<u32>),
     Http(http::Client),
     Icmp(icmp::Echo),
 }
 
+/// The `skb->mark` of a VIP probe through `host`.
+pub(super) fn probe_mark(host: HostId) -> u32 {
+    PROBE_MARK_TAG | (host.raw() & !ha_common::PROBE_MARK_MASK)
+}
+
 impl Prober {
+    /// The check of a host's own `address`.
     pub(super) fn new(address: Ipv4Addr, check: &HealthCheck, shared: &Shared) -> Self {
         let target = SocketAddrV4::new(address, check.port);
         let kind = match check.kind {
-            CheckKind::Tcp => Kind::Tcp(target),
+            CheckKind::Tcp => Kind::Tcp(target, None),
             CheckKind::Http => {
                 Kind::Http(http::Client::new(target, &check.path, check.expect_status))
             }
             CheckKind::Icmp => Kind::Icmp(icmp::Echo::new(shared.icmp.clone(), address)),
         };
         Self {
-            timeout_ms: check.timeout_ms,
+            timeout: Duration::from_millis(check.timeout_ms),
             kind,
+            lan: shared.lan.clone(),
         }
     }
 
-    /// Probes the host once and returns how long the probe took.
-    pub(super) async fn probe(&mut self) -> Result<Duration, ProbeError> {
+    /// `host`'s check (kind, port, path, status) aimed at `vip` through `host`, with
+    /// `timeout`.
+    pub(super) fn vip(
+        vip: Ipv4Addr,
+        host: HostId,
+        check: &HealthCheck,
+        timeout: Duration,
+        shared: &Shared,
+    ) -> Self {
+        let target = SocketAddrV4::new(vip, check.port);
+        let mark = probe_mark(host);
+        let kind = match check.kind {
+            CheckKind::Tcp => Kind::Tcp(target, Some(mark)),
+            CheckKind::Http => Kind::Http(http::Client::vip(
+                target,
+                &check.path,
+                check.expect_status,
+                mark,
+            )),
+            CheckKind::Icmp => Kind::Icmp(icmp::Echo::with_mark(
+                shared.icmp_marked.clone(),
+                vip,
+                Some(mark),
+            )),
+        };
+        Self {
+            timeout,
+            kind,
+            lan: shared.lan.clone(),
+        }
+    }
+
+    /// Probes once; what it saw and when.
+    pub(super) async fn probe(&mut self) -> Probe {
         let started = Instant::now();
+        let sent = OnceLock::new();
         let work = async {
+            let _first = sent.set(Instant::now());
             match &mut self.kind {
-                Kind::Tcp(target) => connect(*target).await.map(drop),
+                Kind::Tcp(target, mark) => connect(*target, *mark).await.map(drop),
                 Kind::Http(client) => client.probe().await,
                 Kind::Icmp(echo) => echo.probe().await,
             }
         };
-        match tokio::time::timeout(Duration::from_millis(self.timeout_ms), work).await {
-            Ok(Ok(())) => Ok(started.elapsed()),
-            Ok(Err(err)) => Err(err),
-            Err(_elapsed) => Err(ProbeError::Timeout {
-                ms: self.timeout_ms,
-            }),
+        let result = tokio::time::timeout(self.timeout, work).await.ok();
+        let sent_lag = sent
+            .get()
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(started));
+        let step_lag = match &self.kind {
+            Kind::Http(client) => client.lag,
+            Kind::Tcp(..) | Kind::Icmp(_) => Duration::ZERO,
+        };
+        let probe = Probe::judge(result, self.timeout, started, sent_lag, step_lag);
+        if probe.outcome.verdict() == Some(false) && self.lan.explains(probe.started) {
+            return probe.interface_down();
         }
+        probe
     }
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use std::sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -89,6 +157,7 @@ pub(super) mod tests {
     };
 
     use super::*;
+    use crate::model::ProbeOutcome;
 
     /// How the test HTTP server answers the next request.
     #[derive(Clone, Copy, Debug)]
@@ -255,12 +324,35 @@ pub(super) mod tests {
         )
     }
 
-    async fn probe_once(
-        kind: CheckKind,
-        port: u16,
-        timeout_ms: u64,
-    ) -> Result<Duration, ProbeError> {
-        prober(kind, port, timeout_ms).probe().await
+    /// A failed probe, as the tests look at it.
+    #[derive(Debug)]
+    pub struct Failed {
+        pub outcome: ProbeOutcome,
+        reason: String,
+    }
+
+    impl Failed {
+        pub fn reason(&self) -> String {
+            self.reason.clone()
+        }
+    }
+
+    impl Prober {
+        /// One probe as a result: the time it took, or why it failed.
+        pub async fn result(&mut self) -> Result<Duration, Failed> {
+            let probe = self.probe().await;
+            match probe.outcome {
+                ProbeOutcome::Answered => Ok(probe.waited),
+                outcome => Err(Failed {
+                    outcome,
+                    reason: probe.error.unwrap_or_default(),
+                }),
+            }
+        }
+    }
+
+    async fn probe_once(kind: CheckKind, port: u16, timeout_ms: u64) -> Result<Duration, Failed> {
+        prober(kind, port, timeout_ms).result().await
     }
 
     #[tokio::test]
@@ -280,7 +372,7 @@ pub(super) mod tests {
         let err = probe_once(CheckKind::Tcp, port, 500)
             .await
             .expect_err("nothing listens");
-        assert!(matches!(err, ProbeError::Refused), "{err:?}");
+        assert!(err.outcome == ProbeOutcome::Refused, "{err:?}");
         assert_eq!(err.reason(), "connection refused");
     }
 
@@ -329,7 +421,7 @@ pub(super) mod tests {
     /// Probes `times` times; every probe must pass.
     async fn probe_ok(prober: &mut Prober, times: usize) {
         for i in 0..times {
-            if let Err(err) = prober.probe().await {
+            if let Err(err) = prober.result().await {
                 panic!("probe {i}: {}", err.reason());
             }
         }
@@ -377,7 +469,7 @@ pub(super) mod tests {
         // A fresh connection is not retried: the server really closes on requests.
         server.set(Reply::DropOnce);
         let mut fresh = self::prober(CheckKind::Http, server.port, 500);
-        let err = fresh.probe().await.expect_err("closed without an answer");
+        let err = fresh.result().await.expect_err("closed without an answer");
         assert_eq!(
             err.reason(),
             "http: connection closed before the status line"
@@ -390,7 +482,7 @@ pub(super) mod tests {
         let mut prober = prober(CheckKind::Http, server.port, 500);
         probe_ok(&mut prober, 2).await;
         server.stop().await;
-        let err = prober.probe().await.expect_err("server gone");
+        let err = prober.result().await.expect_err("server gone");
         assert_eq!(err.reason(), "connection refused");
     }
 
@@ -429,7 +521,7 @@ pub(super) mod tests {
         let server = TestServer::start(Reply::Status(503)).await;
         let mut prober = prober(CheckKind::Http, server.port, 500);
         for _ in 0..2 {
-            let err = prober.probe().await.expect_err("503");
+            let err = prober.result().await.expect_err("503");
             assert_eq!(err.reason(), "http status 503");
         }
         server.set(Reply::Status(200));
@@ -441,7 +533,7 @@ pub(super) mod tests {
         );
 
         server.set(Reply::Hang);
-        let err = prober.probe().await.expect_err("hung");
+        let err = prober.result().await.expect_err("hung");
         assert_eq!(err.reason(), "timeout after 500 ms");
         server.set(Reply::Status(200));
         probe_ok(&mut prober, 1).await;

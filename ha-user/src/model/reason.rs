@@ -15,7 +15,11 @@ pub enum Reason {
     Running,
     /// The previous holder went down; this is the first usable candidate.
     Failover,
-    /// No candidate is usable: the prefix follows the kernel route.
+    /// The previous holder is up but does not answer on the prefix's VIP; this is
+    /// the first usable candidate.
+    VipNotAnswered,
+    /// No candidate is usable (down, drained, or not answering on the VIP): the
+    /// prefix follows the kernel route.
     AllDown,
     /// Nobody held the prefix and this candidate became usable.
     Recovered,
@@ -56,7 +60,10 @@ impl fmt::Display for Reason {
             Reason::Initial => "configured owner",
             Reason::Running => "kept from the running data path",
             Reason::Failover => "failover: previous holder down",
-            Reason::AllDown => "no usable host: owner and backups down or drained",
+            Reason::VipNotAnswered => "failover: previous holder does not answer on the VIP",
+            Reason::AllDown => {
+                "no usable host: owner and backups down, drained or not answering on the VIP"
+            }
             Reason::Recovered => "first usable host after none was",
             Reason::Failback => "failback: owner up for its failback delay",
             Reason::PinResumed => "pinned host up for its failback delay",

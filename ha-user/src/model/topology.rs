@@ -25,6 +25,9 @@ pub struct Prefix {
     pub owner: HostId,
     /// The hosts it fails over to, in order.
     pub backups: Backups,
+    /// The address its clients use, inside `cidr`: a host serves the prefix only if
+    /// it answers there.
+    pub vip: Ipv4Addr,
 }
 
 impl Prefix {

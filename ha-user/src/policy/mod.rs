@@ -71,6 +71,10 @@ use crate::{
     model::{Backups, HostId, PrefixId},
 };
 
+mod vip;
+
+use vip::VipState;
+
 /// A prefix changed hands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -206,6 +210,8 @@ struct PrefixState {
     pin: Option<Pin>,
     holder: Option<HostId>,
     reason: Reason,
+    /// What the VIP checks found.
+    vip: VipState,
 }
 
 impl PrefixState {
@@ -260,6 +266,7 @@ impl Policy {
                 pin: None,
                 holder: Some(prefix.owner),
                 reason: Reason::Initial,
+                vip: VipState::default(),
             })
             .collect();
         Self { hosts, prefixes }
@@ -532,6 +539,7 @@ impl Policy {
                     pin: None,
                     holder: None,
                     reason: Reason::AllDown,
+                    vip: VipState::default(),
                 });
                 continue;
             };
@@ -557,6 +565,8 @@ impl Policy {
                 pin,
                 holder,
                 reason: old.reason,
+                // The VIP checks start afresh after a reload.
+                vip: VipState::default(),
             };
             let lost_holder = old.holder.is_some() && holder.is_none();
             let preferred_moved = translate(old.preferred()) != Some(state.preferred());
@@ -673,12 +683,10 @@ impl Policy {
                 return (Some(preferred), Reason::Recovered);
             };
             if !holder_ok {
-                return (Some(preferred), self.leave_reason(holder, admin));
+                return (Some(preferred), self.leave_reason_of(prefix, holder, admin));
             }
             let ready = self
-                .hosts
-                .get(preferred.index())
-                .and_then(HostState::failback_at)
+                .failback_ready_at(prefix, preferred)
                 .is_some_and(|at| now >= at);
             if !ready {
                 return keep;
@@ -700,7 +708,7 @@ impl Policy {
                 .find(|&h| self.usable(h, prefix)),
             prefix.holder,
         ) {
-            (Some(next), Some(holder)) => (Some(next), self.leave_reason(holder, admin)),
+            (Some(next), Some(holder)) => (Some(next), self.leave_reason_of(prefix, holder, admin)),
             (Some(next), None) => (Some(next), admin.unwrap_or(Reason::Recovered)),
             (None, _) => (None, Reason::AllDown),
         }
@@ -746,6 +754,7 @@ impl Policy {
             return false;
         };
         !drained
+            && prefix.vip.serves(host)
             && match health {
                 Health::Up => true,
                 Health::Down => false,
@@ -766,7 +775,7 @@ impl Policy {
         {
             return None;
         }
-        self.hosts.get(preferred.index())?.failback_at()
+        self.failback_ready_at(prefix, preferred)
     }
 }
 

@@ -16,7 +16,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::{Request, reports::ChangeResult};
-use crate::model::{Health, Mac, Reason, XdpMode};
+use crate::model::{Health, Mac, ProbeOutcome, Reason, VipVerdict, XdpMode};
 
 /// One event as the daemon sends it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,6 +117,19 @@ pub enum Event {
         reason: String,
         /// From the first probe of the streak to the decision.
         detection_ms: f64,
+        /// The probes of the streak, oldest first (discarded ones included): what
+        /// decided, with its timings.
+        probes: Vec<ProbeTiming>,
+    },
+    /// A host's verdict on a prefix's VIP changed to or from not serving (the first
+    /// answer of a host not asked before is no change: it was counted as serving).
+    VipChanged {
+        host: String,
+        prefix: Ipv4Net,
+        vip: Ipv4Addr,
+        old: VipVerdict,
+        new: VipVerdict,
+        reason: String,
     },
     /// A prefix changed hands: its map entry and kernel route are written.
     OwnerChanged {
@@ -155,8 +168,75 @@ pub enum Event {
     /// forwarded recently; `reasons` says what made an interface verify (or, with
     /// `verify = "never"`, what the fast path bypasses on an open one).
     FastPath { interfaces: Vec<FastPathInterface> },
+    /// A move that kept flows is over: no live flow of the prefix is served by a host
+    /// other than `owner` any more; its entry is steady again.
+    MoveEnded {
+        prefix: Ipv4Net,
+        owner: String,
+        /// The previous owner of the move.
+        from: String,
+        moving_ms: u64,
+    },
+    /// A draining host still serves `remaining` live flows (published when the count
+    /// changes); the rest moves in `left_ms`.
+    DrainProgress {
+        host: String,
+        remaining: u64,
+        left_ms: u64,
+    },
+    /// A graceful drain is over: the host keeps no flows any more (until `undrain`).
+    DrainFinished {
+        host: String,
+        outcome: DrainOutcome,
+        /// Live flows it still served, moved to the prefixes' owners (0 when completed).
+        remaining: u64,
+        drained_ms: u64,
+    },
     /// The fast path is detached (traffic follows the kernel routes); the stream ends.
     Shutdown { removed_pins: usize },
+}
+
+/// How a graceful drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainOutcome {
+    /// Its last connection finished.
+    Completed,
+    /// `drain_timeout_ms` passed: the rest moved.
+    TimedOut,
+    /// `drain --now`: the rest moved at once.
+    Now,
+    /// `undrain` before it ended.
+    Undrained,
+}
+
+impl fmt::Display for DrainOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DrainOutcome::Completed => "completed: no connection left",
+            DrainOutcome::TimedOut => "timed out: the rest moved",
+            DrainOutcome::Now => "ended at once (--now): the rest moved",
+            DrainOutcome::Undrained => "undrained",
+        })
+    }
+}
+
+/// One probe of a health streak, with the controller's own delays measured on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeTiming {
+    pub outcome: ProbeOutcome,
+    /// When it started (its deadline armed), µs since the Unix epoch.
+    pub at_unix_us: u64,
+    /// From its start to its outcome: the answer read, the refusal seen, the timeout
+    /// observed.
+    pub waited_us: u64,
+    /// From its start to its request sent.
+    pub sent_lag_us: u64,
+    /// How late the controller noticed a step of the exchange (a new connection up).
+    pub step_lag_us: u64,
+    /// How long after its deadline a timeout was observed.
+    pub late_us: u64,
 }
 
 /// One interface of a [`Event::FastPath`].
@@ -246,9 +326,31 @@ impl fmt::Display for Event {
                 new,
                 reason,
                 detection_ms,
+                probes,
+            } => {
+                write!(
+                    f,
+                    "health-changed {host}: {old} -> {new} ({reason}), detection {detection_ms} ms"
+                )?;
+                if *new == Health::Down && !probes.is_empty() {
+                    let each: Vec<String> = probes
+                        .iter()
+                        .map(|p| format!("{} after {} µs", p.outcome, p.waited_us))
+                        .collect();
+                    write!(f, "; probes: {}", each.join(", "))?;
+                }
+                Ok(())
+            }
+            Event::VipChanged {
+                host,
+                prefix,
+                vip,
+                old,
+                new,
+                reason,
             } => write!(
                 f,
-                "health-changed {host}: {old} -> {new} ({reason}), detection {detection_ms} ms"
+                "vip-changed {host} for {prefix} (VIP {vip}): {old} -> {new} ({reason})"
             ),
             Event::OwnerChanged {
                 prefix,
@@ -301,7 +403,9 @@ impl fmt::Display for Event {
                         if *force { " --force" } else { "" }
                     ),
                     Request::ClearOwner { prefix } => format!("clear-owner {prefix}"),
-                    Request::Drain { host } => format!("drain {host}"),
+                    Request::Drain { host, now } => {
+                        format!("drain {host}{}", if *now { " --now" } else { "" })
+                    }
                     Request::Undrain { host } => format!("undrain {host}"),
                     other => format!("{other:?}"),
                 };
@@ -326,6 +430,32 @@ impl fmt::Display for Event {
                 // One line: a refused file's problems are one per line.
                 write!(f, "reload-refused: {}", why.replace('\n', "; "))
             }
+            Event::MoveEnded {
+                prefix,
+                owner,
+                from,
+                moving_ms,
+            } => write!(
+                f,
+                "move-ended {prefix}: no flows left on {from} or elsewhere, steady on {owner} after {moving_ms} ms"
+            ),
+            Event::DrainProgress {
+                host,
+                remaining,
+                left_ms,
+            } => write!(
+                f,
+                "drain-progress {host}: {remaining} connections left, the rest moves in {left_ms} ms"
+            ),
+            Event::DrainFinished {
+                host,
+                outcome,
+                remaining,
+                drained_ms,
+            } => write!(
+                f,
+                "drain-finished {host}: {outcome} ({remaining} moved) after {drained_ms} ms"
+            ),
             Event::Shutdown { removed_pins } => {
                 write!(
                     f,
@@ -393,6 +523,7 @@ mod tests {
             Event::Admin {
                 request: Request::Drain {
                     host: "host2".into(),
+                    now: false,
                 },
                 result: ChangeResult::Drained {
                     host: "host2".into(),
@@ -404,6 +535,53 @@ mod tests {
             let line = record(event).to_string();
             assert!(!line.contains('\n'), "{line}");
         }
+        let timing = |outcome, waited_us, late_us| ProbeTiming {
+            outcome,
+            at_unix_us: 1_764_000_000_000_000,
+            waited_us,
+            sent_lag_us: 3,
+            step_lag_us: 0,
+            late_us,
+        };
+        let down = record(Event::HealthChanged {
+            host: "host2".into(),
+            old: Health::Up,
+            new: Health::Down,
+            reason: "timeout after 5 ms".into(),
+            detection_ms: 25.5,
+            probes: vec![
+                timing(ProbeOutcome::Silent, 5100, 100),
+                timing(ProbeOutcome::Late, 31000, 26000),
+                timing(ProbeOutcome::Silent, 5200, 200),
+            ],
+        });
+        assert_eq!(
+            down.event.to_string(),
+            "health-changed host2: up -> down (timeout after 5 ms), detection 25.5 ms; probes: \
+             silent after 5100 µs, late after 31000 µs, silent after 5200 µs"
+        );
+        let vip = record(Event::VipChanged {
+            host: "host3".into(),
+            prefix: "192.168.1.64/27".parse().expect("prefix"),
+            vip: Ipv4Addr::new(192, 168, 1, 65),
+            old: VipVerdict::Serving,
+            new: VipVerdict::NotServing,
+            reason: "VIP 192.168.1.65 not answered by host3: connection refused".into(),
+        });
+        assert_eq!(
+            vip.event.to_string(),
+            "vip-changed host3 for 192.168.1.64/27 (VIP 192.168.1.65): serving -> not serving \
+             (VIP 192.168.1.65 not answered by host3: connection refused)"
+        );
+        let text = serde_json::to_string(&vip).expect("serialize");
+        assert!(
+            text.contains(r#""kind":"vip-changed","host":"host3","prefix":"192.168.1.64/27","vip":"192.168.1.65","old":"serving","new":"not-serving""#),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<EventRecord>(&text).expect("parse"),
+            vip
+        );
         let item = StreamItem::Lagged { missed: 3 };
         assert_eq!(
             serde_json::to_string(&item).expect("serialize"),

@@ -8,7 +8,7 @@ use ha_common::{Counter, FlowCounter};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::{Health, Mac, Reason};
+use crate::model::{Health, Mac, ProbeOutcome, Reason, VipVerdict};
 
 /// `status`: every prefix, then every host, in configuration order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +30,33 @@ pub struct PrefixStatus {
     pub pinned: Option<PinStatus>,
     /// Its last ownership change since the controller started.
     pub last_change: Option<LastChange>,
+    /// A move that keeps flows, in progress: established flows stay with their
+    /// hosts while new ones go to `owner`.
+    pub moving: Option<MovingStatus>,
+}
+
+/// A prefix's move in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovingStatus {
+    /// The previous owner.
+    pub from: String,
+    pub since_unix_ms: u64,
+    /// Live flows served by hosts other than the owner at the last sweep of the flow
+    /// table; `null` before the first. The move ends when there are none.
+    pub flows_elsewhere: Option<u64>,
+}
+
+/// A graceful drain in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainStatus {
+    pub since_unix_ms: u64,
+    /// When the connections left are moved (`drain_timeout_ms` after the start).
+    pub deadline_unix_ms: u64,
+    /// Live connections the host still serves, at the last sweep; `null` before
+    /// the first.
+    pub remaining: Option<u64>,
 }
 
 /// A `set-owner` pin.
@@ -63,10 +90,87 @@ pub struct HostStatus {
     /// Configured or learned; `null` while unknown (the host is not steered to).
     pub mac: Option<Mac>,
     pub drained: bool,
+    /// A drain whose connections may still finish; `null` when there is none (not
+    /// drained, drained at once, or over).
+    pub draining: Option<DrainStatus>,
     /// The most recent failed probe's error, kept after later successes.
     pub last_error: Option<String>,
     /// The most recent successful probe's duration.
     pub last_rtt_us: Option<u64>,
+    /// Probes of its own address since its check started, by outcome.
+    pub probes: ProbeCounts,
+    /// Which prefixes it can serve: the VIP verdict of every prefix that watches it
+    /// (its holder, the host it would fail over to, the next candidates), and of the
+    /// prefixes it was found not to serve.
+    pub vips: Vec<VipStatus>,
+    /// Probes of those VIPs through it, by outcome.
+    pub vip_probes: ProbeCounts,
+}
+
+/// One host's verdict on one prefix's VIP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipStatus {
+    pub prefix: Ipv4Net,
+    pub vip: Ipv4Addr,
+    /// `unknown` (not asked yet: counts as serving), `serving`, `not-serving`.
+    pub verdict: VipVerdict,
+    /// Why not: `VIP 192.168.1.65 not answered by host3: connection refused`; also
+    /// while a failure streak runs.
+    pub why: Option<String>,
+}
+
+/// Probes by outcome: the three that count for or against the host, and the local
+/// failures that were discarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCounts {
+    pub answered: u64,
+    pub refused: u64,
+    pub silent: u64,
+    /// The controller was held up while the probe ran.
+    pub late: u64,
+    /// No socket, descriptor, buffer or local port.
+    pub no_socket: u64,
+    /// The LAN interface was down or without carrier.
+    pub interface_down: u64,
+    /// No route, or the router's own rules refused the probe.
+    pub no_route: u64,
+}
+
+impl ProbeCounts {
+    /// From counts indexed by [`ProbeOutcome::index`].
+    pub fn from_array(counts: &[u64; ProbeOutcome::ALL.len()]) -> Self {
+        let of = |outcome: ProbeOutcome| counts[outcome.index()];
+        Self {
+            answered: of(ProbeOutcome::Answered),
+            refused: of(ProbeOutcome::Refused),
+            silent: of(ProbeOutcome::Silent),
+            late: of(ProbeOutcome::Late),
+            no_socket: of(ProbeOutcome::NoSocket),
+            interface_down: of(ProbeOutcome::InterfaceDown),
+            no_route: of(ProbeOutcome::NoRoute),
+        }
+    }
+
+    /// Every probe counted.
+    pub fn total(&self) -> u64 {
+        let Self {
+            answered,
+            refused,
+            silent,
+            late,
+            no_socket,
+            interface_down,
+            no_route,
+        } = self;
+        answered + refused + silent + late + no_socket + interface_down + no_route
+    }
+
+    /// The probes discarded as local failures.
+    pub fn discarded(&self) -> u64 {
+        self.late + self.no_socket + self.interface_down + self.no_route
+    }
 }
 
 /// `stats`: what the data path counted.
@@ -204,8 +308,15 @@ pub enum ChangeResult {
     PinCleared {
         prefix: Ipv4Net,
     },
+    /// Drained at once (`--now`): its connections follow the prefixes.
     Drained {
         host: String,
+    },
+    /// Draining: new connections go elsewhere, established ones may finish for up
+    /// to `timeout_ms`.
+    Draining {
+        host: String,
+        timeout_ms: u64,
     },
     Undrained {
         host: String,
@@ -230,6 +341,10 @@ impl fmt::Display for ChangeResult {
             }
             ChangeResult::PinCleared { .. } => f.write_str("pin cleared"),
             ChangeResult::Drained { host } => write!(f, "{host} drained"),
+            ChangeResult::Draining { host, timeout_ms } => write!(
+                f,
+                "{host} draining: new connections go elsewhere, established ones may finish within {timeout_ms} ms"
+            ),
             ChangeResult::Undrained { host } => write!(f, "{host} undrained"),
         }
     }
@@ -309,7 +424,7 @@ mod tests {
         };
         assert_eq!(
             moved.to_string(),
-            "192.168.1.64/27: host2 -> - (no usable host: owner and backups down or drained)"
+            "192.168.1.64/27: host2 -> - (no usable host: owner and backups down, drained or not answering on the VIP)"
         );
     }
 }

@@ -23,8 +23,14 @@ pub enum Request {
     },
     /// Release the pin of `prefix`.
     ClearOwner { prefix: Ipv4Net },
-    /// Move every prefix off `host` until `undrain`.
-    Drain { host: String },
+    /// Move every prefix off `host` until `undrain`: new connections go elsewhere at
+    /// once, established ones may finish for up to `drain_timeout_ms`; `now`: move
+    /// them too, at once.
+    Drain {
+        host: String,
+        #[serde(default)]
+        now: bool,
+    },
     /// Let `host` take prefixes again.
     Undrain { host: String },
     /// Each prefix's owner and why, each host's health.

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use ha_common::MAP_PREFIXES;
 use ha_tests::{
     lab::{
         Bins, Fault, Lab, LabSpec, Node, OwnerChange, PrefixSpec, StreamReport, XdpMode, net, vip,
@@ -337,10 +338,10 @@ fn tour(args: &Args) -> anyhow::Result<()> {
             "map",
             "dump",
             "pinned",
-            &lab.pin_dir().join("HA_PREFIXES").to_string_lossy(),
+            &ha_user::kernel::datapath::map_pin_path(lab.pin_dir(), MAP_PREFIXES).to_string_lossy(),
         ],
     )?;
-    clock.say("bpftool map dump pinned …/HA_PREFIXES:");
+    clock.say(format!("bpftool map dump pinned …/{MAP_PREFIXES}:"));
     print!("{}", String::from_utf8_lossy(&dump.stdout));
     lab.check_agreement()
         .context("the kernel routes and the map disagree")?;

@@ -41,6 +41,9 @@ struct Args {
     /// Where the UDP echo listens.
     #[arg(long, default_value = "0.0.0.0:9000")]
     udp: SocketAddrV4,
+    /// Answer every HTTP request this many milliseconds late (a slow server).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -54,7 +57,12 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let Args { name, http, udp } = Args::parse();
+    let Args {
+        name,
+        http,
+        udp,
+        delay_ms,
+    } = Args::parse();
     let listener = TcpListener::bind(http).with_context(|| format!("binding {http}"))?;
     let socket = UdpSocket::bind(udp).with_context(|| format!("binding {udp}"))?;
     set_pktinfo(&socket).context("IP_PKTINFO")?;
@@ -74,6 +82,7 @@ fn run() -> anyhow::Result<()> {
     let responses: &'static Responses = Box::leak(Box::new(Responses {
         keep: head(""),
         close: head("Connection: close\r\n"),
+        delay: Duration::from_millis(delay_ms),
     }));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -88,6 +97,8 @@ fn run() -> anyhow::Result<()> {
 struct Responses {
     keep: Vec<u8>,
     close: Vec<u8>,
+    /// How long each request waits for its answer.
+    delay: Duration,
 }
 
 /// Answers every request of the connection with 200 until the client closes, asks to
@@ -115,6 +126,9 @@ fn answer_http(mut stream: TcpStream, responses: &Responses) {
         } else {
             &responses.close
         };
+        if !responses.delay.is_zero() {
+            std::thread::sleep(responses.delay);
+        }
         // The peer may have gone (TCP checks reset at once).
         if stream.write_all(response).is_err() || !keep_alive {
             return;

@@ -10,15 +10,15 @@ use aya::{
     programs::{Xdp, xdp::XdpMode as AyaXdpMode},
 };
 use ha_common::{
-    Counter, HostEntry, MAP_COUNTERS, MAP_HOST_STATS, MAP_HOSTS, MAP_PREFIXES, PROG_PASS,
-    PrefixEntry, Traffic,
+    Counter, FlowEntry, FlowKey, HostEntry, MAP_COUNTERS, MAP_FLOWS, MAP_HOST_STATS, MAP_HOSTS,
+    MAP_PREFIXES, PROG_PASS, PrefixEntry, Traffic,
 };
 use ipnet::Ipv4Net;
 
 use super::ns;
 
 fn open(pin_dir: &Path, name: &str) -> anyhow::Result<Map> {
-    let path = pin_dir.join(name);
+    let path = ha_user::kernel::datapath::map_pin_path(pin_dir, name);
     let data = MapData::from_pin(&path)
         .with_context(|| format!("opening the pinned map {}", path.display()))?;
     Map::from_map_data(data).with_context(|| format!("map {name}"))
@@ -28,13 +28,30 @@ fn open(pin_dir: &Path, name: &str) -> anyhow::Result<Map> {
 pub fn prefix_entries(pin_dir: &Path) -> anyhow::Result<BTreeMap<Ipv4Net, PrefixEntry>> {
     let trie: LpmTrie<MapData, [u8; 4], PrefixEntry> = open(pin_dir, MAP_PREFIXES)?
         .try_into()
-        .context("HA_PREFIXES is not the expected LPM trie")?;
+        .with_context(|| format!("{MAP_PREFIXES} is not the expected LPM trie"))?;
     let mut entries = BTreeMap::new();
     for item in trie.iter() {
-        let (key, value) = item.context("reading HA_PREFIXES")?;
+        let (key, value) = item.with_context(|| format!("reading {MAP_PREFIXES}"))?;
         let len = u8::try_from(key.prefix_len()).context("prefix length")?;
         let net = Ipv4Net::new(Ipv4Addr::from(key.data()), len).context("prefix length")?;
         entries.insert(net, value);
+    }
+    Ok(entries)
+}
+
+/// Every entry of the pinned flow table (`HA_FLOWS`).
+pub fn flow_entries(pin_dir: &Path) -> anyhow::Result<Vec<(FlowKey, FlowEntry)>> {
+    let flows: aya::maps::HashMap<MapData, FlowKey, FlowEntry> = open(pin_dir, MAP_FLOWS)?
+        .try_into()
+        .context("HA_FLOWS is not the expected hash map")?;
+    let mut entries = Vec::new();
+    for item in flows.iter() {
+        match item {
+            Ok(entry) => entries.push(entry),
+            // Removed between its key and its value.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(err) => return Err(err).context("reading HA_FLOWS"),
+        }
     }
     Ok(entries)
 }
@@ -43,10 +60,10 @@ pub fn prefix_entries(pin_dir: &Path) -> anyhow::Result<BTreeMap<Ipv4Net, Prefix
 pub fn host_entry(pin_dir: &Path, id: u32) -> anyhow::Result<HostEntry> {
     let hosts: aya::maps::Array<MapData, HostEntry> = open(pin_dir, MAP_HOSTS)?
         .try_into()
-        .context("HA_HOSTS is not the expected array")?;
+        .with_context(|| format!("{MAP_HOSTS} is not the expected array"))?;
     hosts
         .get(&id, 0)
-        .with_context(|| format!("reading HA_HOSTS[{id}]"))
+        .with_context(|| format!("reading {MAP_HOSTS}[{id}]"))
 }
 
 /// The data path's verdict counters, summed over CPUs.
@@ -60,12 +77,12 @@ impl XdpCounters {
     pub fn read(pin_dir: &Path) -> anyhow::Result<XdpCounters> {
         let map: PerCpuArray<MapData, u64> = open(pin_dir, MAP_COUNTERS)?
             .try_into()
-            .context("HA_COUNTERS is not the expected per-CPU array")?;
+            .with_context(|| format!("{MAP_COUNTERS} is not the expected per-CPU array"))?;
         let mut values = [0; Counter::COUNT as usize];
         for (slot, counter) in values.iter_mut().zip(Counter::ALL) {
             *slot = map
                 .get(&(counter as u32), 0)
-                .with_context(|| format!("reading HA_COUNTERS[{}]", counter.name()))?
+                .with_context(|| format!("reading {MAP_COUNTERS}[{}]", counter.name()))?
                 .iter()
                 .sum();
         }
@@ -106,10 +123,10 @@ impl fmt::Display for XdpCounters {
 pub fn host_traffic(pin_dir: &Path, id: u32) -> anyhow::Result<Traffic> {
     let map: PerCpuArray<MapData, Traffic> = open(pin_dir, MAP_HOST_STATS)?
         .try_into()
-        .context("HA_HOST_STATS is not the expected per-CPU array")?;
+        .with_context(|| format!("{MAP_HOST_STATS} is not the expected per-CPU array"))?;
     let per_cpu = map
         .get(&id, 0)
-        .with_context(|| format!("reading HA_HOST_STATS[{id}]"))?;
+        .with_context(|| format!("reading {MAP_HOST_STATS}[{id}]"))?;
     Ok(per_cpu.iter().fold(Traffic::default(), |sum, t| Traffic {
         packets: sum.packets + t.packets,
         bytes: sum.bytes + t.bytes,

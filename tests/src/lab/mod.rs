@@ -43,6 +43,7 @@ mod capture;
 mod clients;
 pub mod control;
 mod controller;
+pub mod conversation;
 mod datapath;
 mod faults;
 pub mod ns;
@@ -67,7 +68,7 @@ pub use capture::{Capture, Frame, Ipv4Info};
 pub use clients::StreamRun;
 pub use control::EventLog;
 pub use controller::OwnerChange;
-pub use datapath::{XdpCounters, remove_pins};
+pub use datapath::{XdpCounters, flow_entries, remove_pins};
 pub use faults::Fault;
 pub use ha_common::{Counter, PrefixEntry, Traffic};
 pub use ha_user::model::Mac;
@@ -644,6 +645,12 @@ impl Lab {
 
     /// Starts `ha-webd` on `host` (HTTP 80, UDP echo) and waits until it listens.
     pub fn start_web(&mut self, host: &str) -> anyhow::Result<()> {
+        self.start_web_with(host, &[])
+    }
+
+    /// Starts `host`'s web server with more `ha-webd` arguments (`--delay-ms N`: a
+    /// slow server).
+    pub fn start_web_with(&mut self, host: &str, extra: &[&str]) -> anyhow::Result<()> {
         let node = Node::host(host)?;
         if let Some(running) = self.web.get_mut(host)
             && running.try_wait()?.is_none()
@@ -652,11 +659,17 @@ impl Lab {
         }
         let webd = self.spec.bins.webd.to_string_lossy().into_owned();
         let udp = format!("0.0.0.0:{}", self.spec.udp_port);
-        let mut proc = self.spawn(
-            node,
-            &format!("web-{host}"),
-            &[&webd, "--name", host, "--http", "0.0.0.0:80", "--udp", &udp],
-        )?;
+        let mut args = vec![
+            webd.as_str(),
+            "--name",
+            host,
+            "--http",
+            "0.0.0.0:80",
+            "--udp",
+            &udp,
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = self.spawn(node, &format!("web-{host}"), &args)?;
         proc.wait_for_line("ready", Duration::from_secs(5))?;
         self.web.insert(host.to_owned(), proc);
         Ok(())

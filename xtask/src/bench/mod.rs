@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: builds the benchmark runners (`ha-tests`' `ha-bench` for the
 //! data path and `ha-bench-lab` for failover and the control plane, release mode, with
-//! the eBPF object embedded) and runs them as root. They write
+//! the eBPF objects embedded) and runs them as root. They write
 //! `target/bench/results.{json,md}` and `target/bench/lab.{json,md}`;
 //! `docs/BENCHMARKS.md` keeps the latest full run and says how to read it.
 
@@ -9,8 +9,8 @@ use std::{process::ExitCode, time::Instant};
 use anyhow::{Context as _, bail};
 
 use crate::{
+    ctx::{Ctx, is_root},
     exec,
-    setup::{Ctx, is_root},
 };
 
 /// The data-path families of `ha-bench` (tests/src/bin/ha-bench/main.rs).
@@ -48,7 +48,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<ExitCode> {
              xtask bench`"
         );
     }
-    // Benchmarks run in release mode; the eBPF object is built by ha-user/build.rs.
+    // Benchmarks run in release mode; the production object is built by
+    // ha-user/build.rs, the benchmark programs' by tests/build.rs.
     let mut build = ctx.cargo();
     build.args(["build", "--release", "-p", "ha-user", "-p", "ha-tests"]);
     for bin in [

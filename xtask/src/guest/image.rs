@@ -25,8 +25,8 @@ use anyhow::{Context as _, bail};
 
 use super::mirror;
 use crate::{
+    ctx::{Ctx, is_root},
     exec, packages,
-    setup::{Ctx, is_root},
 };
 
 /// Debian 12.

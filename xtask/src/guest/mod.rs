@@ -22,7 +22,7 @@ use std::{
 use anyhow::Context as _;
 pub use qemu::AccelChoice;
 
-use crate::{exec, packages, setup::Ctx};
+use crate::{ctx::Ctx, exec, packages};
 
 /// The host tools the guest needs: (Debian package, a command it installs).
 const HOST_PACKAGES: &[(&str, &str)] = &[

@@ -30,7 +30,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::image::{Image, guest_dir, tail};
-use crate::setup::Ctx;
+use crate::ctx::Ctx;
 
 /// Guest memory (MiB).
 const MEMORY_MIB: u32 = 2048;

@@ -23,9 +23,9 @@ use serde_json::Value;
 
 use super::{prepare, qemu};
 use crate::{
+    ctx::{Ctx, is_root},
     exec::{self, Tally},
-    setup::{Ctx, is_root},
-    test::{Outcome, Step, Totals, print_table, root_suites},
+    steps::{Outcome, Step, Totals, print_table, root_suites},
 };
 
 /// What runs in the guest: adding a suite is one line. `pattern` names a test target

@@ -22,18 +22,24 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// A module of the crate: `["daemon", "boot"]`; the crate root is `[]`.
 type Module = Vec<String>;
 
-/// The module a source file of `src` is.
-fn module_of(src: &Path, path: &Path) -> Option<Module> {
+/// The module a source file of `src` is, in the crate whose root file is `root`
+/// (`lib.rs` or `main.rs`; the other one, and `src/bin/`, are other crates).
+fn module_of(src: &Path, root: &str, path: &Path) -> Option<Module> {
     let relative = path.strip_prefix(src).ok()?;
     let mut names: Vec<String> = relative
         .iter()
         .map(|part| part.to_string_lossy().into_owned())
         .collect();
+    if names.first().is_some_and(|n| n == "bin") {
+        return None;
+    }
     let file = names.pop()?;
     match file.as_str() {
-        "lib.rs" if names.is_empty() => {}
-        // The binary is another crate.
-        "main.rs" if names.is_empty() => return None,
+        top @ ("lib.rs" | "main.rs") if names.is_empty() => {
+            if top != root {
+                return None;
+            }
+        }
         "mod.rs" => {}
         other => names.push(other.strip_suffix(".rs")?.to_owned()),
     }
@@ -60,11 +66,12 @@ fn is_test_only(attrs: &[syn::Attribute]) -> bool {
     })
 }
 
-/// The imports between modules of `files` (the sources under `src`).
-fn imports(src: &Path, files: &[(PathBuf, String)]) -> anyhow::Result<Vec<Edge>> {
+/// The imports between modules of `files` (the sources under `src` of the crate
+/// rooted at `root`).
+fn imports(src: &Path, root: &str, files: &[(PathBuf, String)]) -> anyhow::Result<Vec<Edge>> {
     let modules: BTreeSet<Module> = files
         .iter()
-        .filter_map(|(path, _)| module_of(src, path))
+        .filter_map(|(path, _)| module_of(src, root, path))
         .collect();
     struct Walker<'a> {
         modules: &'a BTreeSet<Module>,
@@ -160,7 +167,7 @@ fn imports(src: &Path, files: &[(PathBuf, String)]) -> anyhow::Result<Vec<Edge>>
     }
     let mut edges = Vec::new();
     for (path, text) in files {
-        let Some(module) = module_of(src, path) else {
+        let Some(module) = module_of(src, root, path) else {
             continue;
         };
         let mut walker = Walker {
@@ -175,9 +182,10 @@ fn imports(src: &Path, files: &[(PathBuf, String)]) -> anyhow::Result<Vec<Edge>>
     Ok(edges)
 }
 
-/// Import circles among siblings and imports across the [`LAYERS`].
+/// Import circles among siblings and imports across the [`LAYERS`] (the library
+/// `ha-user/src`).
 pub(super) fn layers(src: &Path, files: &[(PathBuf, String)]) -> anyhow::Result<Vec<Violation>> {
-    let edges = imports(src, files)?;
+    let edges = imports(src, "lib.rs", files)?;
     let mut violations = Vec::new();
     for edge in &edges {
         let (Some(layer), Some(target)) = (edge.from.first(), edge.to.first()) else {
@@ -205,10 +213,27 @@ pub(super) fn layers(src: &Path, files: &[(PathBuf, String)]) -> anyhow::Result<
             });
         }
     }
+    violations.extend(circles(src, &edges));
+    Ok(violations)
+}
+
+/// Import circles among sibling modules of the crate under `src` whose root file
+/// is `root` (`lib.rs` or `main.rs`).
+pub(super) fn import_circles(
+    src: &Path,
+    root: &str,
+    files: &[(PathBuf, String)],
+) -> anyhow::Result<Vec<Violation>> {
+    let edges = imports(src, root, files)?;
+    Ok(circles(src, &edges))
+}
+
+fn circles(src: &Path, edges: &[Edge]) -> Vec<Violation> {
+    let mut violations = Vec::new();
     // Sibling edges: for an import between modules neither of which contains the
     // other, the children of their common ancestor that contain them.
     let mut siblings: BTreeMap<(Module, Module), &Edge> = BTreeMap::new();
-    for edge in &edges {
+    for edge in edges {
         let common = edge
             .from
             .iter()
@@ -242,7 +267,7 @@ pub(super) fn layers(src: &Path, files: &[(PathBuf, String)]) -> anyhow::Result<
             what: format!("import circle: {}", steps.join(", ")),
         });
     }
-    Ok(violations)
+    violations
 }
 
 /// The elementary cycles of a small directed graph, each once, as the path of nodes
@@ -319,6 +344,26 @@ mod tests {
                 |w| w.starts_with("import circle: health::http uses health::probe")
                     && w.contains("health::probe uses health::http")
             ),
+            "{what:#?}"
+        );
+    }
+
+    #[test]
+    fn circles_in_a_binary_crate_are_reported_and_other_crates_ignored() {
+        let src = Path::new("src");
+        let files = [
+            file("src/main.rs", "mod setup; mod linker;"),
+            file("src/setup.rs", "use crate::linker; pub struct Ctx;"),
+            file("src/linker.rs", "use crate::setup::Ctx;"),
+            // Another crate: its modules are not this one's.
+            file("src/lib.rs", "mod x;"),
+            file("src/bin/tool/main.rs", "use crate::setup::Ctx;"),
+        ];
+        let found = import_circles(src, "main.rs", &files).expect("parses");
+        let what: Vec<&str> = found.iter().map(|v| v.what.as_str()).collect();
+        assert_eq!(found.len(), 1, "{what:#?}");
+        assert!(
+            what[0].contains("linker uses setup") && what[0].contains("setup uses linker"),
             "{what:#?}"
         );
     }

@@ -13,7 +13,8 @@
 //!    (among the children of each module: a child may use its parent's items and a
 //!    parent its children's), and the bottom layers import only what is below them:
 //!    `model` nothing, `kernel`, `config`, `proto` and `health` only `model`
-//!    (`config` its own `adopt` too).
+//!    (`config` its own `adopt` too). No import circle in the other crates either:
+//!    `xtask`, `ha-common`, the `ha-tests` library and each of its binaries.
 //!
 //! Code under `#[cfg(test)]` counts for rules 1 and 2, not for rule 3.
 
@@ -28,7 +29,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use self::{json::no_json_values, layers::layers, log_text::LogText};
+use self::{
+    json::no_json_values,
+    layers::{import_circles, layers},
+    log_text::LogText,
+};
 
 /// One broken rule, at a place in a file.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,13 +70,18 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         violations.extend(log.matches_in(path, text)?);
     }
     violations.extend(layers(&root.join("ha-user/src"), &daemon)?);
+    let crates = other_crates(root)?;
+    for (src, root_file) in &crates {
+        violations.extend(import_circles(src, root_file, &sources(src)?)?);
+    }
     if violations.is_empty() {
         println!(
-            "xtask: source rules hold ({} files of ha-user/src, {} outside; {} log messages, {} log fields)",
+            "xtask: source rules hold ({} files of ha-user/src, {} outside; {} log messages, {} log fields; no import circle in {} other crates)",
             daemon.len(),
             outside.len(),
             log.messages.len(),
-            log.fields.len()
+            log.fields.len(),
+            crates.len()
         );
         return Ok(());
     }
@@ -82,6 +92,32 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         violations.len(),
         list.join("\n  ")
     )
+}
+
+/// The crates checked for import circles besides `ha-user`'s library, as (source
+/// directory, root file): xtask, ha-common, the ha-tests library and its binaries
+/// (a directory under `tests/src/bin` with a `main.rs`).
+fn other_crates(root: &Path) -> anyhow::Result<Vec<(PathBuf, &'static str)>> {
+    let mut crates = vec![
+        (root.join("xtask/src"), "main.rs"),
+        (root.join("ha-common/src"), "lib.rs"),
+        (root.join("tests/src"), "lib.rs"),
+    ];
+    let bins = root.join("tests/src/bin");
+    let entries =
+        std::fs::read_dir(&bins).with_context(|| format!("listing {}", bins.display()))?;
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", bins.display()))?
+            .path();
+        if path.join("main.rs").is_file() {
+            dirs.push((path, "main.rs"));
+        }
+    }
+    dirs.sort();
+    crates.extend(dirs);
+    Ok(crates)
 }
 
 /// Every `.rs` file under `dir` with its text, in path order.

@@ -7,15 +7,18 @@
 //!    and switch time) and the metrics.
 //!
 //! The agreement rule, [`steering_of`], is the one place that turns a prefix's holder
-//! into its map entry and route, for start-up ([`Controller::write_everything`]) and
-//! for every change ([`Controller::apply`]): a prefix with a holder has its map entry
-//! and its kernel route pointing at that host; a prefix without one (every candidate
-//! down) has no map entry and its route points at its configured owner.
+//! (and its move in progress) into its map entry and route, for start-up
+//! ([`Controller::write_everything`]) and for every change ([`Controller::apply`]): a
+//! prefix with a holder has its map entry and its kernel route pointing at that host
+//! (the entry moving, with the previous host, while a move keeps flows: see
+//! [`affinity`](super::affinity)); a prefix without one (every candidate down) has no
+//! map entry and its route points at its configured owner.
 
 use std::{net::Ipv4Addr, time::SystemTime};
 
 use anyhow::Context as _;
 use ha_common::PrefixEntry;
+use ipnet::Ipv4Net;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -37,9 +40,20 @@ pub struct Steering {
     pub route_via: Ipv4Addr,
 }
 
-/// The agreement rule: prefix `prefix` of `config` held by `holder`.
-pub fn steering_of(config: &Config, prefix: PrefixId, holder: Option<HostId>) -> Steering {
-    let entry = holder.map(|host| PrefixEntry::owned(host.raw(), prefix.raw()));
+/// The agreement rule: prefix `prefix` of `config` held by `holder`, moving from
+/// `moving_from` (its flows keep their hosts) or steady (`None`). The kernel route
+/// follows the holder either way: `ha_learn` sends the kernel-forwarded packets of
+/// flows that stay to their hosts.
+pub fn steering_of(
+    config: &Config,
+    prefix: PrefixId,
+    holder: Option<HostId>,
+    moving_from: Option<HostId>,
+) -> Steering {
+    let entry = holder.map(|host| match moving_from {
+        Some(prev) => PrefixEntry::moving(host.raw(), prefix.raw(), prev.raw()),
+        None => PrefixEntry::owned(host.raw(), prefix.raw()),
+    });
     let gateway = holder.unwrap_or(config.prefix(prefix).owner);
     Steering {
         entry,
@@ -64,15 +78,15 @@ impl Controller {
                 continue;
             };
             let cidr = configured.cidr;
-            let steering = steering_of(&self.config, change.prefix, change.new);
-            let map_result = match steering.entry {
-                Some(entry) => steering::write_prefix(&mut self.maps, cidr, entry),
-                None => steering::remove_prefix(&mut self.maps, cidr),
+            let moving = self.move_after(&change);
+            let route_via = match self.steer_prefix(change.prefix, change.new, moving) {
+                Ok(via) => via,
+                Err(err) => {
+                    warn!("{cidr}: {err:#}");
+                    steering_of(&self.config, change.prefix, change.new, None).route_via
+                }
             };
-            if let Err(err) = map_result {
-                warn!("{cidr}: {err:#}");
-            }
-            switched.push((change, cidr, steering.route_via, decided.elapsed()));
+            switched.push((change, cidr, route_via, decided.elapsed()));
         }
         // 2. The kernel routes, all of the batch at once, then 3. the log lines and metrics.
         let routes: Vec<_> = switched
@@ -139,9 +153,8 @@ impl Controller {
         known_routes: Option<routes::OurRoutes>,
     ) -> anyhow::Result<()> {
         self.write_fast_path()?;
-        for (host, mac) in HostId::all(self.macs.len()).zip(&self.macs) {
-            let entry = steering::host_entry(*mac, &self.lan, self.is_up(host));
-            steering::write_host(&mut self.maps, host, entry)?;
+        for host in HostId::all(self.macs.len()) {
+            self.write_host_entry(host)?;
         }
         steering::clear_hosts_from(&mut self.maps, HostId::new(self.config.hosts.len()))?;
         // Before the configured prefixes are written: at a cold start the table is
@@ -154,13 +167,15 @@ impl Controller {
             }
         }
         let mut wanted = Vec::with_capacity(self.config.prefixes.len());
-        for (id, prefix) in self.config.prefix_ids() {
-            let steering = steering_of(&self.config, id, self.policy.owner(id));
-            match steering.entry {
-                Some(entry) => steering::write_prefix(&mut self.maps, prefix.cidr, entry)?,
-                None => steering::remove_prefix(&mut self.maps, prefix.cidr)?,
-            }
-            wanted.push((prefix.cidr, steering.route_via));
+        let ids: Vec<(PrefixId, Ipv4Net)> = self
+            .config
+            .prefix_ids()
+            .map(|(id, p)| (id, p.cidr))
+            .collect();
+        for (id, cidr) in ids {
+            let moving = self.affinity.moving(id).copied();
+            let via = self.steer_prefix(id, self.policy.owner(id), moving)?;
+            wanted.push((cidr, via));
         }
         let current = match known_routes {
             Some(routes) => routes,
@@ -199,18 +214,30 @@ mod tests {
         let config = Config::parse(Path::new("t.toml"), text).expect("valid");
         let second = PrefixId::new(1);
         assert_eq!(
-            steering_of(&config, second, Some(HostId::new(0))),
+            steering_of(&config, second, Some(HostId::new(0)), None),
             Steering {
                 entry: Some(PrefixEntry::owned(0, 1)),
                 route_via: Ipv4Addr::new(10, 0, 0, 1),
             }
         );
         assert_eq!(
-            steering_of(&config, second, None),
+            steering_of(&config, second, None, None),
             Steering {
                 entry: None,
                 route_via: Ipv4Addr::new(10, 0, 0, 2),
             }
+        );
+        // Moving: the entry names the previous host; the route follows the holder.
+        assert_eq!(
+            steering_of(&config, second, Some(HostId::new(0)), Some(HostId::new(1))),
+            Steering {
+                entry: Some(PrefixEntry::moving(0, 1, 1)),
+                route_via: Ipv4Addr::new(10, 0, 0, 1),
+            }
+        );
+        assert_eq!(
+            steering_of(&config, second, None, Some(HostId::new(1))).entry,
+            None
         );
     }
 }

@@ -1,14 +1,22 @@
 //! The controller: what it owns and its main loop. Health events, neighbour events,
-//! changes of the LAN interface's MTU, admin commands, policy timers and
-//! configuration reloads all arrive here, one at a time. Every ownership change goes through [`apply`], in the same order; [`reload`]
-//! is SIGHUP, [`requests`] and [`report`] answer the control socket.
+//! changes of the LAN interface's MTU, admin commands, policy timers and configuration
+//! reloads all arrive here, one at a time. Every ownership change goes through
+//! [`apply`], in the same order; [`reload`] is SIGHUP, [`requests`] and [`report`]
+//! answer the control socket; [`affinity`] keeps established flows with their hosts
+//! across moves, with the [`sweep`] of the flow table and graceful [`drain`]s; [`vip`]
+//! hands the VIP checks their plan after every event and applies their verdicts.
 
+mod affinity;
 mod apply;
+mod drain;
 pub mod fast_path;
 mod reload;
 mod report;
 mod requests;
+mod sweep;
+mod vip;
 
+pub use affinity::Affinity;
 pub use apply::{Steering, steering_of};
 
 use std::{
@@ -30,7 +38,7 @@ use crate::{
         metrics::{Metrics, Names},
         server::Command,
     },
-    health::{HealthChecker, HealthEvent},
+    health::{CheckEvent, HealthChecker, HealthEvent},
     kernel::{
         conntrack::keeper,
         datapath::Maps,
@@ -38,7 +46,6 @@ use crate::{
         mtu::MtuEvent,
         neigh::{self, NeighEvent},
         netdev::Interface,
-        steering,
     },
     model::{Health, HostId, Mac, Reason},
     policy::Policy,
@@ -82,11 +89,14 @@ pub struct Controller {
     /// What the conntrack keeper does ([`crate::kernel::conntrack::keeper`]), from the
     /// assessment.
     pub(super) conntrack: watch::Sender<Option<keeper::Policy>>,
+    /// Moves in progress, hosts keeping their flows, drains, the flow table's sweep.
+    pub(super) affinity: Affinity,
 }
 
 /// The channels the loop listens on.
 pub struct Inputs {
-    pub health: mpsc::Receiver<HealthEvent>,
+    /// Host health and VIP verdicts.
+    pub health: mpsc::Receiver<CheckEvent>,
     pub neigh: mpsc::Receiver<NeighEvent>,
     /// The LAN interface's MTU, when it changes.
     pub lan_mtu: mpsc::Receiver<MtuEvent>,
@@ -104,14 +114,23 @@ impl Controller {
         shutdown: impl Future<Output = ()>,
     ) -> Controller {
         tokio::pin!(shutdown);
+        self.health.set_lan(&self.lan.name);
+        self.metrics.set_probes(self.health.outcomes());
         loop {
-            let deadline = self.policy.next_deadline();
+            // After every event: holders, health and MACs decide what the VIP checks
+            // ask (the same plan again costs a comparison).
+            self.plan_vips();
+            let deadline = earliest(self.policy.next_deadline(), self.next_drain_deadline());
             tokio::select! {
                 () = &mut shutdown => return self,
-                Some(event) = inputs.health.recv() => self.on_health(event).await,
+                Some(event) = inputs.health.recv() => match event {
+                    CheckEvent::Host(event) => self.on_health(event).await,
+                    CheckEvent::Vip(event) => self.on_vip(event).await,
+                },
                 Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
                 Some(facts) = inputs.forwarding.recv() => self.on_forwarding(&facts),
                 Some(event) = inputs.lan_mtu.recv() => self.on_lan_mtu(event),
+                Some(report) = self.affinity.reports.recv() => self.on_sweep(report).await,
                 Some(command) = inputs.commands.recv() => {
                     let Command { request, reply } = command;
                     let response = requests::answer(&mut self, request).await;
@@ -133,6 +152,7 @@ impl Controller {
                 () = sleep_or_never(deadline) => {
                     let changes = self.policy.tick(Instant::now());
                     self.apply(changes, None, Instant::now()).await;
+                    self.end_due_drains();
                 }
             }
         }
@@ -146,6 +166,7 @@ impl Controller {
             at,
             detected_in,
             reason,
+            probes,
         } = event;
         let name = self.host_name(Some(host));
         info!(host = %name, state = %state, detected_ms = ms(detected_in), reason = ?reason, "health changed");
@@ -156,23 +177,16 @@ impl Controller {
             new: state,
             reason,
             detection_ms: ms(detected_in),
+            probes: probes.iter().map(vip::timing).collect(),
         });
         match self.policy.host_health(host, state, Instant::now()) {
             Ok(changes) => self.apply(changes, Some(detected_in), at).await,
             Err(err) => return warn!("health event for an unknown host: {err}"),
         }
         // After the prefixes moved: flows that stayed with the host now follow them.
-        if let Some(mac) = self.macs.get(host.index()).copied() {
-            let entry = steering::host_entry(mac, &self.lan, self.is_up(host));
-            if let Err(err) = steering::write_host(&mut self.maps, host, entry) {
-                warn!("{err:#}");
-            }
+        if let Err(err) = self.write_host_entry(host) {
+            warn!("{err:#}");
         }
-    }
-
-    /// Whether the health checks say `host` is up.
-    pub(super) fn is_up(&self, host: HostId) -> bool {
-        self.policy.health(host) == Some(Health::Up)
     }
 
     fn on_neighbour(&mut self, event: NeighEvent) {
@@ -197,8 +211,7 @@ impl Controller {
             return;
         }
         let old = known.replace(mac);
-        let entry = steering::host_entry(Some(mac), &self.lan, self.is_up(host));
-        match steering::write_host(&mut self.maps, host, entry) {
+        match self.write_host_entry(host) {
             Ok(()) => {
                 let name = self.config.host(host).name.clone();
                 info!(host = %name, %mac, old = ?old.map(|m| m.to_string()), "MAC learned");
@@ -221,9 +234,8 @@ impl Controller {
         }
         let old = std::mem::replace(&mut self.lan.mtu, mtu);
         let mut written = 0;
-        for (host, mac) in HostId::all(self.macs.len()).zip(&self.macs) {
-            let entry = steering::host_entry(*mac, &self.lan, self.is_up(host));
-            match steering::write_host(&mut self.maps, host, entry) {
+        for host in HostId::all(self.macs.len()) {
+            match self.write_host_entry(host) {
                 Ok(()) => written += 1,
                 Err(err) => warn!("{err:#}"),
             }
@@ -280,6 +292,14 @@ impl Controller {
 /// Milliseconds, to the microsecond (so logs show `20.911`, not float noise).
 pub(super) fn ms(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1e3
+}
+
+/// The earlier of two deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 async fn sleep_or_never(deadline: Option<Instant>) {

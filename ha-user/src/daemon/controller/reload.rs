@@ -96,6 +96,7 @@ impl Controller {
             warn!("after reload: {stale}");
         }
         let old = std::mem::replace(&mut self.config, new);
+        self.affinity.reconfigure(&old, &self.config);
         // Host ids may have moved: rewrite the host table from the new order.
         let old_macs: HashMap<_, _> = old
             .hosts

@@ -9,8 +9,8 @@ use crate::{
     proto::{
         Stats, Status,
         reports::{
-            FlowTally, HostStatus, HostTraffic, LastChange, Named, PinStatus, PrefixStatus,
-            PrefixTraffic, Verdict,
+            DrainStatus, FlowTally, HostStatus, HostTraffic, LastChange, MovingStatus, Named,
+            PinStatus, PrefixStatus, PrefixTraffic, ProbeCounts, Verdict, VipStatus,
         },
     },
 };
@@ -20,9 +20,27 @@ fn unix_ms(at: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Prefixes (owner, why, pin, last change) and hosts (health, MAC, drain).
+/// Prefixes (owner, why, pin, last change) and hosts (health, MAC, drain, probes,
+/// the VIPs they serve).
 pub fn status(controller: &Controller) -> Status {
     let health = controller.health.snapshot();
+    let vip_checks = controller.health.vip_snapshot();
+    let mut vips: Vec<Vec<VipStatus>> = vec![Vec::new(); controller.config.hosts.len()];
+    for pair in vip_checks.pairs {
+        let (Some(list), Some(prefix)) = (
+            vips.get_mut(pair.host.index()),
+            controller.config.prefixes.get(pair.prefix.index()),
+        ) else {
+            continue;
+        };
+        list.push(VipStatus {
+            prefix: prefix.cidr,
+            vip: prefix.vip,
+            verdict: pair.verdict,
+            why: pair.why,
+        });
+    }
+    let mut vips = vips.into_iter();
     let policy = &controller.policy;
     let prefixes = controller
         .config
@@ -37,6 +55,11 @@ pub fn status(controller: &Controller) -> Status {
                 force: pin.force,
             }),
             last_change: last_change(controller, id),
+            moving: controller.affinity.moving(id).map(|m| MovingStatus {
+                from: controller.host_name(Some(m.prev)),
+                since_unix_ms: unix_ms(m.since),
+                flows_elsewhere: m.elsewhere,
+            }),
         })
         .collect();
     let hosts = controller
@@ -50,8 +73,26 @@ pub fn status(controller: &Controller) -> Status {
                 health: policy.health(id).unwrap_or_default(),
                 mac: controller.macs.get(id.index()).copied().flatten(),
                 drained: policy.is_drained(id),
+                draining: controller
+                    .affinity
+                    .drains
+                    .get(&id)
+                    .filter(|d| !d.ended)
+                    .map(|d| DrainStatus {
+                        since_unix_ms: unix_ms(d.started),
+                        deadline_unix_ms: unix_ms(d.deadline_wall),
+                        remaining: d.remaining,
+                    }),
                 last_error: probe.and_then(|p| p.last_error.clone()),
                 last_rtt_us: probe.and_then(|p| p.last_rtt).map(|d| d.as_micros() as u64),
+                probes: probe.map_or_else(ProbeCounts::default, |p| {
+                    ProbeCounts::from_array(&p.outcomes)
+                }),
+                vips: vips.next().unwrap_or_default(),
+                vip_probes: vip_checks
+                    .outcomes
+                    .get(id.index())
+                    .map_or_else(ProbeCounts::default, ProbeCounts::from_array),
             }
         })
         .collect();

@@ -122,14 +122,24 @@ async fn admin_command(
             let changes = controller.policy.clear_owner(id, now)?;
             (changes, ChangeResult::PinCleared { prefix: *prefix })
         }
-        Request::Drain { host } => {
+        Request::Drain { host, now: at_once } => {
             let id = host_id(controller, host)?;
+            // Before the prefixes move: a graceful drain's host keeps its flows.
+            let timeout = controller.start_drain(id, *at_once);
             let changes = controller.policy.drain(id, now)?;
             let host = controller.host_name(Some(id));
-            (changes, ChangeResult::Drained { host })
+            let result = match timeout {
+                Some(timeout) => ChangeResult::Draining {
+                    host,
+                    timeout_ms: timeout.as_millis() as u64,
+                },
+                None => ChangeResult::Drained { host },
+            };
+            (changes, result)
         }
         Request::Undrain { host } => {
             let id = host_id(controller, host)?;
+            controller.forget_drain(id);
             let changes = controller.policy.undrain(id, now)?;
             let host = controller.host_name(Some(id));
             (changes, ChangeResult::Undrained { host })
@@ -140,15 +150,17 @@ async fn admin_command(
     };
     let moves: Vec<Move> = changes.iter().map(|c| moved(controller, c)).collect();
     controller.apply(changes, None, now).await;
+    if let Request::Drain { host, .. } = &request
+        && let Some(id) = controller.config.host_id(host)
+    {
+        controller.drain_moved(id);
+    }
     controller.events.publish(Event::Admin {
         request,
         result: result.clone(),
         moved: moves.len(),
     });
-    if let Err(err) = state::save(
-        &controller.config.state_file,
-        &controller.policy.admin_state(),
-    ) {
+    if let Err(err) = state::save(&controller.config.state_file, &controller.saved_state()) {
         warn!("{err:#}");
         return Err(RequestError::StateNotSaved(err));
     }

@@ -4,72 +4,49 @@
 //!
 //! - `HA_META` holds the [`LAYOUT_VERSION`] of the controller that created the pins;
 //!   pins without it, or with another, are refused ([`check_pinned`]);
-//! - every pinned map must have the kind, key size, value size and capacity this build
-//!   declares ([`expected_shape`]): a second line of defence, for a layout bumped by
-//!   mistake or not at all.
+//! - every pinned map must have the kind, key size, value size and capacity of its
+//!   spec in ha-common's map table ([`ha_common::MAPS`], [`expected_shape`]): a
+//!   second line of defence, for a layout bumped by mistake or not at all.
 
 use std::path::Path;
 
 use aya::maps::{Array, Map, MapData, MapInfo, MapType};
-use ha_common::{
-    Counter, FlowCounter, FlowEntry, FlowKey, HostEntry, IfaceEntry, LAYOUT_VERSION, MAP_COUNTERS,
-    MAP_FLOW_COUNTERS, MAP_FLOWS, MAP_HOST_STATS, MAP_HOSTS, MAP_IFACES, MAP_META, MAP_PFX_STATS,
-    MAP_PREFIXES, MAP_SETTINGS, MAP_TX_PORTS, Meta, PINNED_MAPS, PrefixEntry, Settings, Traffic,
-};
+use ha_common::{LAYOUT_VERSION, MAP_META, MapSpec, Meta, PINNED_MAPS};
 
 use super::{DatapathError, map_pin_path};
 
 /// Type, key size, value size, capacity.
 type Shape = (MapType, u32, u32, u32);
 
-/// The shape every pinned map must have for this program. A map pinned by another
-/// version is refused, not misread.
+/// The shape a pinned map of this build has: its spec's in the map table. A map
+/// pinned by another version is refused, not misread.
 fn expected_shape(name: &str) -> Option<Shape> {
-    use std::mem::size_of;
-    let u32_size = size_of::<u32>() as u32;
-    Some(match name {
-        MAP_PREFIXES => (
-            MapType::LpmTrie,
-            8,
-            size_of::<PrefixEntry>() as u32,
-            ha_common::MAX_PREFIXES,
-        ),
-        MAP_HOSTS => (
-            MapType::Array,
-            u32_size,
-            size_of::<HostEntry>() as u32,
-            ha_common::MAX_HOSTS,
-        ),
-        MAP_IFACES => (
-            MapType::Array,
-            u32_size,
-            size_of::<IfaceEntry>() as u32,
-            ha_common::MAX_IFINDEX,
-        ),
-        MAP_TX_PORTS => (MapType::DevMapHash, u32_size, 8, ha_common::MAX_IFACES),
-        MAP_COUNTERS => (MapType::PerCpuArray, u32_size, 8, Counter::COUNT),
-        MAP_HOST_STATS => (
-            MapType::PerCpuArray,
-            u32_size,
-            size_of::<Traffic>() as u32,
-            ha_common::MAX_HOSTS,
-        ),
-        MAP_PFX_STATS => (
-            MapType::PerCpuArray,
-            u32_size,
-            size_of::<Traffic>() as u32,
-            ha_common::MAX_PREFIXES,
-        ),
-        MAP_FLOWS => (
-            MapType::LruHash,
-            size_of::<FlowKey>() as u32,
-            size_of::<FlowEntry>() as u32,
-            ha_common::MAX_FLOWS,
-        ),
-        MAP_SETTINGS => (MapType::Array, u32_size, size_of::<Settings>() as u32, 1),
-        MAP_FLOW_COUNTERS => (MapType::PerCpuArray, u32_size, 8, FlowCounter::COUNT),
-        MAP_META => (MapType::Array, u32_size, size_of::<Meta>() as u32, 1),
-        _ => return None,
+    let MapSpec {
+        name: _,
+        kind,
+        key_size,
+        value_size,
+        max_entries,
+        holds: _,
+        written_by: _,
+    } = *ha_common::maps::spec(name)?;
+    Some((kind.map_type(), key_size, value_size, max_entries))
+}
+
+/// Refuses `found`, the shape of the map pinned at `path`, unless it is the one this
+/// build declares for `name`.
+fn refuse_other_shape(name: &str, path: &Path, found: Shape) -> Result<(), DatapathError> {
+    let Some(expected) = expected_shape(name) else {
+        return Ok(());
+    };
+    if found == expected {
+        return Ok(());
+    }
+    let show = |(t, k, v, m): Shape| format!("{t:?}, key {k} B, value {v} B, {m} entries");
+    Err(DatapathError::IncompatiblePin {
+        path: path.to_owned(),
+        found: show(found),
+        expected: show(expected),
     })
 }
 
@@ -130,17 +107,7 @@ fn check_shape(pin_dir: &Path, name: &'static str) -> Result<(), DatapathError> 
         info.value_size(),
         info.max_entries(),
     );
-    if let Some(expected) = expected_shape(name)
-        && found != expected
-    {
-        let show = |(t, k, v, m): Shape| format!("{t:?}, key {k} B, value {v} B, {m} entries");
-        return Err(DatapathError::IncompatiblePin {
-            path,
-            found: show(found),
-            expected: show(expected),
-        });
-    }
-    Ok(())
+    refuse_other_shape(name, &path, found)
 }
 
 /// Marks the maps of a freshly loaded object (pinned or adopted) with this build's
@@ -188,9 +155,62 @@ mod tests {
     }
 
     #[test]
-    fn every_pinned_map_has_a_shape() {
+    fn the_expected_shapes_are_the_tables() {
+        for spec in &ha_common::MAPS {
+            let shape = expected_shape(spec.name).expect("every map of the table has a shape");
+            assert_eq!(
+                (shape.0 as u32, shape.1, shape.2, shape.3),
+                (
+                    spec.kind.bpf_map_type(),
+                    spec.key_size,
+                    spec.value_size,
+                    spec.max_entries
+                ),
+                "{}",
+                spec.name
+            );
+        }
         for name in PINNED_MAPS {
             assert!(expected_shape(name).is_some(), "{name}");
+        }
+    }
+
+    /// A pin passes exactly when every field of its shape is its spec's; a refusal
+    /// names the pin and both shapes.
+    #[test]
+    fn pins_pass_only_with_the_tables_shape() {
+        let path = PathBuf::from("/sys/fs/bpf/ha/HA_X");
+        for spec in &ha_common::MAPS {
+            let shape = (
+                spec.kind.map_type(),
+                spec.key_size,
+                spec.value_size,
+                spec.max_entries,
+            );
+            refuse_other_shape(spec.name, &path, shape)
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            let other_kind = if spec.kind.map_type() == MapType::Hash {
+                MapType::Array
+            } else {
+                MapType::Hash
+            };
+            for wrong in [
+                (other_kind, shape.1, shape.2, shape.3),
+                (shape.0, shape.1 + 4, shape.2, shape.3),
+                (shape.0, shape.1, shape.2 + 8, shape.3),
+                (shape.0, shape.1, shape.2, shape.3 * 2),
+            ] {
+                let err = refuse_other_shape(spec.name, &path, wrong)
+                    .expect_err("another shape is refused")
+                    .to_string();
+                assert!(
+                    err.contains("/sys/fs/bpf/ha/HA_X")
+                        && err.contains(&format!("{} entries", wrong.3))
+                        && err.contains(&format!("needs {:?}", shape.0))
+                        && err.contains(&format!("{} entries", spec.max_entries)),
+                    "{err}"
+                );
+            }
         }
     }
 }

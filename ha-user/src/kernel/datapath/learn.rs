@@ -18,7 +18,7 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
     },
 };
-use ha_common::PROG_LEARN;
+use ha_common::{PROG_LEARN, TC_LINK_PREFIX};
 
 use super::DatapathError;
 
@@ -26,8 +26,6 @@ use super::DatapathError;
 pub const NETLINK_PRIORITY: u16 = 0x6861;
 /// Handle of that filter.
 pub const NETLINK_HANDLE: TcHandle = TcHandle::new(0, 0x165);
-/// Prefix of the pin of a TCX link.
-pub const TC_LINK_PREFIX: &str = "tclink_";
 
 /// Where the TCX link of `iface` is pinned.
 pub fn tc_link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {

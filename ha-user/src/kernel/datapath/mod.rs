@@ -32,7 +32,7 @@ use ha_common::{
     Counter, FlowCounter, FlowEntry, FlowKey, GLOBAL_LOG_PACKETS, HostEntry, IfaceEntry,
     MAP_COUNTERS, MAP_FLOW_COUNTERS, MAP_FLOWS, MAP_HOST_STATS, MAP_HOSTS, MAP_IFACES, MAP_META,
     MAP_PFX_STATS, MAP_PREFIXES, MAP_SETTINGS, MAP_TX_PORTS, PINNED_MAPS, PROG_STEER, PrefixEntry,
-    Settings, Traffic,
+    Settings, TC_LINK_PREFIX, Traffic, XDP_LINK_PREFIX,
 };
 use ipnet::Ipv4Net;
 
@@ -166,7 +166,7 @@ pub fn map_pin_path(pin_dir: &Path, map: &str) -> PathBuf {
 }
 
 pub fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
-    pin_dir.join(format!("link_{iface}"))
+    pin_dir.join(format!("{XDP_LINK_PREFIX}{iface}"))
 }
 
 /// Fails unless `dir` is on a bpffs (the pins would be lost or fail otherwise).
@@ -470,7 +470,7 @@ pub struct Attachment {
 
 /// Whether a pin of the pin directory is one of our links (XDP or TCX).
 fn is_link_pin(name: &str) -> bool {
-    name.starts_with("link_") || name.starts_with(learn::TC_LINK_PREFIX)
+    name.starts_with(XDP_LINK_PREFIX) || name.starts_with(TC_LINK_PREFIX)
 }
 
 /// Removes everything `ha` pinned under `pin_dir`: the links (which detaches the

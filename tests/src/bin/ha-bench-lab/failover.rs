@@ -2,44 +2,37 @@
 //! through a VIP, a soak under forwarding load counting false failovers, and a grid
 //! of faster health settings under load.
 
-use std::{
-    net::SocketAddrV4,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddrV4, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
-use ha_tests::lab::{
-    Bins, Fault, HealthSpec, Lab, LabSpec, Node, OwnerChange, PrefixSpec, XdpMode, net, vip,
-};
-use ha_user::model::{Health, Reason};
+use ha_tests::lab::{Bins, Fault, HealthSpec, Lab, LabSpec, Node, PrefixSpec, XdpMode, net, vip};
 use serde::Serialize;
 
 use crate::{
     Args, check_interrupted,
-    load::{self, Lane, LoadReport},
-    machine::unix_ms_now,
     report::{Figure, Over, Section, Table, number},
+    soak::{Soak, soak, soak_figures, soak_section_lines},
     stats::{Dist, Stat},
 };
 
-const LAB_PREFIX: &str = "ha-bl-f-";
+pub(crate) const LAB_PREFIX: &str = "ha-bl-f-";
 /// The prefix the trials break, its owner and its first backup.
-const BROKEN: &str = "192.168.1.64/27";
-const OWNER: &str = "host2";
-const BACKUP: &str = "host1";
+pub(crate) const BROKEN: &str = "192.168.1.64/27";
+pub(crate) const OWNER: &str = "host2";
+pub(crate) const BACKUP: &str = "host1";
 /// The trial stream: one datagram every 0.2 ms.
 const STREAM_RATE: u64 = 5000;
 const STREAM_MS: u64 = 450;
 /// When the fault hits, after the stream started.
 const FAULT_AFTER: Duration = Duration::from_millis(120);
 /// Datagrams per second per load lane (four lanes).
-const LOAD_RATE: u64 = 25_000;
+pub(crate) const LOAD_RATE: u64 = 25_000;
 /// Failback hold-down in the trials: shorter than the default 2 s so that a trial
 /// takes about a second; it does not enter the failover outage.
-const FAILBACK_MS: u64 = 150;
+pub(crate) const FAILBACK_MS: u64 = 150;
 
 /// The target: interval 10 ms, fall 3, with ha-user's default timeout of 5 ms.
-fn default_health() -> HealthSpec {
+pub(crate) fn default_health() -> HealthSpec {
     HealthSpec {
         interval_ms: 10,
         timeout_ms: 5,
@@ -50,11 +43,11 @@ fn default_health() -> HealthSpec {
 }
 
 /// Upper bound of the detection time of `h` (see ha-user's health module).
-fn detection_bound_ms(h: &HealthSpec) -> u64 {
+pub(crate) fn detection_bound_ms(h: &HealthSpec) -> u64 {
     h.interval_ms + u64::from(h.fall - 1) * h.interval_ms.max(h.timeout_ms) + h.timeout_ms
 }
 
-fn settings(h: &HealthSpec) -> String {
+pub(crate) fn settings(h: &HealthSpec) -> String {
     format!(
         "interval {} ms, timeout {} ms, fall {}",
         h.interval_ms, h.timeout_ms, h.fall
@@ -77,14 +70,14 @@ pub struct Trial {
     pub switches: usize,
 }
 
-fn build_lab(bins: &Bins, health: HealthSpec) -> anyhow::Result<Lab> {
+pub(crate) fn build_lab(bins: &Bins, health: HealthSpec) -> anyhow::Result<Lab> {
     let mut spec = LabSpec::new(LAB_PREFIX, XdpMode::Native, bins.clone());
     spec.health = health;
     spec.prefixes = PrefixSpec::classic();
     Lab::build(spec).context("building the lab")
 }
 
-fn setup_lines(lab: &Lab) -> Vec<String> {
+pub(crate) fn setup_lines(lab: &Lab) -> Vec<String> {
     let mut lines = vec![format!(
         "Lab: the classic network in namespaces `{LAB_PREFIX}*` (router with ha_steer in \
          native XDP mode on veth, four web servers, LAN and WAN clients), release builds. \
@@ -99,7 +92,7 @@ fn setup_lines(lab: &Lab) -> Vec<String> {
 }
 
 /// Runs one trial of `fault` against the owner of [`BROKEN`] and repairs it.
-fn trial(lab: &mut Lab, fault: Fault) -> anyhow::Result<Trial> {
+pub(crate) fn trial(lab: &mut Lab, fault: Fault) -> anyhow::Result<Trial> {
     let broken = net(BROKEN);
     let target = SocketAddrV4::new(vip(broken), lab.spec().udp_port);
     let mark = lab.owner_changes()?.len();
@@ -240,152 +233,14 @@ fn trial_figures(trials: &[Trial], outage_limit: f64, label: &str) -> Vec<Figure
     figures
 }
 
-/// The four load lanes: the LAN client to the VIPs of host1 and host2 (XDP_TX), the
-/// WAN client to those of host3 and host4 (XDP_REDIRECT, answers forwarded by the
-/// router's kernel).
-fn lanes(lab: &Lab) -> Vec<Lane> {
-    let port = lab.spec().udp_port;
-    let to = |prefix: &str| SocketAddrV4::new(vip(net(prefix)), port);
-    vec![
-        Lane {
-            node: Node::LanClient,
-            target: to("192.168.1.32/27"),
-        },
-        Lane {
-            node: Node::LanClient,
-            target: to("192.168.1.64/27"),
-        },
-        Lane {
-            node: Node::WanClient,
-            target: to("192.168.1.96/27"),
-        },
-        Lane {
-            node: Node::WanClient,
-            target: to("192.168.1.128/27"),
-        },
-    ]
-}
-
-/// What a soak saw.
-#[derive(Clone, Debug, Serialize)]
-pub struct Soak {
-    pub settings: String,
-    pub detection_bound_ms: u64,
-    pub seconds: u64,
-    pub load: LoadReport,
-    /// The controller's `owner-changed` events during the soak, one line each: every
-    /// one is a false failover (or its failback), since nothing failed.
-    pub owner_changes: Vec<String>,
-    /// Of those, the failovers: changes for a holder that went down
-    /// (reason `failover` or `all-down`).
-    pub failovers: usize,
-    /// Its `health-changed` events to down during the soak (with their reasons).
-    pub health_downs: Vec<String>,
-    /// `/proc/loadavg` at the end of the soak (two cores).
-    pub load_average_end: String,
-}
-
-impl Soak {
-    /// Failovers: owner changes away from a prefix's configured owner.
-    pub fn false_failovers(&self) -> usize {
-        self.failovers
-    }
-}
-
-fn soak(lab: &mut Lab, seconds: u64) -> anyhow::Result<Soak> {
-    let changes_mark = lab.owner_changes()?.len();
-    let health_mark = lab.health_changes()?.len();
-    let lanes = lanes(lab);
-    let run = load::start(lab, &lanes, LOAD_RATE)?;
-    let started = Instant::now();
-    let mut result = Ok(());
-    while started.elapsed() < Duration::from_secs(seconds) {
-        if let Err(err) = check_interrupted() {
-            result = Err(err);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let load = run.stop(lab)?;
-    result?;
-    let changed: Vec<OwnerChange> = lab
-        .owner_changes()?
-        .into_iter()
-        .skip(changes_mark)
-        .collect();
-    let failovers = changed
-        .iter()
-        .filter(|c| matches!(c.reason, Reason::Failover | Reason::AllDown))
-        .count();
-    let owner_changes = changed.iter().map(ToString::to_string).collect();
-    let health_downs = lab
-        .health_changes()?
-        .into_iter()
-        .skip(health_mark)
-        .filter(|(_, health, _)| *health == Health::Down)
-        .map(|(_, _, record)| record.to_string())
-        .collect();
-    let health = lab.spec().health.clone();
-    let soak = Soak {
-        settings: settings(&health),
-        detection_bound_ms: detection_bound_ms(&health),
-        seconds,
-        load,
-        owner_changes,
-        failovers,
-        health_downs,
-        load_average_end: crate::machine::load_average(),
-    };
-    eprintln!(
-        "ha-bench-lab: soak {} s at {}: {} owner changes, {} hosts down; {}",
-        seconds,
-        soak.settings,
-        soak.owner_changes.len(),
-        soak.health_downs.len(),
-        soak.load.summary()
-    );
-    Ok(soak)
-}
-
 /// Restarts the controller with other health settings and waits until it steers
 /// every prefix to its owner.
-fn restart_with(lab: &mut Lab, health: HealthSpec) -> anyhow::Result<()> {
+pub(crate) fn restart_with(lab: &mut Lab, health: HealthSpec) -> anyhow::Result<()> {
     lab.stop_controller()?;
     let prefixes = lab.spec().prefixes.clone();
     lab.reconfigure(health, prefixes)?;
     lab.start_controller(&[])?;
     lab.wait_steady(Duration::from_secs(10))
-}
-
-fn soak_section_lines(soak: &Soak, what: &str) -> Vec<String> {
-    let mut lines = vec![format!(
-        "{what}: {} s at {} with no fault injected, under load: {}. Owner changes: {}; \
-         hosts declared down: {}; load average at its end {}.",
-        soak.seconds,
-        soak.settings,
-        soak.load.summary(),
-        soak.owner_changes.len(),
-        soak.health_downs.len(),
-        soak.load_average_end
-    )];
-    for line in soak.health_downs.iter().take(10) {
-        lines.push(format!("  host declared down: `{line}`"));
-    }
-    for line in soak.owner_changes.iter().take(10) {
-        lines.push(format!("  false failover: `{line}`"));
-    }
-    lines
-}
-
-fn soak_figure(soak: &Soak, name: &str) -> Figure {
-    Figure::new(name, "", Over::Runs, &[soak.false_failovers() as f64])
-        .target(Stat::Max, 0.0)
-        .note(format!(
-            "{} s soak at {}; load achieved: {}",
-            soak.seconds,
-            soak.settings,
-            soak.load.summary()
-        ))
 }
 
 /// Family 3 as the default run holds it. What was measured before an error stays in
@@ -446,12 +301,13 @@ fn run_into(
     }
     check_interrupted()?;
 
-    let soaked = soak(&mut lab, soak_s)?;
+    let soaked = soak(&mut lab, soak_s, false)?;
     section.setup.extend(soak_section_lines(
         &soaked,
-        "False-failover soak (default run; the 10-minute soak is `--only soak`)",
+        "False-failover soak (default run; the 10-minute soak is `--only soak`), no fault \
+         injected",
     ));
-    section.figures.push(soak_figure(
+    section.figures.extend(soak_figures(
         &soaked,
         &format!("false failovers in {soak_s} s under load, interval 10 / fall 3"),
     ));
@@ -526,7 +382,7 @@ fn grid(lab: &mut Lab, seconds: u64) -> anyhow::Result<(Table, Option<HealthSpec
     for health in grid {
         check_interrupted()?;
         restart_with(lab, health.clone())?;
-        let soaked = soak(lab, seconds)?;
+        let soaked = soak(lab, seconds, false)?;
         if winner.is_none() && soaked.false_failovers() == 0 {
             winner = Some(health.clone());
         }
@@ -536,7 +392,7 @@ fn grid(lab: &mut Lab, seconds: u64) -> anyhow::Result<(Table, Option<HealthSpec
             health.fall.to_string(),
             detection_bound_ms(&health).to_string(),
             soaked.false_failovers().to_string(),
-            soaked.health_downs.len().to_string(),
+            soaked.false_downs.len().to_string(),
             format!(
                 "{:.0}",
                 soaked.load.steered_pps + soaked.load.kernel_forwarded_pps
@@ -640,26 +496,4 @@ pub fn write_json_extra(
     let path = args.out.join(format!("lab-{family}-raw.json"));
     std::fs::write(&path, serde_json::to_string_pretty(value)?)
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// `--only soak`: the long soak at the target settings.
-pub fn run_soak_family(args: &Args, bins: &Bins) -> anyhow::Result<Section> {
-    let mut section = Section::new("3. Failover outage: false failovers, long soak");
-    let mut lab = build_lab(bins, default_health())?;
-    section.setup = setup_lines(&lab);
-    let started = unix_ms_now();
-    let soaked = soak(&mut lab, args.soak_seconds)?;
-    section.setup.extend(soak_section_lines(
-        &soaked,
-        &format!("Soak started {}", crate::machine::utc(started)),
-    ));
-    section.figures.push(soak_figure(
-        &soaked,
-        &format!(
-            "false failovers in {} s under load, interval 10 / fall 3",
-            args.soak_seconds
-        ),
-    ));
-    write_json_extra(args, "soak", &serde_json::to_value(&soaked)?)?;
-    Ok(section)
 }

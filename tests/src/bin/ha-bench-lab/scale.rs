@@ -6,6 +6,7 @@
 //! ```text
 //!   ha-bl-s-router eth1 10.64.0.1/20 ──veth── eth0 ha-bl-s-hosts
 //!                                             10.64.0.2/20 + 10.64.1.0 … 10.64.4.255 (/32)
+//!                                             lo: local 10.128.0.0/10 (every VIP)
 //!                                             ha-webd on :80 answers for every address
 //! ```
 
@@ -193,6 +194,13 @@ impl Scale {
         }
         scale.batch(NS_HOSTS, "addrs", &addrs)?;
         scale.batch(NS_ROUTER, "neigh", &neigh)?;
+        // Every VIP answers too (one local route, as a web server binds its VIPs on
+        // its loopback): the controller's VIP checks ask them through each host.
+        ns::check(&mut ns::ip(NS_HOSTS, &["link", "set", "lo", "up"]))?;
+        ns::check(&mut ns::ip(
+            NS_HOSTS,
+            &["route", "add", "local", "10.128.0.0/10", "dev", "lo"],
+        ))?;
         let webd = bins.webd.to_string_lossy().into_owned();
         let mut proc = Proc::spawn(
             "responder",
@@ -359,15 +367,15 @@ impl Drop for Scale {
 
 /// Entries of the pinned prefix map, by host id.
 fn map_entries(pin_dir: &Path) -> anyhow::Result<(usize, BTreeMap<u32, usize>)> {
-    let path = pin_dir.join(MAP_PREFIXES);
+    let path = ha_user::kernel::datapath::map_pin_path(pin_dir, MAP_PREFIXES);
     let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
     let trie: LpmTrie<MapData, [u8; 4], PrefixEntry> = Map::from_map_data(data)?
         .try_into()
-        .context("HA_PREFIXES is not the expected LPM trie")?;
+        .with_context(|| format!("{MAP_PREFIXES} is not the expected LPM trie"))?;
     let mut by_host = BTreeMap::new();
     let mut total = 0;
     for item in trie.iter() {
-        let (_, entry) = item.context("reading HA_PREFIXES")?;
+        let (_, entry) = item.with_context(|| format!("reading {MAP_PREFIXES}"))?;
         *by_host.entry(entry.host).or_insert(0) += 1;
         total += 1;
     }

@@ -22,10 +22,11 @@ use aya::{
     programs::{ProgramError, TestRun as _, TestRunAttrs, TestRunOptions},
     sys::SyscallError,
 };
-use ha_common::{
-    BENCH_GENERATED, BENCH_RECEIVED, Counter, GEN_HEADER_LEN, GenHeader, PROG_COUNT, PROG_GEN,
-    PROG_REF_REDIR, PROG_REF_TX, PROG_STEER,
+use ha_bench_common::{
+    BENCH_GENERATED, BENCH_RECEIVED, GEN_HEADER_LEN, GenHeader, PROG_COUNT, PROG_GEN,
+    PROG_REF_REDIR, PROG_REF_TX,
 };
+use ha_common::{Counter, PROG_STEER};
 use ha_tests::packet::Ipv4Frame;
 
 use crate::{
@@ -170,7 +171,7 @@ pub fn run(settings: &Settings, out: &Path) -> anyhow::Result<Family> {
     ] {
         object.program(name)?;
     }
-    // The generator threads share their own copy of the object (its own counter map),
+    // The generator threads share their own copy of the objects (its own counter map),
     // while this thread attaches and detaches programs of the other.
     // Attached to an idle veth pair it stays in the XDP dispatcher: otherwise every
     // call with `repeat > 1` updates the dispatcher twice and waits ~25 ms for it.

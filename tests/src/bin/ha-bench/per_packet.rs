@@ -15,8 +15,12 @@
 use std::{net::Ipv4Addr, process::Command, time::Instant};
 
 use anyhow::{Context as _, ensure};
-use ha_common::{Counter, GenHeader, PROG_PASS, PROG_REF_TX, PROG_STEER};
-use ha_tests::packet::{Ipv4, Ipv4Frame, Mac, ipv6_udp, pad_to_min};
+use ha_bench_common::{GenHeader, PROG_REF_TX};
+use ha_common::{Counter, FlowEntry, FlowKey, IFACE_ACTIVE, IFACE_VERIFY, PROG_PASS, PROG_STEER};
+use ha_tests::{
+    packet::{IPPROTO_UDP, Ipv4, Ipv4Frame, Mac, ipv6_udp, pad_to_min},
+    steer::coarse_now,
+};
 
 use crate::{
     json::{Json, JsonExt as _},
@@ -35,7 +39,9 @@ const REPEAT_LO: u32 = 10;
 const CPU: usize = 1;
 const PRIORITY: i32 = 50;
 /// Veth pairs that carry no traffic: the programs stay attached there.
-const IDLE_DEVS: [&str; 4] = ["hbp0", "hbp1", "hbp2", "hbp3"];
+const IDLE_DEVS: [&str; 6] = ["hbp0", "hbp1", "hbp2", "hbp3", "hbp4", "hbp5"];
+/// The UDP ports of every frame (client, VIP).
+const PORTS: (u16, u16) = (40_000, 80);
 
 const LO_MAC: Mac = [0; 6];
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x0c, 0x01];
@@ -49,6 +55,8 @@ const PREFIXES: [Ipv4Addr; 4] = [
     Ipv4Addr::new(192, 168, 1, 128),
 ];
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 33);
+/// A VIP of the second prefix, which the `moving` case makes a moving one.
+const MOVING_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 65);
 const UNSTEERED: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 1);
 
 pub struct Settings {
@@ -65,12 +73,15 @@ struct Case {
     /// Expected verdict and the `ha_steer` counter every run must bump.
     action: u32,
     counter: Option<Counter>,
+    /// Runs in the second object, whose interface verifies flows (a router with
+    /// forward rules).
+    verifying: bool,
 }
 
 fn udp_frame(dst: Ipv4Addr) -> Vec<u8> {
     let mut ip = Ipv4::new(CLIENT, dst, ha_tests::packet::IPPROTO_UDP);
     ip.ttl = 255;
-    let segment = ha_tests::packet::udp_segment(CLIENT, dst, 40_000, 80, &[0; 18]);
+    let segment = ha_tests::packet::udp_segment(CLIENT, dst, PORTS.0, PORTS.1, &[0; 18]);
     Ipv4Frame::new(LO_MAC, CLIENT_MAC, ip, segment).bytes()
 }
 
@@ -86,6 +97,7 @@ fn cases() -> Vec<Case> {
             frame: hit.clone(),
             action: XDP_PASS,
             counter: None,
+            verifying: false,
         },
         Case {
             name: "ref_tx",
@@ -94,6 +106,7 @@ fn cases() -> Vec<Case> {
             frame: hit.clone(),
             action: XDP_TX,
             counter: None,
+            verifying: false,
         },
         Case {
             name: "hit",
@@ -102,6 +115,16 @@ fn cases() -> Vec<Case> {
             frame: hit,
             action: XDP_TX,
             counter: Some(Counter::Tx),
+            verifying: false,
+        },
+        Case {
+            name: "moving",
+            label: "`ha_steer`: steering hit on a moving prefix (the flow looked up), XDP_TX",
+            program: PROG_STEER,
+            frame: udp_frame(MOVING_VIP),
+            action: XDP_TX,
+            counter: Some(Counter::Tx),
+            verifying: false,
         },
         Case {
             name: "miss",
@@ -110,6 +133,7 @@ fn cases() -> Vec<Case> {
             frame: udp_frame(UNSTEERED),
             action: XDP_PASS,
             counter: Some(Counter::PassNoPrefix),
+            verifying: false,
         },
         Case {
             name: "non_ipv4",
@@ -124,6 +148,17 @@ fn cases() -> Vec<Case> {
             )),
             action: XDP_PASS,
             counter: Some(Counter::PassNotIpv4),
+            verifying: false,
+        },
+        Case {
+            name: "verified",
+            label: "`ha_steer`: steering hit on an interface that verifies flows (a router with \
+                    forward rules: the flow looked up, verified by the kernel), XDP_TX",
+            program: PROG_STEER,
+            frame: udp_frame(VIP),
+            action: XDP_TX,
+            counter: Some(Counter::Tx),
+            verifying: true,
         },
     ]
 }
@@ -189,9 +224,17 @@ fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
     for (host, prefix) in (0..).zip(PREFIXES) {
         object.set_prefix(prefix, 27, host)?;
     }
+    // The second prefix moves to host 0 from host 1: every packet looks its flow up
+    // (the first run records it, as the owner's).
+    object.set_moving_prefix(PREFIXES[1], 27, 0, 1)?;
+    let mut verifying = verifying_object()?;
     let cases = cases();
     for case in &cases {
-        object.program(case.program)?;
+        if case.verifying {
+            verifying.program(case.program)?;
+        } else {
+            object.program(case.program)?;
+        }
     }
 
     // Keep the programs attached to idle veths for the whole run: with
@@ -208,11 +251,13 @@ fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
     {
         object.attach(program, topology::ifindex(dev)?)?;
     }
+    verifying.attach(PROG_STEER, topology::ifindex(IDLE_DEVS[3])?)?;
+    let holder = |case: &Case| if case.verifying { &verifying } else { &object };
 
     // Each case once, checked, before anything is timed.
     let mut kernel_ns: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for case in &cases {
-        let program = object.loaded(case.program)?;
+        let program = holder(case).loaded(case.program)?;
         let (action, _) = progs::test_run(program, &case.frame, REPEAT_HI)?;
         ensure!(
             action == case.action,
@@ -227,6 +272,7 @@ fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
         for offset in 0..cases.len() {
             let index = (round + offset) % cases.len();
             let case = &cases[index];
+            let object = holder(case);
             let before = case.counter.map(|c| object.counter(c)).transpose()?;
             let program = object.loaded(case.program)?;
             let (per_run, kernel) = time_pairs(program, &case.frame, pairs)
@@ -270,6 +316,42 @@ fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
     Ok((figures, details, sizes))
 }
 
+/// The object of the `verified` case: the same hosts and prefixes, an interface
+/// that verifies flows, and the measured frame's flow forwarded by the kernel just
+/// now (valid for an hour: the whole run).
+fn verifying_object() -> anyhow::Result<Object> {
+    let mut object = Object::load(&GenHeader::default())?;
+    object.set_iface_flags(1, LO_MAC, IFACE_ACTIVE | IFACE_VERIFY)?;
+    object.set_host(0, LO_MAC, EGRESS_MAC, 1)?;
+    for (host, prefix) in (0..).zip(PREFIXES) {
+        object.set_prefix(prefix, 27, host)?;
+    }
+    object.set_settings(ha_common::Settings {
+        refresh_ns: 3_600 * 1_000_000_000,
+        ..ha_common::Settings::default()
+    })?;
+    let now = coarse_now();
+    object.set_flow(
+        FlowKey {
+            client: CLIENT.octets(),
+            vip: VIP.octets(),
+            client_port: PORTS.0.to_be_bytes(),
+            vip_port: PORTS.1.to_be_bytes(),
+            proto: IPPROTO_UDP,
+            _pad: [0; 3],
+        },
+        FlowEntry {
+            host: 0,
+            prefix_id: 0,
+            ingress: 1,
+            flags: 0,
+            verified_ns: now,
+            seen_ns: now,
+        },
+    )?;
+    Ok(object)
+}
+
 /// ns per run from `pairs` pairs of calls (one with `REPEAT_HI`, one with
 /// `REPEAT_LO` repeats): the median over pairs of the wall-time difference divided by
 /// the difference in runs; and the mean kernel-reported ns/run of the long calls.
@@ -307,7 +389,7 @@ fn above_floor_note(figures: &[Figure]) -> String {
             .map_or(f64::NAN, |s| s.median)
     };
     let floor = median("floor");
-    let own: Vec<String> = ["ref_tx", "hit", "miss", "non_ipv4"]
+    let own: Vec<String> = ["ref_tx", "hit", "moving", "verified", "miss", "non_ipv4"]
         .iter()
         .map(|name| format!("`{name}` {} ns", fmt_num(median(name) - floor)))
         .collect();

@@ -1,5 +1,8 @@
-//! Programs for `cargo xtask bench`, built into the same object as `ha_steer` so the
-//! references share its toolchain and flags. None of them is loaded by the controller.
+//! The benchmark programs of `cargo xtask bench`, in an object of their own: the
+//! production object (`ha-ebpf`) holds only what the controller loads. They are
+//! built like it, by aya-build with the same toolchain and the same release profile
+//! (`codegen-units = 1`, see the workspace's Cargo.toml), and embedded in the
+//! benchmark runner `ha-bench` by `tests/build.rs`.
 //!
 //! - `ha_ref_tx`, `ha_ref_redir`: the ceilings `ha_steer` is compared with, the least
 //!   work an XDP forwarder can do (swap the MACs, then XDP_TX or a DEVMAP redirect).
@@ -7,6 +10,8 @@
 //!   The kernel recycles the frame buffers and a forwarding router rewrites them, so
 //!   every frame gets its headers written again here before it is sent.
 //! - `ha_count`: the receiver, counts and drops.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     Global,
@@ -15,7 +20,7 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use ha_common::{BENCH_COUNTERS, BENCH_GENERATED, BENCH_RECEIVED, GEN_HEADER_LEN, GenHeader};
+use ha_bench_common::{BENCH_COUNTERS, BENCH_GENERATED, BENCH_RECEIVED, GEN_HEADER_LEN, GenHeader};
 use network_types::eth::EthHdr;
 
 /// Slot 0: the egress device of `ha_ref_redir`. Written by the benchmark.
@@ -105,3 +110,13 @@ pub fn ha_count(_ctx: XdpContext) -> u32 {
     bump(BENCH_RECEIVED);
     xdp_action::XDP_DROP
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
