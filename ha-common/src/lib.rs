@@ -47,12 +47,20 @@ pub const GLOBAL_LOG_PACKETS: &str = "HA_LOG_PACKETS";
 /// How many of the router's own IPv4 addresses [`Settings`] holds; a router with more
 /// has every interface verified ([`IFACE_VERIFY`]), so the kernel checks sources.
 pub const MAX_LOCAL_ADDRS: usize = 16;
-/// One steered packet in `1 << SAMPLE_SHIFT` (per CPU and prefix) looks its flow up
-/// even while nothing requires it, so that busy flows are recorded and kept fresh.
-/// One in 64: the lookup costs ~0.5 ns per steered packet on average (one in 16
-/// cost ~2.4 ns more, `cargo xtask bench --only per-packet`), and a flow of a few
-/// packets a second is still sampled well within the flow table's idle timeouts.
-pub const SAMPLE_SHIFT: u32 = 6;
+/// One steered packet in `1 << SAMPLE_SHIFT` (per CPU and prefix, on average) looks
+/// its flow up even while nothing requires it, so that busy flows are recorded and
+/// kept fresh. One in 32: the lookup costs ~1 ns per steered packet on average (one
+/// in 16 cost ~2.4 ns, `cargo xtask bench --only per-packet`); a flow of 20 packets a
+/// second is recorded within a few seconds.
+pub const SAMPLE_SHIFT: u32 = 5;
+
+/// Whether the steered packet that finds `packets` earlier ones in its prefix's
+/// per-CPU counter is a sample ([`SAMPLE_SHIFT`]). A multiplicative hash of the count,
+/// not `count % n`: flows that take turns (two clients in lockstep) would otherwise
+/// put the same flow on every sampled count and never record the other.
+pub const fn is_sample(packets: u64) -> bool {
+    packets.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SAMPLE_SHIFT) == 0
+}
 
 /// `skb->mark` of the controller's VIP probes: [`PROBE_MARK_TAG`] | host id. The
 /// router routes a probe to a VIP like any other packet (to the prefix's owner);

@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use ha_common::{
-    Counter, FLOW_CT_SYNCED, FlowCounter, IfaceEntry, PrefixEntry, SAMPLE_SHIFT, SETTINGS_CT_SYNC,
-    Settings,
+    Counter, FLOW_CT_SYNCED, FlowCounter, IfaceEntry, PrefixEntry, SETTINGS_CT_SYNC, Settings,
+    is_sample,
 };
 use maps::{HA_FLOWS, HA_HOST_STATS, HA_HOSTS, HA_IFACES, HA_PFX_STATS, HA_SETTINGS, HA_TX_PORTS};
 use network_types::eth::EthHdr;
@@ -94,9 +94,8 @@ fn try_steer(ctx: &XdpContext) -> Result<Verdict, Counter> {
     //    kernel forwarded recently.
     let prefix_stats = HA_PFX_STATS.get_ptr_mut(prefix.prefix_id);
     let sample = prefix_stats.is_some_and(|slot| {
-        let mask = (1u64 << SAMPLE_SHIFT) - 1;
         // SAFETY: per-CPU slot, only this CPU's program instance touches it.
-        unsafe { (*slot).packets & mask == mask }
+        is_sample(unsafe { (*slot).packets })
     });
     let host_id = flow_host(ctx, &ip, prefix, iface, ingress, settings, sample)?;
 

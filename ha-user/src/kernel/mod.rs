@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn kernels_before_5_18_are_refused_by_name() {
-        let err = kernel_supported(KernelVersion::new(5, 15, 100)).unwrap_err();
+        let err = kernel_supported(KernelVersion::new(5, 15, 100)).expect_err("5.15 is too old");
         assert!(
             format!("{err}").contains("needs Linux 5.18 or later"),
             "{err}"

@@ -33,7 +33,6 @@ mod machine;
 mod profile;
 mod report;
 mod scale;
-mod soak;
 mod stats;
 
 use std::{
@@ -180,7 +179,7 @@ fn run() -> anyhow::Result<()> {
     }
     if wanted("soak") {
         let t = Instant::now();
-        let section = soak::run_soak_family(&args, &bins).unwrap_or_else(|err| {
+        let section = failover::soak::run_soak_family(&args, &bins).unwrap_or_else(|err| {
             Section::failed("3. Failover outage: long soak", format!("{err:#}"))
         });
         report.family_done("soak", t.elapsed(), section);

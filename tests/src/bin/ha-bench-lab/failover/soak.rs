@@ -24,12 +24,12 @@ use ha_user::{
 };
 use serde::Serialize;
 
+use super::{
+    BROKEN, LOAD_RATE, OWNER, Trial, build_lab, default_health, detection_bound_ms, settings,
+    setup_lines, trial, write_json_extra,
+};
 use crate::{
     Args, check_interrupted,
-    failover::{
-        BROKEN, LOAD_RATE, OWNER, Trial, build_lab, default_health, detection_bound_ms, settings,
-        setup_lines, trial, write_json_extra,
-    },
     load::{self, Lane, LoadReport},
     machine::unix_ms_now,
     report::{Figure, Over, Section},

@@ -8,10 +8,12 @@ use anyhow::{Context as _, bail, ensure};
 use ha_tests::lab::{Bins, Fault, HealthSpec, Lab, LabSpec, Node, PrefixSpec, XdpMode, net, vip};
 use serde::Serialize;
 
+pub mod soak;
+
+use self::soak::{Soak, soak, soak_figures, soak_section_lines};
 use crate::{
     Args, check_interrupted,
     report::{Figure, Over, Section, Table, number},
-    soak::{Soak, soak, soak_figures, soak_section_lines},
     stats::{Dist, Stat},
 };
 
