@@ -137,21 +137,24 @@ fn killed_server_moves_to_backup_and_back() {
 }
 
 /// `set-owner` through the socket takes effect before the command returns: the next
-/// datagram is answered by the new owner. `clear-owner` gives the prefix back.
+/// new flow's first datagram is answered by the new owner (a flow already served
+/// stays with its host: flow affinity, `tests/tests/affinity.rs`). `clear-owner`
+/// gives the prefix back.
 #[test]
 fn set_owner_and_clear_owner() {
     if !require_root("set_owner_and_clear_owner") {
         return;
     }
     let lab = build(spec("ha-c-pin-"));
-    let socket = lab.udp_socket(Node::LanClient).expect("socket");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("timeout");
     let target = SocketAddrV4::new(vip(net(P64)), lab.spec().udp_port);
     let mut seq = 0u64;
     let mut ask = |expected: &str| -> Duration {
         seq += 1;
+        // A new socket, so a new flow (another source port) every time.
+        let socket = lab.udp_socket(Node::LanClient).expect("socket");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
         let sent = Instant::now();
         socket
             .send_to(seq.to_string().as_bytes(), target)
