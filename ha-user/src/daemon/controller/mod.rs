@@ -10,6 +10,7 @@ mod report;
 mod requests;
 
 pub use apply::{Steering, steering_of};
+pub use requests::{RequestError, decide as decide_request};
 
 use std::{
     path::PathBuf,

@@ -11,9 +11,10 @@ use crate::daemon::{
     state::{self, StateError},
 };
 use crate::{
+    config::Config,
     kernel::datapath::DatapathError,
     model::{HostId, PrefixId},
-    policy::{Change, PinEffect, PolicyError},
+    policy::{Change, PinEffect, Policy, PolicyError},
     proto::{
         ChangeReport, ErrorKind, ErrorReply, Event, Reply, Request,
         reports::{ChangeResult, Move},
@@ -93,51 +94,7 @@ async fn admin_command(
     request: Request,
 ) -> Result<ChangeReport, RequestError> {
     let now = Instant::now();
-    let (changes, result) = match &request {
-        Request::SetOwner {
-            prefix,
-            host,
-            force,
-        } => {
-            let (prefix, host) = (prefix_id(controller, *prefix)?, host_id(controller, host)?);
-            let pinned = controller.policy.set_owner(prefix, host, *force, now)?;
-            let host = controller.host_name(Some(host));
-            let result = match pinned.effect {
-                PinEffect::Steered => ChangeResult::Steered { host },
-                PinEffect::Waiting { health, drained } => ChangeResult::Waiting {
-                    host,
-                    health,
-                    drained,
-                },
-                PinEffect::Forced { health, drained } => ChangeResult::Forced {
-                    host,
-                    health,
-                    drained,
-                },
-            };
-            (pinned.changes, result)
-        }
-        Request::ClearOwner { prefix } => {
-            let id = prefix_id(controller, *prefix)?;
-            let changes = controller.policy.clear_owner(id, now)?;
-            (changes, ChangeResult::PinCleared { prefix: *prefix })
-        }
-        Request::Drain { host } => {
-            let id = host_id(controller, host)?;
-            let changes = controller.policy.drain(id, now)?;
-            let host = controller.host_name(Some(id));
-            (changes, ChangeResult::Drained { host })
-        }
-        Request::Undrain { host } => {
-            let id = host_id(controller, host)?;
-            let changes = controller.policy.undrain(id, now)?;
-            let host = controller.host_name(Some(id));
-            (changes, ChangeResult::Undrained { host })
-        }
-        Request::Status => return Err(RequestError::NotAdmin("status")),
-        Request::Stats => return Err(RequestError::NotAdmin("stats")),
-        Request::Events { .. } => return Err(RequestError::NotAdmin("events")),
-    };
+    let (changes, result) = decide(&controller.config, &mut controller.policy, &request, now)?;
     let moves: Vec<Move> = changes.iter().map(|c| moved(controller, c)).collect();
     controller.apply(changes, None, now).await;
     controller.events.publish(Event::Admin {
@@ -158,6 +115,67 @@ async fn admin_command(
     })
 }
 
+/// What admin `request` changes in `policy` (of `config`), before anything is
+/// applied to the data path or saved: the owner changes and the result to report.
+pub fn decide(
+    config: &Config,
+    policy: &mut Policy,
+    request: &Request,
+    now: Instant,
+) -> Result<(Vec<Change>, ChangeResult), RequestError> {
+    let name = |host: HostId| host_name(config, host);
+    Ok(match request {
+        Request::SetOwner {
+            prefix,
+            host,
+            force,
+        } => {
+            let (prefix, host) = (prefix_id(config, *prefix)?, host_id(config, host)?);
+            let pinned = policy.set_owner(prefix, host, *force, now)?;
+            let host = name(host);
+            let result = match pinned.effect {
+                PinEffect::Steered => ChangeResult::Steered { host },
+                PinEffect::Waiting { health, drained } => ChangeResult::Waiting {
+                    host,
+                    health,
+                    drained,
+                },
+                PinEffect::Forced { health, drained } => ChangeResult::Forced {
+                    host,
+                    health,
+                    drained,
+                },
+            };
+            (pinned.changes, result)
+        }
+        Request::ClearOwner { prefix } => {
+            let id = prefix_id(config, *prefix)?;
+            let changes = policy.clear_owner(id, now)?;
+            (changes, ChangeResult::PinCleared { prefix: *prefix })
+        }
+        Request::Drain { host } => {
+            let id = host_id(config, host)?;
+            let changes = policy.drain(id, now)?;
+            (changes, ChangeResult::Drained { host: name(id) })
+        }
+        Request::Undrain { host } => {
+            let id = host_id(config, host)?;
+            let changes = policy.undrain(id, now)?;
+            (changes, ChangeResult::Undrained { host: name(id) })
+        }
+        Request::Status => return Err(RequestError::NotAdmin("status")),
+        Request::Stats => return Err(RequestError::NotAdmin("stats")),
+        Request::Events { .. } => return Err(RequestError::NotAdmin("events")),
+    })
+}
+
+fn host_name(config: &Config, host: HostId) -> String {
+    config
+        .hosts
+        .get(host.index())
+        .map_or_else(|| host.to_string(), |h| h.name.clone())
+}
+
 fn moved(controller: &Controller, change: &Change) -> Move {
     let Change {
         prefix,
@@ -173,35 +191,23 @@ fn moved(controller: &Controller, change: &Change) -> Move {
     }
 }
 
-fn host_id(controller: &Controller, name: &str) -> Result<HostId, RequestError> {
-    controller
-        .config
+fn host_id(config: &Config, name: &str) -> Result<HostId, RequestError> {
+    config
         .host_id(name)
         .ok_or_else(|| RequestError::UnknownHost {
             name: name.to_owned(),
-            known: controller
-                .config
-                .hosts
-                .iter()
-                .map(|h| h.name.clone())
-                .collect(),
+            known: config.hosts.iter().map(|h| h.name.clone()).collect(),
         })
 }
 
-fn prefix_id(controller: &Controller, prefix: Ipv4Net) -> Result<PrefixId, RequestError> {
+fn prefix_id(config: &Config, prefix: Ipv4Net) -> Result<PrefixId, RequestError> {
     if prefix.trunc() != prefix {
         return Err(RequestError::HostBits { prefix });
     }
-    controller
-        .config
+    config
         .prefix_id(prefix)
         .ok_or_else(|| RequestError::UnknownPrefix {
             prefix,
-            known: controller
-                .config
-                .prefixes
-                .iter()
-                .map(|p| p.cidr.to_string())
-                .collect(),
+            known: config.prefixes.iter().map(|p| p.cidr.to_string()).collect(),
         })
 }
