@@ -104,7 +104,8 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     steps.push(finish("source rules", outcome, start));
 
     // ha-ebpf's `ha` binary only builds for bpfel-unknown-none: the eBPF clippy step
-    // checks it. ha-tests holds the root suites, run one by one below.
+    // checks it. ha-tests holds the root suites, run one by one below. ha-fuzz has
+    // only libFuzzer targets (`cargo xtask fuzz` runs them; clippy checks them here).
     let mut unit = ctx.cargo();
     unit.args([
         "test",
@@ -113,6 +114,8 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
         "ha-tests",
         "--exclude",
         "ha-ebpf",
+        "--exclude",
+        "ha-fuzz",
     ]);
     steps.push(test_step(&mut totals, "unit tests", &mut unit, false));
     // The test library's own unit tests (packet builder, hex dump) need no root.
