@@ -173,8 +173,11 @@ fn run_target(ctx: &Ctx, target: &str, seconds: u64) -> anyhow::Result<Figures> 
     Ok(figures)
 }
 
-/// A `#N NEW ...` or `#N REDUCE ...` line.
+/// A `#N NEW ...` or `#N REDUCE ...` line, or the `NEW_FUNC` lines after one.
 fn is_progress(line: &str) -> bool {
+    if line.trim_start().starts_with("NEW_FUNC[") {
+        return true;
+    }
     let mut words = line.split_whitespace();
     words.next().is_some_and(|w| w.starts_with('#'))
         && words.next().is_some_and(|w| w == "NEW" || w == "REDUCE")
