@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use std::path::Path;
+use std::{path::Path, sync::LazyLock};
 
 use clap::ValueEnum as _;
 use ha_user::{
@@ -14,8 +14,11 @@ use ha_user::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// The classic four-server configuration the reload starts from.
-const CLASSIC: &str = include_str!("../../ha-user/tests/golden/classic.toml");
+/// The classic four-server configuration, parsed once.
+static CLASSIC: LazyLock<Config> = LazyLock::new(|| {
+    let text = include_str!("../../ha-user/tests/golden/classic.toml");
+    Config::parse(Path::new("classic.toml"), text).expect("classic.toml is valid")
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -42,8 +45,7 @@ fuzz_target!(|data: &[u8]| {
     let now = tokio::time::Instant::now();
     let mut policy = Policy::new(&config);
     let _ = policy.tick(now);
-    let classic = Config::parse(Path::new("classic.toml"), CLASSIC).expect("classic.toml is valid");
-    let mut reloaded = Policy::new(&classic);
+    let mut reloaded = Policy::new(&CLASSIC);
     let _ = reloaded.reconfigure(&config, now);
     for format in plan::Format::value_variants() {
         let _ = plan::render(&config, *format);

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use std::path::Path;
+use std::{path::Path, sync::LazyLock};
 
 use ha_user::{
     config::Config,
@@ -20,21 +20,25 @@ use ha_user::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const CLASSIC: &str = include_str!("../../ha-user/tests/golden/classic.toml");
+/// The classic four-server configuration, parsed once.
+static CLASSIC: LazyLock<Config> = LazyLock::new(|| {
+    let text = include_str!("../../ha-user/tests/golden/classic.toml");
+    Config::parse(Path::new("classic.toml"), text).expect("classic.toml is valid")
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let config = Config::parse(Path::new("classic.toml"), CLASSIC).expect("classic.toml is valid");
-    let mut policy = Policy::new(&config);
+    let config = &*CLASSIC;
+    let mut policy = Policy::new(config);
     let now = tokio::time::Instant::now();
     for line in text.split_inclusive('\n') {
         match decode_request(line) {
             Decoded::Request(request) => {
                 // Status, stats and events are refused here (they are not admin
                 // commands); what matters is that nothing panics.
-                match decide_request(&config, &mut policy, &request, now) {
+                match decide_request(config, &mut policy, &request, now) {
                     Ok((changes, result)) => {
                         serde_json::to_string(&result).expect("a result serializes");
                         assert!(changes.len() <= config.prefixes.len());
@@ -58,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let saved = policy.admin_state();
     let file = serde_json::to_string(&saved).expect("the admin state serializes");
     let read: AdminState = state::parse(Path::new("state.json"), &file).expect("saved state reads");
-    let mut restarted = Policy::new(&config);
+    let mut restarted = Policy::new(config);
     let applied = restarted.restore(read, now);
     assert!(applied.stale.is_empty(), "{:?}", applied.stale);
     assert_eq!(restarted.admin_state(), saved);

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use std::path::Path;
+use std::{path::Path, sync::LazyLock};
 
 use ha_user::{
     config::Config,
@@ -13,7 +13,11 @@ use ha_user::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const CLASSIC: &str = include_str!("../../ha-user/tests/golden/classic.toml");
+/// The classic four-server configuration, parsed once.
+static CLASSIC: LazyLock<Config> = LazyLock::new(|| {
+    let text = include_str!("../../ha-user/tests/golden/classic.toml");
+    Config::parse(Path::new("classic.toml"), text).expect("classic.toml is valid")
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -26,15 +30,15 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let config = Config::parse(Path::new("classic.toml"), CLASSIC).expect("classic.toml is valid");
+    let config = &*CLASSIC;
     let now = tokio::time::Instant::now();
-    let mut policy = Policy::new(&config);
+    let mut policy = Policy::new(config);
     let applied = policy.restore(saved, now);
     for stale in &applied.stale {
         let _ = stale.to_string();
     }
     let kept = policy.admin_state();
-    let mut again = Policy::new(&config);
+    let mut again = Policy::new(config);
     let applied = again.restore(kept.clone(), now);
     assert!(applied.stale.is_empty(), "{:?}", applied.stale);
     assert_eq!(again.admin_state(), kept);
