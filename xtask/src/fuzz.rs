@@ -7,7 +7,6 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader},
-    path::Path,
     process::{ExitCode, Stdio},
     time::Instant,
 };
