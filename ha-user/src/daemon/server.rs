@@ -464,4 +464,34 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn request_lines_decode_or_are_refused_by_kind() {
+        let kind = |line: &str| match decode_request(line) {
+            Decoded::Refused(Reply::Error(error)) => Some(error.kind),
+            Decoded::Refused(other) => panic!("a refusal that is not an error: {other:?}"),
+            Decoded::Unversioned(_) | Decoded::Request(_) => None,
+        };
+        assert!(matches!(
+            decode_request(r#"{"protocol":1,"request":{"command":"drain","host":"h"}}"#),
+            Decoded::Request(Request::Drain { host }) if host == "h"
+        ));
+        assert!(matches!(
+            decode_request(r#"{"command":"status"}"#),
+            Decoded::Unversioned(_)
+        ));
+        assert_eq!(
+            kind(r#"{"protocol":2,"request":{"command":"status"}}"#),
+            Some(ErrorKind::ProtocolMismatch)
+        );
+        for bad in [
+            "",
+            "not json",
+            r#"{"protocol":1}"#,
+            r#"{"protocol":1,"request":{"command":"reboot"}}"#,
+            r#"{"protocol":"1","request":{"command":"status"}}"#,
+        ] {
+            assert_eq!(kind(bad), Some(ErrorKind::BadRequest), "{bad}");
+        }
+    }
 }

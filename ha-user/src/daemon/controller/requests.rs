@@ -211,3 +211,50 @@ fn prefix_id(config: &Config, prefix: Ipv4Net) -> Result<PrefixId, RequestError>
             known: config.prefixes.iter().map(|p| p.cidr.to_string()).collect(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn admin_requests_are_decided_against_the_configuration() {
+        let text = include_str!("../../../tests/golden/classic.toml");
+        let config = Config::parse(Path::new("classic.toml"), text).expect("valid");
+        let mut policy = Policy::new(&config);
+        let now = Instant::now();
+        let mut decide = |request: Request| decide(&config, &mut policy, &request, now);
+        let prefix = |text: &str| text.parse::<Ipv4Net>().expect("prefix");
+
+        let (changes, result) = decide(Request::SetOwner {
+            prefix: prefix("192.168.1.32/27"),
+            host: "192.168.1.3".into(),
+            force: true,
+        })
+        .expect("a configured prefix and host");
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        // Hosts start up: the pin takes effect at once, force or not.
+        assert_eq!(
+            result,
+            ChangeResult::Steered {
+                host: "host2".into()
+            }
+        );
+
+        let refused = |result: Result<_, RequestError>| result.expect_err("refused").kind();
+        let unknown_host = Request::Drain {
+            host: "web9".into(),
+        };
+        assert_eq!(refused(decide(unknown_host)), ErrorKind::UnknownHost);
+        let unknown_prefix = Request::ClearOwner {
+            prefix: prefix("10.0.0.0/8"),
+        };
+        assert_eq!(refused(decide(unknown_prefix)), ErrorKind::UnknownPrefix);
+        let host_bits = Request::ClearOwner {
+            prefix: prefix("192.168.1.33/27"),
+        };
+        assert_eq!(refused(decide(host_bits)), ErrorKind::HostBits);
+        assert_eq!(refused(decide(Request::Status)), ErrorKind::BadRequest);
+    }
+}
