@@ -6,6 +6,7 @@ mod bench;
 mod bpffs;
 mod ctx;
 mod exec;
+mod fuzz;
 mod guest;
 mod lab;
 mod linker;
@@ -55,6 +56,10 @@ enum Command {
     /// with the workspace and its built binaries at the same path; exits with the
     /// command's status. `cargo xtask test --kernel debian-6.1` runs the suites there.
     Guest(guest::Args),
+    /// Fuzz the parsers of outside input (fuzz/, cargo-fuzz and libFuzzer; installs
+    /// cargo-fuzz if missing): each target for --seconds from its seeds in
+    /// fuzz/corpus/; prints executions and coverage per target, fails on a finding.
+    Fuzz(fuzz::Args),
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
@@ -89,5 +94,6 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&ctx, &args),
         Command::Lab(args) => lab::run(&ctx, args).map(|()| ExitCode::SUCCESS),
         Command::Guest(args) => guest::run(&ctx, &args),
+        Command::Fuzz(args) => fuzz::run(&ctx, &args),
     }
 }

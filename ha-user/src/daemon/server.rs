@@ -136,32 +136,52 @@ async fn write_line(write: &mut OwnedWriteHalf, value: &impl Serialize) -> io::R
     write.write_all(&text).await
 }
 
+/// A request line as the server reads it.
+#[derive(Debug)]
+pub enum Decoded {
+    Request(Request),
+    /// From a CLI before the versioned protocol: answered in the shape it reads.
+    Unversioned(UnversionedError),
+    /// Another protocol version, or not a request: the refusal to send back.
+    Refused(Reply<Answer>),
+}
+
+/// Reads one request line: its protocol first, then the request.
+pub fn decode_request(line: &str) -> Decoded {
+    let request = match protocol_of(line) {
+        Ok(None) => {
+            return Decoded::Unversioned(UnversionedError {
+                error: VersionMismatch::UnversionedClient.to_string(),
+            });
+        }
+        Ok(Some(found)) if found != PROTOCOL => {
+            let message = VersionMismatch::Client { found }.to_string();
+            return Decoded::Refused(refusal(ErrorKind::ProtocolMismatch, message));
+        }
+        Ok(Some(_)) => serde_json::from_str::<RequestLine>(line).map(|line| line.request),
+        Err(err) => Err(err),
+    };
+    match request {
+        Ok(request) => Decoded::Request(request),
+        Err(err) => Decoded::Refused(refusal(
+            ErrorKind::BadRequest,
+            format!("malformed request: {err}"),
+        )),
+    }
+}
+
 async fn handle(stream: UnixStream, served: Served) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
     reader.read_line(&mut line).await?;
-    let request = match protocol_of(&line) {
-        // A CLI from before the versioned protocol: answer in the shape it reads.
-        Ok(None) => {
-            let error = UnversionedError {
-                error: VersionMismatch::UnversionedClient.to_string(),
-            };
+    let request = match decode_request(&line) {
+        Decoded::Request(request) => request,
+        Decoded::Unversioned(error) => {
             write_line(&mut write, &error).await?;
             return write.shutdown().await;
         }
-        Ok(Some(found)) if found != PROTOCOL => {
-            let message = VersionMismatch::Client { found }.to_string();
-            write_line(&mut write, &refusal(ErrorKind::ProtocolMismatch, message)).await?;
-            return write.shutdown().await;
-        }
-        Ok(Some(_)) => serde_json::from_str::<RequestLine>(&line).map(|line| line.request),
-        Err(err) => Err(err),
-    };
-    let request = match request {
-        Ok(request) => request,
-        Err(err) => {
-            let reply = refusal(ErrorKind::BadRequest, format!("malformed request: {err}"));
+        Decoded::Refused(reply) => {
             write_line(&mut write, &reply).await?;
             return write.shutdown().await;
         }
@@ -444,5 +464,35 @@ mod tests {
                 .expect("the last subscription ends"),
             None
         );
+    }
+
+    #[test]
+    fn request_lines_decode_or_are_refused_by_kind() {
+        let kind = |line: &str| match decode_request(line) {
+            Decoded::Refused(Reply::Error(error)) => Some(error.kind),
+            Decoded::Refused(other) => panic!("a refusal that is not an error: {other:?}"),
+            Decoded::Unversioned(_) | Decoded::Request(_) => None,
+        };
+        assert!(matches!(
+            decode_request(r#"{"protocol":1,"request":{"command":"drain","host":"h"}}"#),
+            Decoded::Request(Request::Drain { host, now: false }) if host == "h"
+        ));
+        assert!(matches!(
+            decode_request(r#"{"command":"status"}"#),
+            Decoded::Unversioned(_)
+        ));
+        assert_eq!(
+            kind(r#"{"protocol":2,"request":{"command":"status"}}"#),
+            Some(ErrorKind::ProtocolMismatch)
+        );
+        for bad in [
+            "",
+            "not json",
+            r#"{"protocol":1}"#,
+            r#"{"protocol":1,"request":{"command":"reboot"}}"#,
+            r#"{"protocol":"1","request":{"command":"status"}}"#,
+        ] {
+            assert_eq!(kind(bad), Some(ErrorKind::BadRequest), "{bad}");
+        }
     }
 }

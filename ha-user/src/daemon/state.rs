@@ -43,12 +43,15 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
             });
         }
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| StateError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+    parse(path, &text).map(Some)
+}
+
+/// The state in `text` (read from `path`, which errors name).
+pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, StateError> {
+    serde_json::from_str(text).map_err(|source| StateError::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Replaces the state at `path` with `value`, atomically.

@@ -283,11 +283,11 @@ impl Watcher {
 
 /// An IPv4 neighbour entry as `ha` sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Entry {
-    addr: Ipv4Addr,
-    ifindex: u32,
+pub(crate) struct Entry {
+    pub(crate) addr: Ipv4Addr,
+    pub(crate) ifindex: u32,
     /// The link-layer address if the entry is usable (see [`lookup`]).
-    mac: Option<Mac>,
+    pub(crate) mac: Option<Mac>,
 }
 
 /// Every IPv4 neighbour entry of the kernel (proxy entries are a separate table).
@@ -307,7 +307,7 @@ async fn dump(handle: &Handle) -> Result<Vec<Entry>, rtnetlink::Error> {
 }
 
 /// The entry `message` describes, if it is an IPv4 neighbour (not a proxy entry).
-fn parse(message: &NeighbourMessage) -> Option<Entry> {
+pub(crate) fn parse(message: &NeighbourMessage) -> Option<Entry> {
     let header = &message.header;
     if header.family != AddressFamily::Inet || header.flags.contains(NeighbourFlags::Proxy) {
         return None;

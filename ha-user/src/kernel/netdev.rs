@@ -9,7 +9,7 @@ use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle,
     packet_route::link::{
-        InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo, LinkXdp, VlanProtocol,
+        InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, VlanProtocol,
     },
 };
 
@@ -174,6 +174,11 @@ pub async fn interface(handle: &Handle, name: &str) -> Result<Interface, NetdevE
             });
         }
     };
+    interface_of(name, &link)
+}
+
+/// The interface `link` (a `RTM_NEWLINK` message about `name`) describes.
+pub fn interface_of(name: &str, link: &LinkMessage) -> Result<Interface, NetdevError> {
     let mac = link.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
         _ => None,

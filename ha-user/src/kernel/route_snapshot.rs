@@ -118,7 +118,7 @@ async fn metric_zero(
 /// reports (cache information, the state flags `dead`, `linkdown`, `offload`, `trap`,
 /// which a request may not carry), and without the gateway and interface a route
 /// through a nexthop object reports beside its id (a request gives one or the other).
-fn replayable(message: &RouteMessage) -> RouteMessage {
+pub(crate) fn replayable(message: &RouteMessage) -> RouteMessage {
     let mut message = message.clone();
     message.header.flags &= RouteFlags::Onlink | RouteFlags::Pervasive;
     let by_nexthop_id = message

@@ -523,7 +523,7 @@ pub(super) async fn dump_messages(
 }
 
 /// The route `message` describes, if it is an IPv4 main-table route with TOS 0.
-fn parse(message: &RouteMessage) -> Option<(KernelRoute, RouteType)> {
+pub(crate) fn parse(message: &RouteMessage) -> Option<(KernelRoute, RouteType)> {
     let header = &message.header;
     if header.address_family != rtnetlink::packet_route::AddressFamily::Inet || header.tos != 0 {
         return None;

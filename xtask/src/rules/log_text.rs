@@ -136,7 +136,7 @@ impl LogText {
             }
         }
         for (field, (file, line)) in &self.fields {
-            if literal.contains(&format!("{field}=")) {
+            if has_field(literal, field) {
                 return Some(format!(
                     "matches the log field `{field}=` ({}:{line})",
                     file.display()
@@ -145,6 +145,18 @@ impl LogText {
         }
         None
     }
+}
+
+/// Whether `literal` holds `field=` as a word of its own: `prefix=` in `prefix=10.0.0.0/8`,
+/// not in `-artifact_prefix=` (another program's option).
+fn has_field(literal: &str, field: &str) -> bool {
+    let needle = format!("{field}=");
+    literal.match_indices(&needle).any(|(at, _)| {
+        !literal[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }
 
 /// The fixed parts of a format string (between its `{...}`), trimmed, of at least
@@ -251,6 +263,7 @@ mod tests {
                 let seen = wait("reload refused");
                 assert!(line.contains("route_via=192.168.1.2"), "{}", "fine text");
                 let ok = ["host2 answers", "owner change", "nothing changed"];
+                let other_program = "-artifact_prefix=a/";
             }
         "#;
         let found = log

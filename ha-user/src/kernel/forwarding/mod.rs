@@ -62,7 +62,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     assess::{Assessment, InterfaceAssessment, VerifyMode, assess},
-    netlink::NetlinkError,
+    netlink::{NetlinkError, RawMessage, each_message},
     reason::Reason,
 };
 use self::{

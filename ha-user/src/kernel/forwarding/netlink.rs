@@ -331,7 +331,7 @@ impl Channel {
         &mut self,
         what: &'static str,
         sequence: u32,
-        mut each: impl FnMut(&NetlinkHeader, NetlinkPayload<I>) -> Result<ControlFlow<()>, NetlinkError>,
+        each: impl FnMut(&NetlinkHeader, NetlinkPayload<I>) -> Result<ControlFlow<()>, NetlinkError>,
     ) -> Result<(), NetlinkError>
     where
         I: NetlinkDeserializable,
@@ -349,24 +349,38 @@ impl Channel {
                 ),
             });
         }
-        let mut offset = 0;
-        while offset < self.buffer.len() {
-            let rest = &self.buffer[offset..];
-            let length = NetlinkBuffer::new_checked(rest)
-                .map_err(|source| NetlinkError::Decode { what, source })?
-                .length() as usize;
-            let message = NetlinkMessage::<I>::deserialize(&rest[..length])
-                .map_err(|source| NetlinkError::Decode { what, source })?;
-            offset += length.next_multiple_of(4);
-            if message.header.sequence_number != sequence {
-                // Left over from an earlier request: not ours.
-                continue;
-            }
-            let (header, payload) = message.into_parts();
-            if each(&header, payload)?.is_break() {
-                return Ok(());
-            }
-        }
-        Ok(())
+        each_message(&self.buffer, what, sequence, each)
     }
+}
+
+/// Hands each message of request `sequence` in the datagram `buffer` to `each`, until
+/// it breaks; a message that does not decode ends the datagram with an error.
+pub fn each_message<I>(
+    buffer: &[u8],
+    what: &'static str,
+    sequence: u32,
+    mut each: impl FnMut(&NetlinkHeader, NetlinkPayload<I>) -> Result<ControlFlow<()>, NetlinkError>,
+) -> Result<(), NetlinkError>
+where
+    I: NetlinkDeserializable,
+{
+    let mut offset = 0;
+    while offset < buffer.len() {
+        let rest = &buffer[offset..];
+        let length = NetlinkBuffer::new_checked(rest)
+            .map_err(|source| NetlinkError::Decode { what, source })?
+            .length() as usize;
+        let message = NetlinkMessage::<I>::deserialize(&rest[..length])
+            .map_err(|source| NetlinkError::Decode { what, source })?;
+        offset += length.next_multiple_of(4);
+        if message.header.sequence_number != sequence {
+            // Left over from an earlier request: not ours.
+            continue;
+        }
+        let (header, payload) = message.into_parts();
+        if each(&header, payload)?.is_break() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }

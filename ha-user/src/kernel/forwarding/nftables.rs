@@ -272,7 +272,7 @@ fn message(message: u16, family: u8, attributes: Vec<u8>) -> RawMessage {
 
 /// A chain of interest from a `NFT_MSG_NEWCHAIN` message; `None` for any other
 /// family, a regular (non-base) chain, or a hook off the forwarding path.
-fn parse_chain(reply: &RawMessage) -> Result<Option<NftChain>, NftError> {
+pub(crate) fn parse_chain(reply: &RawMessage) -> Result<Option<NftChain>, NftError> {
     let Some(family) = reply.body.first().copied().and_then(NftFamily::from_raw) else {
         return Ok(None);
     };

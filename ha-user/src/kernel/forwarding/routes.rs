@@ -155,17 +155,10 @@ fn request(kind: RouteType, table: Option<u32>) -> RouteNetlinkMessage {
 
 /// The IPv4 routes of `kind` in every table.
 fn of_kind(channel: &mut Channel, kind: RouteKind) -> Result<Vec<KindedRoute>, NetlinkError> {
-    let wanted = kind.netlink();
     retrying(|| {
         let mut routes = Vec::new();
-        channel.dump("route", request(wanted, None), |reply| {
-            if let Some(route) = ipv4_route(&reply).filter(|r| r.header.kind == wanted) {
-                routes.push(KindedRoute {
-                    kind,
-                    prefix: prefix(route),
-                    table: table(route),
-                });
-            }
+        channel.dump("route", request(kind.netlink(), None), |reply| {
+            routes.extend(kinded(&reply, kind));
             Ok(ControlFlow::Continue(()))
         })?;
         Ok(routes)
@@ -201,6 +194,16 @@ fn main_default(channel: &mut Channel) -> Result<bool, NetlinkError> {
             },
         )?;
         Ok(found)
+    })
+}
+
+/// The route `reply` carries if it is an IPv4 route of `kind`.
+pub(crate) fn kinded(reply: &RouteNetlinkMessage, kind: RouteKind) -> Option<KindedRoute> {
+    let route = ipv4_route(reply).filter(|r| r.header.kind == kind.netlink())?;
+    Some(KindedRoute {
+        kind,
+        prefix: prefix(route),
+        table: table(route),
     })
 }
 

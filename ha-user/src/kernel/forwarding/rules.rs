@@ -52,9 +52,14 @@ pub fn custom(channel: &mut Channel) -> Result<Vec<PolicyRule>, NetlinkError> {
         )?;
         Ok(rules)
     })?;
+    Ok(custom_of(&rules))
+}
+
+/// The rules of `rules` that are not the kernel's defaults, then the defaults missing.
+pub(crate) fn custom_of(rules: &[RuleMessage]) -> Vec<PolicyRule> {
     let mut custom = Vec::new();
     let mut seen = [false; DEFAULT_RULES.len()];
-    for rule in &rules {
+    for rule in rules {
         match default_index(rule) {
             Some(index) if !seen[index] => seen[index] = true,
             _ => custom.push(PolicyRule {
@@ -71,7 +76,7 @@ pub fn custom(channel: &mut Channel) -> Result<Vec<PolicyRule>, NetlinkError> {
             });
         }
     }
-    Ok(custom)
+    custom
 }
 
 fn priority(rule: &RuleMessage) -> u32 {

@@ -110,7 +110,7 @@ pub fn ingress_filters(
     })
 }
 
-fn parse_filter(body: &[u8]) -> Option<TcFilter> {
+pub(crate) fn parse_filter(body: &[u8]) -> Option<TcFilter> {
     let info = u32::from_ne_bytes(body.get(16..20)?.try_into().ok()?);
     let mut kind = None;
     let mut chain = 0;

@@ -94,7 +94,7 @@ pub fn facts() -> Result<Option<XfrmFacts>, XfrmError> {
 }
 
 /// The policy in a `XFRM_MSG_NEWPOLICY` body if it is a forward one.
-fn forward_policy(body: &[u8]) -> Option<XfrmPolicy> {
+pub(crate) fn forward_policy(body: &[u8]) -> Option<XfrmPolicy> {
     if body.len() < POLICY_INFO_LEN || body[POLICY_DIR] != XFRM_POLICY_FWD {
         return None;
     }

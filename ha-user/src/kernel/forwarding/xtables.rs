@@ -162,17 +162,34 @@ fn table_chains(socket: &OwnedFd, table: &str) -> Result<Vec<XtChain>, XtablesEr
             });
         }
     }
+    let (mut chains, size) = hooks_of(&info, table);
+    if chains.iter().any(|(chain, _)| !chain.has_rules) {
+        // A chain without rules: its policy decides.
+        let mut entries = vec![0u8; GET_ENTRIES_HEADER + size];
+        name_into(&mut entries, table)?;
+        entries[32..36].copy_from_slice(&(size as u32).to_ne_bytes());
+        getsockopt(socket, IPT_SO_GET_ENTRIES, &mut entries).map_err(|source| {
+            XtablesError::Get {
+                table: table.to_owned(),
+                request: "IPT_SO_GET_ENTRIES",
+                source,
+            }
+        })?;
+        policies_from(&mut chains, &entries[GET_ENTRIES_HEADER..], table)?;
+    }
+    Ok(chains.into_iter().map(|(chain, _)| chain).collect())
+}
+
+/// The chains of `table` its `IPT_SO_GET_INFO` answer names (`info`, at least
+/// [`GETINFO_LEN`] bytes), each with the offset of its policy entry, and the size of
+/// the table's entries.
+pub(crate) fn hooks_of(info: &[u8], table: &str) -> (Vec<(XtChain, usize)>, usize) {
     let word = |offset: usize| {
-        u32::from_ne_bytes([
-            info[offset],
-            info[offset + 1],
-            info[offset + 2],
-            info[offset + 3],
-        ])
+        info.get(offset..offset + 4)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     };
     let valid_hooks = word(32);
     let size = word(80) as usize;
-    // Each chain with the offset of its policy entry.
     let mut chains = Vec::new();
     for (hook, number) in XtHook::ALL {
         if valid_hooks & (1 << number) == 0 {
@@ -187,27 +204,24 @@ fn table_chains(socket: &OwnedFd, table: &str) -> Result<Vec<XtChain>, XtablesEr
         };
         chains.push((chain, underflow as usize));
     }
-    if chains.iter().any(|(chain, _)| !chain.has_rules) {
-        // A chain without rules: its policy decides.
-        let mut entries = vec![0u8; GET_ENTRIES_HEADER + size];
-        name_into(&mut entries, table)?;
-        entries[32..36].copy_from_slice(&(size as u32).to_ne_bytes());
-        getsockopt(socket, IPT_SO_GET_ENTRIES, &mut entries).map_err(|source| {
-            XtablesError::Get {
-                table: table.to_owned(),
-                request: "IPT_SO_GET_ENTRIES",
-                source,
-            }
-        })?;
-        for (chain, underflow) in chains.iter_mut().filter(|(chain, _)| !chain.has_rules) {
-            let policy = policy_at(&entries[GET_ENTRIES_HEADER..], *underflow);
-            chain.policy = Some(policy.map_err(|detail| XtablesError::Malformed {
-                table: table.to_owned(),
-                detail,
-            })?);
-        }
+    (chains, size)
+}
+
+/// Sets the policy of each chain without rules from `entries` (the table's entries,
+/// after the `IPT_SO_GET_ENTRIES` header).
+pub(crate) fn policies_from(
+    chains: &mut [(XtChain, usize)],
+    entries: &[u8],
+    table: &str,
+) -> Result<(), XtablesError> {
+    for (chain, underflow) in chains.iter_mut().filter(|(chain, _)| !chain.has_rules) {
+        let policy = policy_at(entries, *underflow);
+        chain.policy = Some(policy.map_err(|detail| XtablesError::Malformed {
+            table: table.to_owned(),
+            detail,
+        })?);
     }
-    Ok(chains.into_iter().map(|(chain, _)| chain).collect())
+    Ok(())
 }
 
 /// The verdict of the standard target of the entry at `offset`.
