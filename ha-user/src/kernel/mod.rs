@@ -13,6 +13,16 @@ pub mod routes;
 pub mod simulate;
 pub mod steering;
 
+/// Aborts a netlink connection task when the watch that owns it ends (the
+/// neighbour and MTU watchers).
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Fails with a clear message unless running as root: loading programs, pinning and
 /// changing routes need CAP_BPF and CAP_NET_ADMIN.
 pub fn require_root(what: &str) -> anyhow::Result<()> {

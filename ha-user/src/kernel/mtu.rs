@@ -21,6 +21,8 @@ use rtnetlink::{
 };
 use tokio::sync::mpsc;
 
+use super::AbortOnDrop;
+
 /// Wait before retrying a failed read of the link.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
@@ -57,15 +59,6 @@ pub fn watch(
     };
     tokio::spawn(watcher.run(handle, messages, connection));
     Ok(rx)
-}
-
-/// Aborts the netlink connection task when the watch ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 struct Watcher {

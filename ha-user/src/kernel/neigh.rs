@@ -44,6 +44,7 @@ use rtnetlink::{
 };
 use tokio::sync::mpsc;
 
+use super::AbortOnDrop;
 use crate::model::Mac;
 
 /// Receive buffer of the watching socket: room for bursts of neighbour changes
@@ -159,15 +160,6 @@ pub fn watch(
     };
     tokio::spawn(watcher.run(handle, messages, connection));
     Ok(rx)
-}
-
-/// Aborts the netlink connection task when the watch ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 struct Watcher {
