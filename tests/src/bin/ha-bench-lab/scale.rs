@@ -21,7 +21,13 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::maps::{Map, MapData, lpm_trie::LpmTrie};
 use ha_common::{MAP_PREFIXES, PrefixEntry};
-use ha_tests::lab::{Bins, EventLog, OwnerChange, Proc, ns};
+use ha_tests::{
+    bench::{
+        machine::unix_ms_now,
+        stats::{Dist, Stat},
+    },
+    lab::{Bins, EventLog, OwnerChange, Proc, ns},
+};
 use ha_user::{
     model::Health,
     proto::{Event, EventRecord},
@@ -31,10 +37,8 @@ use serde::Serialize;
 use crate::{
     Args, check_interrupted,
     failover::write_json_extra,
-    machine::unix_ms_now,
     profile::{perf_record, profile, start_perf},
     report::{Figure, Over, Section, number},
-    stats::{Dist, Stat},
 };
 
 const NS_ROUTER: &str = "ha-bl-s-router";

@@ -30,7 +30,6 @@ use ha_common::{Counter, PROG_STEER};
 use ha_tests::packet::Ipv4Frame;
 
 use crate::{
-    json::{Json, JsonExt as _},
     netns,
     profile::{self, ProgramSizes},
     progs::{self, Object},
@@ -371,7 +370,7 @@ fn refused_frames(topo: &Topology) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
-type Measured = (Vec<Figure>, Vec<String>, Json);
+type Measured = (Vec<Figure>, Vec<String>, serde_json::Value);
 
 fn measure_rounds(
     settings: &Settings,
@@ -488,28 +487,17 @@ fn measure_rounds(
     let mut notes = vec![bottleneck_note(&figures)];
     notes.push(profile::sizes_markdown(sizes));
     notes.extend(profiles.iter().map(profile::ConfigProfile::markdown));
-    let details = Json::obj([
-        ("frame_len", Json::num(FRAME_LEN as f64)),
-        ("generator_threads", Json::num(GENERATORS as f64)),
-        ("generator_cpu", Json::num(GEN_CPU as f64)),
-        ("router_cpu", Json::num(ROUTER_CPU as f64)),
-        ("batch", Json::num(BATCH)),
-        ("frames_per_call", Json::num(settings.frames_per_call)),
-        ("window_seconds", Json::num(settings.window.as_secs_f64())),
-        (
-            "program_sizes",
-            Json::Array(sizes.iter().map(ProgramSizes::to_json).collect()),
-        ),
-        (
-            "profiles",
-            Json::Array(
-                profiles
-                    .iter()
-                    .map(profile::ConfigProfile::to_json)
-                    .collect(),
-            ),
-        ),
-    ]);
+    let details = serde_json::json!({
+        "frame_len": FRAME_LEN as f64,
+        "generator_threads": GENERATORS as f64,
+        "generator_cpu": GEN_CPU as f64,
+        "router_cpu": ROUTER_CPU as f64,
+        "batch": f64::from(BATCH),
+        "frames_per_call": f64::from(settings.frames_per_call),
+        "window_seconds": settings.window.as_secs_f64(),
+        "program_sizes": sizes,
+        "profiles": profiles,
+    });
     Ok((figures, notes, details))
 }
 
@@ -548,7 +536,7 @@ fn bottleneck_note(figures: &[Figure]) -> String {
                 .side
                 .iter()
                 .find(|(k, _)| k == key)
-                .and_then(|(_, v)| crate::stats::Summary::of(v))
+                .and_then(|(_, v)| ha_tests::bench::stats::Dist::of(v))
                 .map_or(f64::NAN, |s| s.median)
         };
         let forwarded = figure.summary().map_or(f64::NAN, |s| s.median);
