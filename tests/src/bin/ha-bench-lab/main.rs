@@ -145,11 +145,10 @@ fn install_signal_handlers() {
 
 fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root (namespaces, XDP, bpffs): run it as root or via `cargo xtask bench`"
-    );
+    ha_tests::root::ensure_root(
+        "ha-bench-lab",
+        "namespaces, XDP, bpffs; or use `cargo xtask bench`",
+    )?;
     install_signal_handlers();
     let bins = release_bins()?;
 

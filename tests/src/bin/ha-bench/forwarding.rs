@@ -30,10 +30,10 @@ use ha_common::{Counter, PROG_STEER};
 use ha_tests::packet::Ipv4Frame;
 
 use crate::{
-    netns,
     profile::{self, ProgramSizes},
     progs::{self, Object},
     report::{Bound, Family, Figure, fmt_num},
+    sched,
     topology::{
         self, GEN_CPU, GEN_IP, GEN_MAC, RCV_MAC, ROUTER_CPU, ROUTER_PRIORITY, RTR_IN_MAC,
         RTR_OUT_MAC, Topology, VIP, VIP_LEN, VIP_NET,
@@ -147,7 +147,7 @@ const SIDES: [&str; 7] = [
 
 pub fn run(settings: &Settings, out: &Path) -> anyhow::Result<Family> {
     // This thread and the commands it runs (ip, ethtool, perf) stay off the router's CPU.
-    netns::pin_to_cpu(0, GEN_CPU)?;
+    sched::pin_to_cpu(0, GEN_CPU)?;
     let topo = Topology::build().context("building the veth topology")?;
     let frame = Ipv4Frame::udp(RTR_IN_MAC, GEN_MAC, GEN_IP, VIP, 9, &[0; 18]).bytes();
     anyhow::ensure!(
@@ -213,16 +213,15 @@ pub fn run(settings: &Settings, out: &Path) -> anyhow::Result<Family> {
 
     let ctx = progs::xdp_md(frame.len(), topo.gen_ifindex)?;
     let stop = AtomicBool::new(false);
-    let gen_path = format!("/run/netns/{}", topo.generator.name());
+    let gen_ns = topo.generator.name();
     let generator = gen_object.loaded(PROG_GEN)?;
     let (measured, generator_errors) = thread::scope(|scope| {
         let threads: Vec<_> = (0..GENERATORS)
             .map(|_| {
-                let (stop, frame, ctx, gen_path, program) =
-                    (&stop, &frame, &ctx, &gen_path, generator);
+                let (stop, frame, ctx, program) = (&stop, &frame, &ctx, generator);
                 scope.spawn(move || -> anyhow::Result<(u64, u64)> {
-                    netns::set_netns(gen_path)?;
-                    netns::pin_to_cpu(0, GEN_CPU)?;
+                    ha_tests::lab::ns::set_netns(gen_ns)?;
+                    sched::pin_to_cpu(0, GEN_CPU)?;
                     let (mut calls, mut interrupted) = (0u64, 0u64);
                     while !stop.load(Ordering::Relaxed) {
                         let result = program.test_run(TestRunOptions {

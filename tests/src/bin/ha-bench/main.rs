@@ -6,16 +6,16 @@
 //! `ha_steer` on XDP_TX and XDP_REDIRECT, and the minimal programs as ceilings).
 
 mod forwarding;
-mod netns;
 mod per_packet;
 mod profile;
 mod progs;
 mod report;
+mod sched;
 mod topology;
 
 use std::{fs, path::PathBuf, process::ExitCode, time::Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser as _;
 
 use ha_tests::bench::machine::Machine;
@@ -51,10 +51,10 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<()> {
     let Args { quick, only, out } = Args::parse();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmarks load XDP programs and create network namespaces: run as root");
-    }
+    ha_tests::root::ensure_root(
+        "ha-bench",
+        "it loads XDP programs and creates network namespaces; or use `cargo xtask bench`",
+    )?;
     let start = Instant::now();
     let mut machine = Machine::probe();
     eprintln!(

@@ -132,7 +132,7 @@ fn perf_top(config: &str, duration: Duration, out: &Path) -> anyhow::Result<Vec<
     let data = data.to_str().context("non-UTF-8 output path")?;
     let cpu = ROUTER_CPU.to_string();
     let secs = format!("{:.1}", duration.as_secs_f64());
-    crate::netns::run(Command::new("perf").args([
+    ha_tests::lab::ns::check(Command::new("perf").args([
         "record",
         "-q",
         "-e",
@@ -146,7 +146,7 @@ fn perf_top(config: &str, duration: Duration, out: &Path) -> anyhow::Result<Vec<
         &secs,
     ]))
     .context("perf record (Debian package linux-perf)")?;
-    let report = crate::netns::run(Command::new("perf").args([
+    let report = ha_tests::lab::ns::check(Command::new("perf").args([
         "report",
         "-i",
         data,
