@@ -49,6 +49,7 @@ mod faults;
 pub mod ns;
 mod process;
 mod raw;
+pub mod report;
 mod spec;
 mod state;
 pub mod stream;
