@@ -10,9 +10,11 @@
 //! Not root: the pin test fails, unless `HA_SKIP_ROOT_TESTS=1`, which prints
 //! `SKIPPED: <test> needs root` instead.
 
+#[path = "common/root.rs"]
+mod root;
+
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -100,23 +102,6 @@ fn the_objects_btf_maps_are_the_table() {
     assert_eq!(legacy, ["AYA_LOGS"]);
 }
 
-/// Whether the root-only test `test` may run; see the module documentation.
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("HA_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
-        // Straight to the handle: the harness does not capture it, so the skip shows.
-        let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test} needs root");
-        return false;
-    }
-    panic!(
-        "{test} needs root (it creates and pins maps): run it as root, or set \
-         HA_SKIP_ROOT_TESTS=1 to skip it explicitly"
-    );
-}
-
 /// A pin directory of this test, emptied and removed on drop.
 struct PinDir(PathBuf);
 
@@ -165,7 +150,10 @@ fn pin_with_capacity(dir: &Path, name: &'static str, entries: u32) {
 /// refused at start-up, naming the pin and both capacities; the table's own pass.
 #[test]
 fn start_up_refuses_pins_whose_capacity_is_not_the_tables() {
-    if !require_root("start_up_refuses_pins_whose_capacity_is_not_the_tables") {
+    if !root::require_root(
+        "start_up_refuses_pins_whose_capacity_is_not_the_tables",
+        "it creates and pins maps",
+    ) {
         return;
     }
     let dir = PinDir::new("cap");

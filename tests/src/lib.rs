@@ -1,16 +1,24 @@
-//! Helpers shared by the `ha` integration test suites: a packet builder, hex dumps
-//! for failure messages, the root requirement, network-namespace isolation, a
-//! handle on the real steering program with its maps, and the lab (the classic
-//! network in named namespaces, also behind `cargo xtask lab`); and, for the
-//! benchmarks, the machine description and clocks.
+//! The `ha-tests` package holds three products, kept in separate modules:
+//!
+//! - the test harness, used by the fixture and root suites under `tests/tests/`: a
+//!   packet builder ([`packet`]) and frame generators ([`frames`]), hex dumps for
+//!   failure messages ([`hexdump`]), a handle on the real steering program with its
+//!   maps run by `BPF_PROG_TEST_RUN` ([`steer`]), private network namespaces
+//!   ([`netns`]), the root requirement ([`root`]) and the run size ([`mode`]);
+//! - the lab ([`lab`]): the classic network in named namespaces, with its
+//!   namespace guard (`lab::ns::Netns`) and HTML report, behind `cargo xtask lab`
+//!   (binaries `ha-lab`, `ha-webd`, `ha-stream`) and the lab suites;
+//! - what the two benchmark runners `ha-bench` and `ha-bench-lab` share ([`bench`]):
+//!   one summary type, one machine probe, one results writer.
+//!
+//! The lab and the benchmarks stand on the harness, never the other way round.
 
+pub mod bench;
 pub mod frames;
 pub mod hexdump;
 pub mod lab;
-pub mod machine;
 pub mod mode;
 pub mod netns;
 pub mod packet;
-pub mod report;
 pub mod root;
 pub mod steer;

@@ -1,4 +1,4 @@
-//! The root requirement of the kernel tests.
+//! The root requirement of the kernel tests, the lab and the benchmarks.
 //!
 //! Loading programs, creating maps and network namespaces needs CAP_BPF,
 //! CAP_NET_ADMIN and CAP_SYS_ADMIN: in practice, root. A test that cannot run fails
@@ -10,6 +10,19 @@ use std::io::Write as _;
 /// Environment variable that turns "not root" from a failure into a printed skip.
 pub const SKIP_ENV: &str = "HA_SKIP_ROOT_TESTS";
 
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// For programs: an error saying that `what` needs root (for `why`), unless it runs
+/// as root.
+pub fn ensure_root(what: &str, why: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(is_root(), "{what} needs root ({why}): run it as root");
+    Ok(())
+}
+
 /// Whether the root-only test `test` may run.
 ///
 /// Root: `true`. Not root: panics with how to run the test, or, with
@@ -18,8 +31,7 @@ pub const SKIP_ENV: &str = "HA_SKIP_ROOT_TESTS";
 /// capture, so a skip shows up even in a passing run.
 #[must_use]
 pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         return true;
     }
     let reason = format!("{test}: needs root: run as root or via `cargo xtask test`");

@@ -6,28 +6,16 @@
 
 #![allow(dead_code, reason = "each test crate uses a part of these helpers")]
 
-use std::{
-    fs::File, future::Future, io::Write as _, net::Ipv4Addr, os::fd::AsRawFd as _, process::Command,
-};
+use std::{fs::File, future::Future, net::Ipv4Addr, os::fd::AsRawFd as _, process::Command};
 
 use ha_user::kernel::routes::{self, KernelRoute};
 use ipnet::Ipv4Net;
 
+mod root;
+
 /// Whether the root-only test `test` may run; see the module documentation.
 pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("HA_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
-        // Straight to the handle: the harness does not capture it, so the skip shows.
-        let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test} needs root");
-        return false;
-    }
-    panic!(
-        "{test} needs root (network namespaces, route and neighbour writes): run it as \
-         root, or set HA_SKIP_ROOT_TESTS=1 to skip it explicitly"
-    );
+    root::require_root(test, "network namespaces, route and neighbour writes")
 }
 
 /// Named network namespaces created by a test, deleted on drop.

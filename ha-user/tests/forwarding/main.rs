@@ -13,6 +13,8 @@
 //! (read from /proc/config.gz) skips that test with the reason printed; a missing
 //! command (`cargo xtask setup` installs them) fails it.
 
+#[path = "../common/root.rs"]
+mod root;
 mod router;
 mod scale;
 

@@ -20,18 +20,7 @@ pub fn say(line: &str) {
 
 /// Whether the root-only test `test` may run; see the module documentation.
 pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("HA_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
-        say(&format!("SKIPPED: {test} needs root"));
-        return false;
-    }
-    panic!(
-        "{test} needs root (network namespaces, nftables, iptables, xfrm): run it as root, \
-         or set HA_SKIP_ROOT_TESTS=1 to skip it explicitly"
-    );
+    crate::root::require_root(test, "network namespaces, nftables, iptables, xfrm")
 }
 
 /// The kernel's configuration (`/proc/config.gz`), if it can be read.

@@ -17,11 +17,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ha_common::MAP_PREFIXES;
-use ha_tests::{
-    lab::{
-        Bins, Fault, Lab, LabSpec, Node, OwnerChange, PrefixSpec, StreamReport, XdpMode, net, vip,
-    },
+use ha_tests::lab::{
+    Bins, Fault, Lab, LabSpec, Node, OwnerChange, PrefixSpec, StreamReport, XdpMode, net,
     report::{Event, EventKind, Panel, Report, Row, Series, render_html},
+    vip,
 };
 
 /// Set when Ctrl-C or SIGTERM arrives: the tour stops at the next step and cleans up.

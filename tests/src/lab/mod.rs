@@ -49,6 +49,7 @@ mod faults;
 pub mod ns;
 mod process;
 mod raw;
+pub mod report;
 mod spec;
 mod state;
 pub mod stream;
@@ -161,8 +162,8 @@ pub struct Lab {
     dir: PathBuf,
     paths: ConfigPaths,
     config_path: PathBuf,
-    /// Namespaces created, in creation order.
-    namespaces: Vec<String>,
+    /// Namespaces created, in creation order; deleted last, in reverse order.
+    namespaces: Vec<ns::Netns>,
     web: BTreeMap<String, Proc>,
     controller: Option<Proc>,
     /// The current controller's event stream.
@@ -261,9 +262,7 @@ impl Lab {
     fn build_network(&mut self) -> anyhow::Result<()> {
         for node in Node::ALL {
             let name = self.ns(node);
-            ns::add(&name)?;
-            self.namespaces.push(name);
-            self.ip(node, &["link", "set", "lo", "up"])?;
+            self.namespaces.push(ns::Netns::create(&name)?);
         }
         let switch = self.ns(Node::Switch);
         self.ip(Node::Switch, &["link", "add", "br0", "type", "bridge"])?;
@@ -704,11 +703,8 @@ impl Drop for Lab {
             }
         }
         self.pass = None;
-        for name in self.namespaces.drain(..).rev() {
-            if let Err(err) = ns::delete(&name) {
-                problems.push(format!("{err:#}"));
-            }
-        }
+        // Each guard deletes its namespace, warning if it cannot.
+        self.namespaces.drain(..).rev().for_each(drop);
         if std::thread::panicking() {
             // The logs explain the failure; the next lab with this prefix removes them.
             eprintln!(

@@ -117,3 +117,112 @@ where
         }
     })
 }
+
+/// A named namespace owned by the caller: created with its loopback up (replacing
+/// one of the same name left by a run that was killed), deleted with all its links
+/// on drop, also when the owner panics.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates namespace `name`, which must start with `ha-` so that anything left
+    /// behind is recognisably ours.
+    pub fn create(name: &str) -> anyhow::Result<Netns> {
+        if !name.starts_with("ha-") {
+            bail!(
+                "namespaces of the tests, the lab and the benchmarks are named ha-*: got {name:?}"
+            );
+        }
+        if exists(name) {
+            eprintln!("deleting namespace {name} left by an earlier run");
+            delete(name)?;
+        }
+        add(name)?;
+        // Owned from here on: deleted even if bringing lo up fails.
+        let netns = Netns {
+            name: name.to_owned(),
+        };
+        netns.ip(&["link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n NAME ARGS`; its stdout.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        check(&mut ip(&self.name, args))
+    }
+
+    /// Runs `ip netns exec NAME PROGRAM ARGS`: with the namespace's own /sys mounted,
+    /// so `sysctl`, `ethtool` and writes under /sys/class/net see its devices (and
+    /// bpffs is not there). Its stdout.
+    pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        check(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name, program])
+                .args(args),
+        )
+    }
+
+    /// Writes `value` to the sysfs file `path` as seen inside the namespace.
+    pub fn write_sysfs(&self, path: &str, value: &str) -> anyhow::Result<()> {
+        let script = format!("echo {value} > {path}");
+        self.exec("sh", &["-c", &script]).map(drop)
+    }
+
+    /// Moves the calling thread into the namespace until the guard is dropped.
+    pub fn enter(&self) -> anyhow::Result<Entered> {
+        let home = File::open("/proc/thread-self/ns/net")
+            .context("opening this thread's network namespace")?;
+        set_netns(&self.name)?;
+        Ok(Entered { home })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Do not panic during a panic: say so and go on.
+        if let Err(err) = delete(&self.name) {
+            eprintln!("warning: {err:#}");
+        }
+    }
+}
+
+/// The calling thread is inside a namespace; dropping this takes it back.
+#[must_use = "the thread leaves the namespace when this is dropped"]
+pub struct Entered {
+    home: File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: `home` is an open namespace file; setns has no memory effects.
+        if unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // The thread would go on in the wrong namespace: nothing sane is left.
+            panic!(
+                "setns back to the original network namespace: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Moves the calling thread into namespace `name` for good (for threads that live
+/// only inside it).
+pub fn set_netns(name: &str) -> anyhow::Result<()> {
+    let path = path(name);
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: `file` is an open namespace file; setns affects only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "setns({}): {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}

@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use ha_tests::lab::{Bins, Lab, LabSpec, Node, XdpMode, control, net, vip};
+use ha_tests::{
+    bench::stats::Stat,
+    lab::{Bins, Lab, LabSpec, Node, XdpMode, control, net, vip},
+};
 use ha_user::proto::{ChangeReport, Request};
 use serde::Serialize;
 
@@ -17,7 +20,6 @@ use crate::{
     failover::write_json_extra,
     report::{Figure, Over, Section},
     scale,
-    stats::Stat,
 };
 
 const LAB_PREFIX: &str = "ha-bl-c-";

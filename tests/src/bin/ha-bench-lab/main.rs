@@ -29,11 +29,9 @@
 mod control;
 mod failover;
 mod load;
-mod machine;
 mod profile;
 mod report;
 mod scale;
-mod stats;
 
 use std::{
     path::{Path, PathBuf},
@@ -44,12 +42,12 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser as _;
-use ha_tests::lab::{Bins, workspace_root};
-
-use crate::{
-    machine::Machine,
-    report::{Report, Section},
+use ha_tests::{
+    bench::machine::Machine,
+    lab::{Bins, workspace_root},
 };
+
+use crate::report::{Report, Section};
 
 /// The families `--only` accepts; the default run is the first two.
 const FAMILIES: [&str; 3] = ["failover", "control-plane", "soak"];
@@ -147,11 +145,10 @@ fn install_signal_handlers() {
 
 fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root (namespaces, XDP, bpffs): run it as root or via `cargo xtask bench`"
-    );
+    ha_tests::root::ensure_root(
+        "ha-bench-lab",
+        "namespaces, XDP, bpffs; or use `cargo xtask bench`",
+    )?;
     install_signal_handlers();
     let bins = release_bins()?;
 
@@ -184,12 +181,9 @@ fn run() -> anyhow::Result<()> {
         });
         report.family_done("soak", t.elapsed(), section);
     }
-    report.finish(started.elapsed(), machine::load_average());
-    let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
-    let (json_path, md_path) = (args.out.join("lab.json"), args.out.join("lab.md"));
-    std::fs::write(&json_path, json).with_context(|| format!("writing {}", json_path.display()))?;
-    std::fs::write(&md_path, report.markdown())
-        .with_context(|| format!("writing {}", md_path.display()))?;
+    report.finish(started.elapsed());
+    let (json_path, md_path) =
+        ha_tests::bench::report::write_results(&args.out, "lab", &report, &report.markdown())?;
     eprintln!(
         "ha-bench-lab: {} and {} written in {:.0} s",
         json_path.display(),

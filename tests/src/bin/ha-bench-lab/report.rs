@@ -3,14 +3,16 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use ha_tests::lab::Bins;
+use ha_tests::{
+    bench::{
+        machine::Machine,
+        stats::{Dist, Stat},
+    },
+    lab::Bins,
+};
 use serde::Serialize;
 
-use crate::{
-    Args,
-    machine::Machine,
-    stats::{Dist, Stat},
-};
+use crate::Args;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -155,9 +157,9 @@ impl Report {
         self.sections.push(section);
     }
 
-    pub fn finish(&mut self, took: Duration, load_average: String) {
+    pub fn finish(&mut self, took: Duration) {
         self.run.total_seconds = took.as_secs_f64();
-        self.machine.load_average_end = load_average;
+        self.machine.finish();
     }
 
     pub fn markdown(&self) -> String {

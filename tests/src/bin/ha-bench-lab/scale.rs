@@ -21,7 +21,13 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::maps::{Map, MapData, lpm_trie::LpmTrie};
 use ha_common::{MAP_PREFIXES, PrefixEntry};
-use ha_tests::lab::{Bins, EventLog, OwnerChange, Proc, ns};
+use ha_tests::{
+    bench::{
+        machine::unix_ms_now,
+        stats::{Dist, Stat},
+    },
+    lab::{Bins, EventLog, OwnerChange, Proc, ns},
+};
 use ha_user::{
     model::Health,
     proto::{Event, EventRecord},
@@ -31,10 +37,8 @@ use serde::Serialize;
 use crate::{
     Args, check_interrupted,
     failover::write_json_extra,
-    machine::unix_ms_now,
     profile::{perf_record, profile, start_perf},
     report::{Figure, Over, Section, number},
-    stats::{Dist, Stat},
 };
 
 const NS_ROUTER: &str = "ha-bl-s-router";
@@ -119,7 +123,8 @@ fn render_config(dir: &Path, pin_dir: &Path, hosts: usize, prefixes: usize, h: &
 struct Scale {
     dir: PathBuf,
     pin_dir: PathBuf,
-    namespaces: Vec<String>,
+    /// Deleted last, in reverse order of creation.
+    namespaces: Vec<ns::Netns>,
     webd: Option<Proc>,
     controller: Option<Proc>,
     /// The running controller's events.
@@ -138,21 +143,14 @@ impl Scale {
             events: None,
             starts: 0,
         };
-        // Leftovers of an interrupted run: exactly our names.
-        for name in [NS_ROUTER, NS_HOSTS] {
-            if ns::exists(name) {
-                ns::delete(name)?;
-            }
-        }
+        // Leftovers of an interrupted run (the namespaces are replaced on creation).
         ha_tests::lab::remove_pins(&scale.pin_dir)?;
         if scale.dir.exists() {
             std::fs::remove_dir_all(&scale.dir)?;
         }
         std::fs::create_dir_all(&scale.dir)?;
         for name in [NS_ROUTER, NS_HOSTS] {
-            ns::add(name)?;
-            scale.namespaces.push(name.to_owned());
-            ns::check(&mut ns::ip(name, &["link", "set", "lo", "up"]))?;
+            scale.namespaces.push(ns::Netns::create(name)?);
         }
         ns::check(&mut ns::ip(
             NS_ROUTER,
@@ -354,11 +352,8 @@ impl Drop for Scale {
         if let Some(mut proc) = self.webd.take() {
             let _ = proc.kill();
         }
-        for name in self.namespaces.drain(..).rev() {
-            if let Err(err) = ns::delete(&name) {
-                eprintln!("warning: {err:#}");
-            }
-        }
+        // Each guard deletes its namespace, warning if it cannot.
+        self.namespaces.drain(..).rev().for_each(drop);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -30,11 +30,10 @@ use ha_common::{Counter, PROG_STEER};
 use ha_tests::packet::Ipv4Frame;
 
 use crate::{
-    json::{Json, JsonExt as _},
-    netns,
     profile::{self, ProgramSizes},
     progs::{self, Object},
     report::{Bound, Family, Figure, fmt_num},
+    sched,
     topology::{
         self, GEN_CPU, GEN_IP, GEN_MAC, RCV_MAC, ROUTER_CPU, ROUTER_PRIORITY, RTR_IN_MAC,
         RTR_OUT_MAC, Topology, VIP, VIP_LEN, VIP_NET,
@@ -148,7 +147,7 @@ const SIDES: [&str; 7] = [
 
 pub fn run(settings: &Settings, out: &Path) -> anyhow::Result<Family> {
     // This thread and the commands it runs (ip, ethtool, perf) stay off the router's CPU.
-    netns::pin_to_cpu(0, GEN_CPU)?;
+    sched::pin_to_cpu(0, GEN_CPU)?;
     let topo = Topology::build().context("building the veth topology")?;
     let frame = Ipv4Frame::udp(RTR_IN_MAC, GEN_MAC, GEN_IP, VIP, 9, &[0; 18]).bytes();
     anyhow::ensure!(
@@ -214,16 +213,15 @@ pub fn run(settings: &Settings, out: &Path) -> anyhow::Result<Family> {
 
     let ctx = progs::xdp_md(frame.len(), topo.gen_ifindex)?;
     let stop = AtomicBool::new(false);
-    let gen_path = format!("/run/netns/{}", topo.generator.name());
+    let gen_ns = topo.generator.name();
     let generator = gen_object.loaded(PROG_GEN)?;
     let (measured, generator_errors) = thread::scope(|scope| {
         let threads: Vec<_> = (0..GENERATORS)
             .map(|_| {
-                let (stop, frame, ctx, gen_path, program) =
-                    (&stop, &frame, &ctx, &gen_path, generator);
+                let (stop, frame, ctx, program) = (&stop, &frame, &ctx, generator);
                 scope.spawn(move || -> anyhow::Result<(u64, u64)> {
-                    netns::set_netns(gen_path)?;
-                    netns::pin_to_cpu(0, GEN_CPU)?;
+                    ha_tests::lab::ns::set_netns(gen_ns)?;
+                    sched::pin_to_cpu(0, GEN_CPU)?;
                     let (mut calls, mut interrupted) = (0u64, 0u64);
                     while !stop.load(Ordering::Relaxed) {
                         let result = program.test_run(TestRunOptions {
@@ -371,7 +369,7 @@ fn refused_frames(topo: &Topology) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
-type Measured = (Vec<Figure>, Vec<String>, Json);
+type Measured = (Vec<Figure>, Vec<String>, serde_json::Value);
 
 fn measure_rounds(
     settings: &Settings,
@@ -488,28 +486,17 @@ fn measure_rounds(
     let mut notes = vec![bottleneck_note(&figures)];
     notes.push(profile::sizes_markdown(sizes));
     notes.extend(profiles.iter().map(profile::ConfigProfile::markdown));
-    let details = Json::obj([
-        ("frame_len", Json::num(FRAME_LEN as f64)),
-        ("generator_threads", Json::num(GENERATORS as f64)),
-        ("generator_cpu", Json::num(GEN_CPU as f64)),
-        ("router_cpu", Json::num(ROUTER_CPU as f64)),
-        ("batch", Json::num(BATCH)),
-        ("frames_per_call", Json::num(settings.frames_per_call)),
-        ("window_seconds", Json::num(settings.window.as_secs_f64())),
-        (
-            "program_sizes",
-            Json::Array(sizes.iter().map(ProgramSizes::to_json).collect()),
-        ),
-        (
-            "profiles",
-            Json::Array(
-                profiles
-                    .iter()
-                    .map(profile::ConfigProfile::to_json)
-                    .collect(),
-            ),
-        ),
-    ]);
+    let details = serde_json::json!({
+        "frame_len": FRAME_LEN as f64,
+        "generator_threads": GENERATORS as f64,
+        "generator_cpu": GEN_CPU as f64,
+        "router_cpu": ROUTER_CPU as f64,
+        "batch": f64::from(BATCH),
+        "frames_per_call": f64::from(settings.frames_per_call),
+        "window_seconds": settings.window.as_secs_f64(),
+        "program_sizes": sizes,
+        "profiles": profiles,
+    });
     Ok((figures, notes, details))
 }
 
@@ -548,7 +535,7 @@ fn bottleneck_note(figures: &[Figure]) -> String {
                 .side
                 .iter()
                 .find(|(k, _)| k == key)
-                .and_then(|(_, v)| crate::stats::Summary::of(v))
+                .and_then(|(_, v)| ha_tests::bench::stats::Dist::of(v))
                 .map_or(f64::NAN, |s| s.median)
         };
         let forwarded = figure.summary().map_or(f64::NAN, |s| s.median);

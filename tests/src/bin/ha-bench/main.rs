@@ -6,22 +6,21 @@
 //! `ha_steer` on XDP_TX and XDP_REDIRECT, and the minimal programs as ceilings).
 
 mod forwarding;
-mod json;
-mod machine;
-mod netns;
 mod per_packet;
 mod profile;
 mod progs;
 mod report;
-mod stats;
+mod sched;
 mod topology;
 
 use std::{fs, path::PathBuf, process::ExitCode, time::Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser as _;
 
-use crate::{machine::Machine, report::Report};
+use ha_tests::bench::machine::Machine;
+
+use crate::report::Report;
 
 /// The data-path benchmarks: per-packet cost and forwarding rate.
 #[derive(clap::Parser)]
@@ -52,15 +51,15 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<()> {
     let Args { quick, only, out } = Args::parse();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmarks load XDP programs and create network namespaces: run as root");
-    }
+    ha_tests::root::ensure_root(
+        "ha-bench",
+        "it loads XDP programs and creates network namespaces; or use `cargo xtask bench`",
+    )?;
     let start = Instant::now();
-    let machine = Machine::probe();
+    let mut machine = Machine::probe();
     eprintln!(
         "ha-bench: {} ({} cores), kernel {}, load {}",
-        machine.cpu_model, machine.cores, machine.kernel, machine.load_average
+        machine.cpu_model, machine.cores, machine.kernel, machine.load_average_start
     );
     let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -89,6 +88,7 @@ fn try_main() -> anyhow::Result<()> {
         };
         families.push(forwarding::run(&settings, &out).context("forwarding benchmark")?);
     }
+    machine.finish();
     let report = Report {
         machine,
         quick,
@@ -96,12 +96,9 @@ fn try_main() -> anyhow::Result<()> {
         families,
         elapsed_secs: start.elapsed().as_secs_f64(),
     };
-    let json_path = out.join("results.json");
-    fs::write(&json_path, format!("{:#}\n", report.to_json()))
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    let md_path = out.join("results.md");
     let markdown = report.to_markdown();
-    fs::write(&md_path, &markdown).with_context(|| format!("writing {}", md_path.display()))?;
+    let (json_path, md_path) =
+        ha_tests::bench::report::write_results(&out, "results", &report, &markdown)?;
     println!("{markdown}");
     eprintln!(
         "ha-bench: wrote {} and {} ({:.0} s)",

@@ -18,18 +18,17 @@ use anyhow::{Context as _, ensure};
 use ha_bench_common::{GenHeader, PROG_REF_TX};
 use ha_common::{Counter, FlowEntry, FlowKey, IFACE_ACTIVE, IFACE_VERIFY, PROG_PASS, PROG_STEER};
 use ha_tests::{
+    bench::stats::Dist,
+    lab::ns::{self, Netns},
     packet::{IPPROTO_UDP, Ipv4, Ipv4Frame, Mac, ipv6_udp, pad_to_min},
     steer::coarse_now,
 };
 
 use crate::{
-    json::{Json, JsonExt as _},
-    netns::{self, Netns},
     profile::{self, ProgramSizes},
     progs::{self, Object},
     report::{Bound, Family, Figure, fmt_num},
-    stats::Summary,
-    topology,
+    sched, topology,
 };
 
 /// Repeats per call (from TTL 255 a hit stays a hit for 253 runs).
@@ -165,15 +164,15 @@ fn cases() -> Vec<Case> {
 
 pub fn run(settings: &Settings) -> anyhow::Result<Family> {
     let ns = Netns::create("ha-b-pp")?;
-    let path = format!("/run/netns/{}", ns.name());
+    let name = ns.name().to_owned();
     let rounds = settings.rounds;
     let pairs = settings.pairs;
     let measured = std::thread::spawn(move || -> anyhow::Result<Measured> {
-        netns::set_netns(&path)?;
-        netns::pin_to_cpu(0, CPU)?;
+        ns::set_netns(&name)?;
+        sched::pin_to_cpu(0, CPU)?;
         // Other work on the machine (builds, tests) moves to the other CPU instead of
         // preempting the measurement; the thread ends with the family.
-        netns::make_fifo(0, PRIORITY)?;
+        sched::make_fifo(0, PRIORITY)?;
         measure(rounds, pairs)
     })
     .join()
@@ -215,7 +214,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Family> {
 }
 
 /// Figures, details, and the sizes of the programs measured.
-type Measured = (Vec<Figure>, Json, Vec<ProgramSizes>);
+type Measured = (Vec<Figure>, serde_json::Value, Vec<ProgramSizes>);
 
 fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
     let mut object = Object::load(&GenHeader::default())?;
@@ -241,7 +240,7 @@ fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
     // `repeat > 1` BPF_PROG_TEST_RUN adds an unattached program to the XDP dispatcher
     // and takes it out again afterwards, and that update waits ~25-30 ms per call.
     for pair in IDLE_DEVS.chunks(2) {
-        netns::run(Command::new("ip").args([
+        ns::check(Command::new("ip").args([
             "link", "add", pair[0], "type", "veth", "peer", "name", pair[1],
         ]))?;
     }
@@ -306,12 +305,12 @@ fn measure(rounds: usize, pairs: u32) -> anyhow::Result<Measured> {
             side: vec![("kernel-reported ns/run".to_owned(), kernel.clone())],
         })
         .collect();
-    let details = Json::obj([
-        ("repeat_hi", Json::num(REPEAT_HI)),
-        ("repeat_lo", Json::num(REPEAT_LO)),
-        ("pairs_per_measurement", Json::num(pairs)),
-        ("cpu", Json::num(CPU as f64)),
-    ]);
+    let details = serde_json::json!({
+        "repeat_hi": f64::from(REPEAT_HI),
+        "repeat_lo": f64::from(REPEAT_LO),
+        "pairs_per_measurement": f64::from(pairs),
+        "cpu": CPU as f64,
+    });
     let sizes = profile::program_sizes(&object, &[PROG_STEER, PROG_REF_TX, PROG_PASS])?;
     Ok((figures, details, sizes))
 }
@@ -375,7 +374,7 @@ fn time_pairs(
     }
     // The median pair: an interrupt or a preemption inside one call spoils that pair
     // only.
-    let median = Summary::of(&estimates).context("no pairs measured")?.median;
+    let median = Dist::of(&estimates).context("no pairs measured")?.median;
     Ok((median, kernel / f64::from(pairs)))
 }
 

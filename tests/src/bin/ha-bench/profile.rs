@@ -6,40 +6,20 @@ use std::{fmt::Write as _, path::Path, process::Command, thread, time::Duration}
 
 use anyhow::Context as _;
 use aya::sys::{Stats, enable_stats};
+use serde::{Serialize, Serializer};
 
-use crate::{
-    json::{Json, JsonExt as _},
-    progs::Object,
-    report::fmt_num,
-    topology::ROUTER_CPU,
-};
+use crate::{progs::Object, report::fmt_num, topology::ROUTER_CPU};
 
 /// What the verifier and the JIT made of a program.
+#[derive(Serialize)]
 pub struct ProgramSizes {
+    #[serde(rename = "program")]
     pub name: String,
     /// Instructions the verifier processed (all paths).
     pub verified_insns: Option<u32>,
     /// Bytes of translated (post-verifier) BPF: 8 bytes per instruction.
     pub xlated_bytes: Option<u32>,
     pub jited_bytes: u32,
-}
-
-impl ProgramSizes {
-    pub fn to_json(&self) -> Json {
-        let Self {
-            name,
-            verified_insns,
-            xlated_bytes,
-            jited_bytes,
-        } = self;
-        let opt = |v: &Option<u32>| v.map_or(Json::Null, Json::num);
-        Json::obj([
-            ("program", Json::str(name)),
-            ("verified_insns", opt(verified_insns)),
-            ("xlated_bytes", opt(xlated_bytes)),
-            ("jited_bytes", Json::num(*jited_bytes)),
-        ])
-    }
 }
 
 /// Sizes of the loaded programs `names`.
@@ -82,6 +62,7 @@ pub fn sizes_markdown(sizes: &[ProgramSizes]) -> String {
 }
 
 /// A profile of one forwarding configuration while the generator runs.
+#[derive(Serialize)]
 pub struct ConfigProfile {
     pub config: String,
     pub program: Option<String>,
@@ -89,9 +70,25 @@ pub struct ConfigProfile {
     /// BPF_ENABLE_STATS, which adds two clock reads per run).
     pub ns_per_run: Option<f64>,
     pub runs: u64,
-    /// (share of the router CPU's samples, symbol).
+    /// (share of the router CPU's samples, symbol); in JSON `{percent, symbol}`.
+    #[serde(serialize_with = "percent_symbol")]
     pub perf_top: Vec<(f64, String)>,
     pub perf_error: Option<String>,
+}
+
+fn percent_symbol<S: Serializer>(
+    lines: &[(f64, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        percent: f64,
+        symbol: &'a str,
+    }
+    serializer.collect_seq(lines.iter().map(|(percent, symbol)| Line {
+        percent: *percent,
+        symbol,
+    }))
 }
 
 /// Profiles the configuration on the router now, for `duration` per tool.
@@ -135,7 +132,7 @@ fn perf_top(config: &str, duration: Duration, out: &Path) -> anyhow::Result<Vec<
     let data = data.to_str().context("non-UTF-8 output path")?;
     let cpu = ROUTER_CPU.to_string();
     let secs = format!("{:.1}", duration.as_secs_f64());
-    crate::netns::run(Command::new("perf").args([
+    ha_tests::lab::ns::check(Command::new("perf").args([
         "record",
         "-q",
         "-e",
@@ -149,7 +146,7 @@ fn perf_top(config: &str, duration: Duration, out: &Path) -> anyhow::Result<Vec<
         &secs,
     ]))
     .context("perf record (Debian package linux-perf)")?;
-    let report = crate::netns::run(Command::new("perf").args([
+    let report = ha_tests::lab::ns::check(Command::new("perf").args([
         "report",
         "-i",
         data,
@@ -175,38 +172,6 @@ fn perf_top(config: &str, duration: Duration, out: &Path) -> anyhow::Result<Vec<
 }
 
 impl ConfigProfile {
-    pub fn to_json(&self) -> Json {
-        let Self {
-            config,
-            program,
-            ns_per_run,
-            runs,
-            perf_top,
-            perf_error,
-        } = self;
-        Json::obj([
-            ("config", Json::str(config)),
-            ("program", program.as_ref().map_or(Json::Null, Json::str)),
-            ("ns_per_run", ns_per_run.map_or(Json::Null, Json::num)),
-            ("runs", Json::num(*runs as f64)),
-            (
-                "perf_top",
-                Json::Array(
-                    perf_top
-                        .iter()
-                        .map(|(pct, sym)| {
-                            Json::obj([("percent", Json::num(*pct)), ("symbol", Json::str(sym))])
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "perf_error",
-                perf_error.as_ref().map_or(Json::Null, Json::str),
-            ),
-        ])
-    }
-
     pub fn markdown(&self) -> String {
         let mut md = format!("**Profile of `{}`**", self.config);
         if let (Some(program), Some(ns)) = (&self.program, self.ns_per_run) {

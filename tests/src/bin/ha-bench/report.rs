@@ -1,12 +1,10 @@
-//! The results model and its two renderings: `results.json` and `results.md`.
+//! The results model and its two renderings: `results.json` (serde, through the
+//! shared results writer) and `results.md`.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use crate::{
-    json::{Json, JsonExt as _},
-    machine::Machine,
-    stats::Summary,
-};
+use ha_tests::bench::{machine::Machine, stats::Dist};
+use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 /// A bound on a ratio.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -43,7 +41,7 @@ pub struct Ratio {
     /// Median of this figure / median of the other.
     pub of_medians: f64,
     /// The ratio within each round (same round, adjacent in time).
-    pub per_round: Option<Summary>,
+    pub per_round: Option<Dist>,
     pub target: Option<Bound>,
 }
 
@@ -74,8 +72,8 @@ pub struct Figure {
 }
 
 impl Figure {
-    pub fn summary(&self) -> Option<Summary> {
-        Summary::of(&self.samples)
+    pub fn summary(&self) -> Option<Dist> {
+        Dist::of(&self.samples)
     }
 
     /// Adds the ratio of this figure to `other` (round by round and of medians).
@@ -94,14 +92,14 @@ impl Figure {
         self.ratios.push(Ratio {
             against: other.name.clone(),
             of_medians,
-            per_round: Summary::of(&per_round),
+            per_round: Dist::of(&per_round),
             target,
         });
     }
 }
 
 /// One benchmark family: its figures, how they were measured, and what explains them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Family {
     pub name: &'static str,
     pub title: &'static str,
@@ -109,9 +107,10 @@ pub struct Family {
     pub method: String,
     pub figures: Vec<Figure>,
     /// Markdown: profile and diagnostics, appended after the table.
+    #[serde(skip)]
     pub notes: Vec<String>,
     /// The same diagnostics, machine-readable.
-    pub details: Json,
+    pub details: serde_json::Value,
 }
 
 pub struct Report {
@@ -123,26 +122,6 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn to_json(&self) -> Json {
-        let Self {
-            machine,
-            quick,
-            only,
-            families,
-            elapsed_secs,
-        } = self;
-        Json::obj([
-            ("machine", machine.to_json()),
-            ("mode", Json::str(if *quick { "quick" } else { "full" })),
-            ("only", only.as_ref().map_or(Json::Null, Json::str)),
-            ("elapsed_seconds", Json::num(*elapsed_secs)),
-            (
-                "families",
-                Json::Array(families.iter().map(family_json).collect()),
-            ),
-        ])
-    }
-
     pub fn to_markdown(&self) -> String {
         let Self {
             machine,
@@ -158,7 +137,11 @@ impl Report {
         let _ = writeln!(md, "| cores | {} |", machine.cores);
         let _ = writeln!(md, "| kernel | {} |", machine.kernel);
         let _ = writeln!(md, "| date | {} |", machine.date);
-        let _ = writeln!(md, "| load average at start | {} |", machine.load_average);
+        let _ = writeln!(
+            md,
+            "| load average at start | {} |",
+            machine.load_average_start
+        );
         let mode = if *quick { "`--quick`" } else { "full" };
         let _ = writeln!(md, "| mode | {mode} |");
         if let Some(only) = only {
@@ -172,93 +155,122 @@ impl Report {
     }
 }
 
-fn family_json(family: &Family) -> Json {
-    let Family {
-        name,
-        title,
-        method,
-        figures,
-        notes: _,
-        details,
-    } = family;
-    Json::obj([
-        ("name", Json::str(*name)),
-        ("title", Json::str(*title)),
-        ("method", Json::str(method)),
-        (
-            "figures",
-            Json::Array(figures.iter().map(figure_json).collect()),
-        ),
-        ("details", details.clone()),
-    ])
-}
-
-fn summary_json(summary: Option<Summary>) -> Json {
-    summary.map_or(Json::Null, |Summary { min, median, max }| {
-        Json::obj([
-            ("min", Json::num(min)),
-            ("median", Json::num(median)),
-            ("max", Json::num(max)),
-        ])
+/// `{min, median, max}` of a figure's rounds (the classic median), or `null`.
+fn min_median_max<S: Serializer>(dist: &Option<Dist>, serializer: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct MinMedianMax {
+        min: f64,
+        median: f64,
+        max: f64,
+    }
+    dist.map(|d| MinMedianMax {
+        min: d.min,
+        median: d.median,
+        max: d.max,
     })
+    .serialize(serializer)
 }
 
-fn figure_json(figure: &Figure) -> Json {
-    let Figure {
-        name,
-        label,
-        unit,
-        samples,
-        ratios,
-        side,
-    } = figure;
-    let ratios = ratios.iter().map(|ratio| {
-        let Ratio {
-            against,
-            of_medians,
-            per_round,
-            target,
-        } = ratio;
-        let target = target.map_or(Json::Null, |bound| {
-            let (op, value) = match bound {
-                Bound::AtMost(v) => ("<=", v),
-                Bound::AtLeast(v) => (">=", v),
-            };
-            Json::obj([("op", Json::str(op)), ("value", Json::num(value))])
-        });
-        Json::obj([
-            ("against", Json::str(against)),
-            ("value", Json::num(ratio.value())),
-            ("per_round", summary_json(*per_round)),
-            ("of_medians", Json::num(*of_medians)),
-            ("target", target),
-            ("met", ratio.met().map_or(Json::Null, Json::Bool)),
-        ])
-    });
-    let side = side.iter().map(|(key, values)| {
-        (
-            key.clone(),
-            Json::obj([
-                ("summary", summary_json(Summary::of(values))),
-                (
-                    "samples",
-                    Json::Array(values.iter().map(|v| Json::num(*v)).collect()),
-                ),
-            ]),
-        )
-    });
-    Json::obj([
-        ("name", Json::str(name)),
-        ("label", Json::str(label)),
-        ("unit", Json::str(*unit)),
-        ("summary", summary_json(figure.summary())),
-        (
-            "samples",
-            Json::Array(samples.iter().map(|v| Json::num(*v)).collect()),
-        ),
-        ("ratios", Json::Array(ratios.collect())),
-        ("side", Json::obj(side)),
-    ])
+impl Serialize for Report {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            machine: &'a Machine,
+            mode: &'static str,
+            only: &'a Option<String>,
+            elapsed_seconds: f64,
+            families: &'a [Family],
+        }
+        Out {
+            machine: &self.machine,
+            mode: if self.quick { "quick" } else { "full" },
+            only: &self.only,
+            elapsed_seconds: self.elapsed_secs,
+            families: &self.families,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl Serialize for Bound {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (op, value) = match *self {
+            Self::AtMost(value) => ("<=", value),
+            Self::AtLeast(value) => (">=", value),
+        };
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("op", op)?;
+        map.serialize_entry("value", &value)?;
+        map.end()
+    }
+}
+
+impl Serialize for Ratio {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            against: &'a str,
+            value: f64,
+            #[serde(serialize_with = "min_median_max")]
+            per_round: Option<Dist>,
+            of_medians: f64,
+            target: Option<Bound>,
+            met: Option<bool>,
+        }
+        Out {
+            against: &self.against,
+            value: self.value(),
+            per_round: self.per_round,
+            of_medians: self.of_medians,
+            target: self.target,
+            met: self.met(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl Serialize for Figure {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Side<'a> {
+            #[serde(serialize_with = "min_median_max")]
+            summary: Option<Dist>,
+            samples: &'a [f64],
+        }
+        #[derive(Serialize)]
+        struct Out<'a> {
+            name: &'a str,
+            label: &'a str,
+            unit: &'static str,
+            #[serde(serialize_with = "min_median_max")]
+            summary: Option<Dist>,
+            samples: &'a [f64],
+            ratios: &'a [Ratio],
+            side: BTreeMap<&'a str, Side<'a>>,
+        }
+        Out {
+            name: &self.name,
+            label: &self.label,
+            unit: self.unit,
+            summary: self.summary(),
+            samples: &self.samples,
+            ratios: &self.ratios,
+            side: self
+                .side
+                .iter()
+                .map(|(key, values)| {
+                    (
+                        key.as_str(),
+                        Side {
+                            summary: Dist::of(values),
+                            samples: values,
+                        },
+                    )
+                })
+                .collect(),
+        }
+        .serialize(serializer)
+    }
 }
 
 /// A number with three significant digits or so.
@@ -342,7 +354,7 @@ fn family_markdown(md: &mut String, family: &Family) {
                 .side
                 .iter()
                 .map(|(_, values)| {
-                    Summary::of(values).map_or_else(
+                    Dist::of(values).map_or_else(
                         || "–".to_owned(),
                         |s| {
                             format!(

@@ -16,9 +16,9 @@
 use std::{collections::BTreeMap, ffi::CString, fs, net::Ipv4Addr};
 
 use anyhow::{Context as _, bail};
-use ha_tests::packet::Mac;
+use ha_tests::{lab::ns::Netns, packet::Mac};
 
-use crate::netns::{self, Netns};
+use crate::sched;
 
 pub const GEN_DEV: &str = "hbg0";
 pub const RTR_IN: &str = "hbr0";
@@ -181,9 +181,9 @@ impl Topology {
             bail!("no napi/{RTR_IN}-* kernel thread: threaded NAPI is not on");
         }
         for &pid in &pids {
-            netns::pin_to_cpu(pid, ROUTER_CPU)
+            sched::pin_to_cpu(pid, ROUTER_CPU)
                 .with_context(|| format!("pinning napi/{RTR_IN} (pid {pid})"))?;
-            netns::make_fifo(pid, ROUTER_PRIORITY)
+            sched::make_fifo(pid, ROUTER_PRIORITY)
                 .with_context(|| format!("napi/{RTR_IN} (pid {pid}) to SCHED_FIFO"))?;
         }
         Ok(pids)

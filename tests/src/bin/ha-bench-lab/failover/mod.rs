@@ -5,7 +5,10 @@
 use std::{net::SocketAddrV4, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
-use ha_tests::lab::{Bins, Fault, HealthSpec, Lab, LabSpec, Node, PrefixSpec, XdpMode, net, vip};
+use ha_tests::{
+    bench::stats::{Dist, Stat},
+    lab::{Bins, Fault, HealthSpec, Lab, LabSpec, Node, PrefixSpec, XdpMode, net, vip},
+};
 use serde::Serialize;
 
 pub mod soak;
@@ -14,7 +17,6 @@ use self::soak::{Soak, soak, soak_figures, soak_section_lines};
 use crate::{
     Args, check_interrupted,
     report::{Figure, Over, Section, Table, number},
-    stats::{Dist, Stat},
 };
 
 pub(crate) const LAB_PREFIX: &str = "ha-bl-f-";
@@ -495,7 +497,5 @@ pub fn write_json_extra(
     family: &str,
     value: &serde_json::Value,
 ) -> anyhow::Result<()> {
-    let path = args.out.join(format!("lab-{family}-raw.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(value)?)
-        .with_context(|| format!("writing {}", path.display()))
+    ha_tests::bench::report::write_json(&args.out.join(format!("lab-{family}-raw.json")), value)
 }

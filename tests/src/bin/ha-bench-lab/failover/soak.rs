@@ -17,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ha_tests::lab::{Bins, Fault, HealthSpec, Lab, Node, OwnerChange, net, vip};
+use ha_tests::{
+    bench::{machine::unix_ms_now, stats::Stat},
+    lab::{Bins, Fault, HealthSpec, Lab, Node, OwnerChange, net, vip},
+};
 use ha_user::{
     model::{Health, ProbeOutcome, Reason},
     proto::{Event, events::ProbeTiming, reports::ProbeCounts},
@@ -31,9 +34,7 @@ use super::{
 use crate::{
     Args, check_interrupted,
     load::{self, Lane, LoadReport},
-    machine::unix_ms_now,
     report::{Figure, Over, Section},
-    stats::Stat,
 };
 
 /// The four load lanes: the LAN client to the VIPs of host1 and host2 (XDP_TX), the
@@ -321,7 +322,7 @@ pub fn soak(lab: &mut Lab, seconds: u64, kill: bool) -> anyhow::Result<Soak> {
         kill: kill_done.map(|(kill, ..)| kill),
         probes,
         vip_probes,
-        load_average_end: crate::machine::load_average(),
+        load_average_end: ha_tests::bench::machine::load_average(),
     };
     eprintln!(
         "ha-bench-lab: soak {} s at {}: {} owner changes, {} false failovers, {} hosts \
@@ -460,7 +461,7 @@ pub fn run_soak_family(args: &Args, bins: &Bins) -> anyhow::Result<Section> {
     let soaked = soak(&mut lab, args.soak_seconds, true)?;
     section.setup.extend(soak_section_lines(
         &soaked,
-        &format!("Soak started {}", crate::machine::utc(started)),
+        &format!("Soak started {}", ha_tests::bench::machine::utc(started)),
     ));
     section.figures.extend(soak_figures(
         &soaked,

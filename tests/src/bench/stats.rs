@@ -1,10 +1,12 @@
 //! Summaries of samples: nearest-rank percentiles, so every figure reported is a
-//! value that was actually measured (with 30 samples, p99 is the maximum).
+//! value that was actually measured (with 30 samples, p99 is the maximum); and the
+//! classic median (the mean of the two middle samples of an even count), which
+//! `ha-bench` reports for its rounds and per-round ratios.
 
 use serde::Serialize;
 
 /// A summary of `n` samples.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Dist {
     pub n: usize,
     pub min: f64,
@@ -12,6 +14,10 @@ pub struct Dist {
     pub p99: f64,
     pub max: f64,
     pub mean: f64,
+    /// The middle sample, or the mean of the two middle ones. Not in `ha-bench-lab`'s
+    /// documents, which give the nearest-rank p50.
+    #[serde(skip)]
+    pub median: f64,
 }
 
 /// Which statistic a target applies to.
@@ -32,6 +38,11 @@ impl Dist {
         }
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
         Some(Dist {
             n,
             min: sorted[0],
@@ -39,6 +50,7 @@ impl Dist {
             p99: nearest_rank(&sorted, 99.0),
             max: sorted[n - 1],
             mean: sorted.iter().sum::<f64>() / n as f64,
+            median,
         })
     }
 
@@ -73,5 +85,18 @@ mod tests {
         let dist = Dist::of(&hundred).expect("samples");
         assert_eq!((dist.p50, dist.p99), (50.0, 99.0));
         assert_eq!(Dist::of(&[]), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let odd = Dist::of(&[3.0, 1.0, 2.0]).expect("three samples");
+        assert_eq!((odd.min, odd.median, odd.max), (1.0, 2.0, 3.0));
+        let even = Dist::of(&[4.0, 1.0, 2.0, 3.0]).expect("four samples");
+        assert_eq!(
+            (even.min, even.median, even.p50, even.max),
+            (1.0, 2.5, 2.0, 4.0)
+        );
+        let serialised = serde_json::to_value(even).expect("serialisable");
+        assert!(serialised.get("median").is_none(), "{serialised}");
     }
 }
