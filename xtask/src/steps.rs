@@ -2,7 +2,12 @@
 //! end with; and the root suites it runs. Shared by `cargo xtask test` on this
 //! machine and in the guest.
 
-use std::{fs, path::Path, time::Duration};
+use std::{
+    fs,
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 
@@ -78,5 +83,33 @@ pub(crate) fn print_table(steps: &[Step]) {
         };
         let secs = format!("{:.1}s", duration.as_secs_f64());
         println!("{name:<width$}  {result:<7}  {secs:>8}  {detail}");
+    }
+}
+
+/// The step `name`, which started at `start`, ended with `outcome`.
+pub(crate) fn step(name: &str, outcome: Outcome, start: Instant) -> Step {
+    Step {
+        name: name.into(),
+        outcome,
+        duration: start.elapsed(),
+    }
+}
+
+/// Prints the table and the summary line a run ends with; fails if any step failed.
+pub(crate) fn conclude(steps: &[Step], totals: &Totals) -> ExitCode {
+    print_table(steps);
+    let Totals {
+        passed,
+        failed,
+        skipped,
+    } = totals;
+    println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
+    let ok = steps
+        .iter()
+        .all(|step| !matches!(step.outcome, Outcome::Failed(_)));
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

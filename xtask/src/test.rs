@@ -13,7 +13,7 @@ use crate::{
     ctx::{Ctx, is_root},
     exec::{self, Tally},
     guest, rules,
-    steps::{Outcome, Step, Totals, print_table, root_suites},
+    steps::{Outcome, Step, Totals, conclude, root_suites, step},
 };
 
 /// The crates built for bpfel-unknown-none: the production programs and the
@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
             Outcome::Failed("see above".into())
         }
     };
-    steps.push(finish("source rules", outcome, start));
+    steps.push(step("source rules", outcome, start));
 
     // The eBPF crates' binaries only build for bpfel-unknown-none: the eBPF clippy
     // step checks them. ha-tests holds the root suites, run one by one below. ha-fuzz
@@ -182,21 +182,7 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     fmt.args(["fmt", "--all", "--", "--check"]);
     steps.push(check_step(&mut totals, "rustfmt", &mut fmt));
 
-    print_table(&steps);
-    let Totals {
-        passed,
-        failed,
-        skipped,
-    } = totals;
-    println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
-    let ok = steps
-        .iter()
-        .all(|step| !matches!(step.outcome, Outcome::Failed(_)));
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(conclude(&steps, &totals))
 }
 
 /// Runs a `cargo test`; with `must_run`, a run without any passed or failed test fails.
@@ -233,7 +219,7 @@ fn test_step(totals: &mut Totals, name: &str, cmd: &mut Command, must_run: bool)
             Outcome::Failed(format!("{err:#}"))
         }
     };
-    finish(name, outcome, start)
+    step(name, outcome, start)
 }
 
 /// Runs a check (clippy, rustfmt) with inherited output.
@@ -247,17 +233,9 @@ fn check_step(totals: &mut Totals, name: &str, cmd: &mut Command) -> Step {
             Outcome::Failed(format!("{err:#}"))
         }
     };
-    finish(name, outcome, start)
+    step(name, outcome, start)
 }
 
 fn banner(name: &str, cmd: &Command) {
     println!("\nxtask: == {name}: {}", exec::describe(cmd));
-}
-
-fn finish(name: &str, outcome: Outcome, start: Instant) -> Step {
-    Step {
-        name: name.into(),
-        outcome,
-        duration: start.elapsed(),
-    }
 }

@@ -25,7 +25,7 @@ use super::{prepare, qemu};
 use crate::{
     ctx::{Ctx, is_root},
     exec::{self, Tally},
-    steps::{Outcome, Step, Totals, print_table, root_suites},
+    steps::{Outcome, Step, Totals, conclude, root_suites, step},
 };
 
 /// What runs in the guest: adding a suite is one line. `pattern` names a test target
@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, kernel: &str, long: bool, setup_time: Duration) -> anyhow:
     let built = build_all(ctx, &targets);
     let planned = match built {
         Ok(exes) => {
-            steps.push(done("host build", Outcome::Ok, start));
+            steps.push(step("host build", Outcome::Ok, start));
             targets
                 .into_iter()
                 .filter_map(|(target, tests)| {
@@ -112,29 +112,29 @@ pub fn run(ctx: &Ctx, kernel: &str, long: bool, setup_time: Duration) -> anyhow:
         }
         Err(err) => {
             totals.failed += 1;
-            steps.push(done(
+            steps.push(step(
                 "host build",
                 Outcome::Failed(format!("{err:#}")),
                 start,
             ));
-            return finish(&steps, &totals);
+            return Ok(conclude(&steps, &totals));
         }
     };
 
     let start = Instant::now();
     let image = match prepare(ctx, false) {
         Ok(image) => {
-            steps.push(done("guest image", Outcome::Ok, start));
+            steps.push(step("guest image", Outcome::Ok, start));
             image
         }
         Err(err) => {
             totals.failed += 1;
-            steps.push(done(
+            steps.push(step(
                 "guest image",
                 Outcome::Failed(format!("{err:#}")),
                 start,
             ));
-            return finish(&steps, &totals);
+            return Ok(conclude(&steps, &totals));
         }
     };
 
@@ -181,8 +181,8 @@ pub fn run(ctx: &Ctx, kernel: &str, long: bool, setup_time: Duration) -> anyhow:
         Err(err) => {
             totals.failed += 1;
             let outcome = Outcome::Failed(format!("{err:#}"));
-            steps.push(done("guest run", outcome, start));
-            return finish(&steps, &totals);
+            steps.push(step("guest run", outcome, start));
+            return Ok(conclude(&steps, &totals));
         }
     };
     println!(
@@ -238,7 +238,7 @@ pub fn run(ctx: &Ctx, kernel: &str, long: bool, setup_time: Duration) -> anyhow:
             duration: finished.ran,
         });
     }
-    finish(&steps, &totals)
+    Ok(conclude(&steps, &totals))
 }
 
 /// Targets among `found` that `pattern` names.
@@ -398,32 +398,6 @@ impl SuiteResult {
             Some(_) => Outcome::Ok,
         }
     }
-}
-
-fn done(name: &str, outcome: Outcome, start: Instant) -> Step {
-    Step {
-        name: name.into(),
-        outcome,
-        duration: start.elapsed(),
-    }
-}
-
-fn finish(steps: &[Step], totals: &Totals) -> anyhow::Result<ExitCode> {
-    print_table(steps);
-    let Totals {
-        passed,
-        failed,
-        skipped,
-    } = totals;
-    println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
-    let ok = steps
-        .iter()
-        .all(|step| !matches!(step.outcome, Outcome::Failed(_)));
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 #[cfg(test)]
