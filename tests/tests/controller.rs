@@ -34,7 +34,13 @@ use common::{assert_agreement, build};
 /// What a loaded 2-core machine may add to a configured time (scheduling, the switch,
 /// a round trip). Measured figures are printed by every test.
 const MARGIN: Duration = Duration::from_millis(150);
+/// How long a test waits for what it expects before it gives up (not a bound it
+/// asserts): × [`time_scale`], like the timers it waits for.
 const WAIT: Duration = Duration::from_secs(5);
+
+fn wait() -> Duration {
+    WAIT * time_scale()
+}
 /// Failback takes `rise` probes plus the delay; probes slip under load, so only a
 /// gross error (a delay not applied, a default one used) fails the bound.
 const FAILBACK_SLACK: Duration = Duration::from_millis(600);
@@ -84,7 +90,7 @@ fn killed_server_moves_to_backup_and_back() {
     let killed = Instant::now();
     lab.kill_web("host2").expect("killing host2's web server");
     let change = lab
-        .wait_for_owner(p64, Some("host1"), mark, WAIT)
+        .wait_for_owner(p64, Some("host1"), mark, wait())
         .unwrap_or_else(|e| panic!("{e:#}"));
     let detection = lab.spec().health.detection_time();
     eprintln!(
@@ -116,7 +122,7 @@ fn killed_server_moves_to_backup_and_back() {
     lab.start_web("host2")
         .expect("restarting host2's web server");
     let change = lab
-        .wait_for_owner(p64, Some("host2"), mark, WAIT)
+        .wait_for_owner(p64, Some("host2"), mark, wait())
         .unwrap_or_else(|e| panic!("{e:#}"));
     let took = restarted.elapsed();
     let delay = Duration::from_millis(lab.spec().health.failback_delay_ms);
@@ -285,19 +291,19 @@ fn all_hosts_down_fall_back_to_the_kernel_route() {
     let p64 = net(P64);
     let mark = changes(&lab);
     lab.kill_web("host2").expect("kill");
-    lab.wait_for_owner(p64, Some("host3"), mark, WAIT)
+    lab.wait_for_owner(p64, Some("host3"), mark, wait())
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_agreement(&lab);
     let mark = changes(&lab);
     lab.kill_web("host3").expect("kill");
     let change = lab
-        .wait_for_owner(p64, None, mark, WAIT)
+        .wait_for_owner(p64, None, mark, wait())
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("{change}");
     assert_eq!(change.route_via, host_address("host2").expect("address"));
     assert_eq!(map_owner(&lab, P64), None, "the entry should be gone");
     // host3's own prefix went to its first backup meanwhile.
-    lab.wait_for_owner(net(P96), Some("host1"), mark, WAIT)
+    lab.wait_for_owner(net(P96), Some("host1"), mark, wait())
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_agreement(&lab);
     assert_eq!(
@@ -342,7 +348,7 @@ fn all_hosts_down_fall_back_to_the_kernel_route() {
     // The first host back takes the prefix.
     let mark = changes(&lab);
     lab.start_web("host2").expect("restart");
-    lab.wait_for_owner(p64, Some("host2"), mark, WAIT)
+    lab.wait_for_owner(p64, Some("host2"), mark, wait())
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_agreement(&lab);
     assert_eq!(who(&lab, P64), "host2");
@@ -405,7 +411,7 @@ fn controller_killed_and_restarted_loses_nothing() {
     });
     assert_eq!(report.lost, 0, "{:?}", report.lost_ranges);
     assert_eq!(report.per_host.keys().collect::<Vec<_>>(), ["host2"]);
-    lab.wait_steady(WAIT).unwrap_or_else(|e| panic!("{e:#}"));
+    lab.wait_steady(wait()).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(lab.map_dump().expect("map"), before);
     let adopted = xdp_prog_id(&lab, "eth1");
     assert_ne!(
@@ -490,7 +496,7 @@ fn program_upgrade_loses_nothing() {
         new_size > old_size,
         "the new program ({new_size} B) should be the logging variant, larger than the old ({old_size} B)"
     );
-    lab.wait_steady(WAIT).unwrap_or_else(|e| panic!("{e:#}"));
+    lab.wait_steady(wait()).unwrap_or_else(|e| panic!("{e:#}"));
     assert_agreement(&lab);
 }
 
@@ -532,9 +538,11 @@ fn bad_reload_changes_nothing() {
     let moved = changes(&lab);
     lab.reload_controller().expect("SIGHUP");
     let why = lab
-        .wait_for_event(mark, WAIT, "reload-refused", |record| match &record.event {
-            Event::ReloadRefused { why } => Some(why.clone()),
-            _ => None,
+        .wait_for_event(mark, wait(), "reload-refused", |record| {
+            match &record.event {
+                Event::ReloadRefused { why } => Some(why.clone()),
+                _ => None,
+            }
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("reload refused: {why}");
@@ -574,7 +582,7 @@ fn good_reload_applies_only_the_difference() {
         std::thread::sleep(Duration::from_millis(400));
         lab.reconfigure(health, prefixes).expect("write");
         lab.reload_controller().expect("SIGHUP");
-        lab.wait_for_event(event_mark, WAIT, "reload-applied", |record| {
+        lab.wait_for_event(event_mark, wait(), "reload-applied", |record| {
             matches!(record.event, Event::ReloadApplied { .. }).then_some(())
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -603,7 +611,7 @@ fn good_reload_applies_only_the_difference() {
         host_address("host4")
     );
     assert_agreement(&lab);
-    lab.wait_steady(WAIT).unwrap_or_else(|e| panic!("{e:#}"));
+    lab.wait_steady(wait()).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// The MTU of every host entry (the egress MTU the data path compares with).
@@ -622,8 +630,9 @@ fn wait_for_host_mtu(lab: &Lab, mtu: u16, started: Instant) -> Duration {
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < WAIT,
-            "the host entries did not follow the LAN MTU {mtu} within {WAIT:?}: {mtus:?}\n{}",
+            started.elapsed() < wait(),
+            "the host entries did not follow the LAN MTU {mtu} within {:?}: {mtus:?}\n{}",
+            wait(),
             lab.controller_log()
         );
         std::thread::sleep(Duration::from_millis(5));
