@@ -1,4 +1,4 @@
-//! Family 4, control plane: `set-owner` to the first packet steered (in the lab),
+//! Family 4, control plane: `set-owner` to the first new flow steered (in the lab),
 //! then the scale figures ([`crate::scale`]).
 
 use std::{
@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use ha_tests::{
     bench::stats::Stat,
-    lab::{Bins, Lab, LabSpec, Node, XdpMode, control, net, vip},
+    lab::{Bins, Lab, LabSpec, Node, XdpMode, control, net, ns, vip},
 };
 use ha_user::proto::{ChangeReport, Request};
 use serde::Serialize;
@@ -64,8 +64,7 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
     let control_socket = lab.dir().join("ha.sock");
     let prefix = net(PREFIX);
     let target = SocketAddrV4::new(vip(prefix), lab.spec().udp_port);
-    let probe = lab.udp_socket(Node::LanClient)?;
-    probe.set_read_timeout(Some(Duration::from_millis(5)))?;
+    let mut flows = FreshFlows::new(&lab);
     // Warm the path (ARP, the echo) before timing anything.
     lab.udp_who(Node::LanClient, vip(prefix))?;
     let mut trials = Vec::new();
@@ -84,12 +83,12 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
                 host: to.to_owned(),
                 force: false,
             };
-            measure(&probe, target, to, via, move || {
+            measure(&mut flows, target, to, via, move || {
                 control_request(&path, &request)
             })?
         } else {
             let (ha_user, config) = (bins.ha_user.clone(), lab.config_path().to_owned());
-            measure(&probe, target, to, via, move || {
+            measure(&mut flows, target, to, via, move || {
                 cli_set_owner(&ha_user, &config, to)
             })?
         };
@@ -100,9 +99,11 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
     section.setup.push(format!(
         "set-owner: lab `{LAB_PREFIX}*` (native XDP on veth), {PREFIX} pinned alternately \
          to host4 and back to host2; a probe in the LAN client sends one datagram to its \
-         VIP, waits for the echo (≤ 5 ms), and sends the next, from just before the \
-         command until the new owner answers. Figure = command sent → send time of the \
-         first probe the new owner answered (resolution: one probe round trip, reported). \
+         VIP from a new UDP socket (a new flow: flow affinity keeps a known flow with its \
+         host during the move, as it should), waits for the echo (≤ 5 ms), and sends the \
+         next, from just before the command until the new owner answers. Figure = command \
+         sent → send time of the first new flow the new owner answered (resolution: one \
+         probe round trip, reported). \
          {socket_trials} trials speaking the control socket directly (the command as the \
          controller sees it), {cli_trials} through the `ha-user set-owner` CLI (adds \
          process start-up)."
@@ -112,7 +113,7 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
     };
     section.figures.push(
         Figure::new(
-            "set-owner → first packet steered (control socket)",
+            "set-owner → first new flow steered (control socket)",
             "ms",
             Over::Trials,
             &pick("control socket", |t| t.steered_ms),
@@ -132,7 +133,7 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
         &pick("control socket", |t| t.returned_ms),
     ));
     section.figures.push(Figure::new(
-        "`ha-user set-owner` CLI → first packet steered",
+        "`ha-user set-owner` CLI → first new flow steered",
         "ms",
         Over::Trials,
         &pick("ha-user CLI", |t| t.steered_ms),
@@ -141,14 +142,68 @@ fn set_owner(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<
     Ok(())
 }
 
-/// Sends the command from another thread and probes until `to` answers.
+/// UDP sockets of the LAN client for one probe each: every probe is a new flow. Bound
+/// to ports counted up from [`FreshFlows::FIRST_PORT`], so that no port (and no flow
+/// the data path may still remember) comes back within a run.
+struct FreshFlows<'a> {
+    lab: &'a Lab,
+    next_port: u16,
+    ready: Vec<UdpSocket>,
+}
+
+impl<'a> FreshFlows<'a> {
+    const FIRST_PORT: u16 = 20_000;
+    /// Sockets made at once (one namespace switch), before a trial starts.
+    const BATCH: usize = 64;
+
+    fn new(lab: &'a Lab) -> FreshFlows<'a> {
+        FreshFlows {
+            lab,
+            next_port: Self::FIRST_PORT,
+            ready: Vec::new(),
+        }
+    }
+
+    /// At least [`Self::BATCH`] sockets ready.
+    fn refill(&mut self) -> anyhow::Result<()> {
+        let missing = Self::BATCH.saturating_sub(self.ready.len());
+        let first = self.next_port;
+        let last = first
+            .checked_add(missing as u16)
+            .context("set-owner probes: every port from 20000 up was used")?;
+        let sockets = ns::in_netns(&self.lab.ns(Node::LanClient), move || {
+            (first..last)
+                .map(|port| {
+                    let socket = UdpSocket::bind(("0.0.0.0", port))?;
+                    socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+                    Ok(socket)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })?
+        .with_context(|| format!("binding probe sockets {first}..{last} in the LAN client"))?;
+        self.next_port = last;
+        self.ready.extend(sockets);
+        Ok(())
+    }
+
+    fn take(&mut self) -> anyhow::Result<UdpSocket> {
+        if self.ready.is_empty() {
+            self.refill()?;
+        }
+        self.ready.pop().context("no probe socket")
+    }
+}
+
+/// Sends the command from another thread and probes, each probe a new flow, until
+/// `to` answers.
 fn measure(
-    probe: &UdpSocket,
+    flows: &mut FreshFlows<'_>,
     target: SocketAddrV4,
     to: &str,
     via: &'static str,
     command: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
 ) -> anyhow::Result<SetOwnerTrial> {
+    flows.refill()?;
     let commander = std::thread::spawn(move || {
         let sent = Instant::now();
         let result = command();
@@ -160,6 +215,7 @@ fn measure(
     let mut seq = 0u64;
     let steered = loop {
         seq += 1;
+        let probe = flows.take()?;
         let sent = Instant::now();
         probe.send_to(seq.to_string().as_bytes(), target)?;
         let mut answered_by = None;
@@ -177,7 +233,7 @@ fn measure(
         }
         previous = Some(sent);
         if Instant::now() > deadline {
-            bail!("{to} did not answer within 2 s of set-owner");
+            bail!("{to} did not answer a new flow within 2 s of set-owner");
         }
     };
     let (command_sent, returned, result) = commander
