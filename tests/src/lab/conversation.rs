@@ -138,6 +138,11 @@ impl Conversation {
         self.started.elapsed().as_secs_f64() * 1e3
     }
 
+    /// Tells it to end at its next exchange, without waiting (see [`Conversation::close`]).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Ends it (a TCP connection closes with a FIN) and returns its record.
     pub fn close(mut self) -> Record {
         self.stop.store(true, Ordering::Relaxed);

@@ -47,6 +47,7 @@ pub mod conversation;
 mod datapath;
 mod faults;
 pub mod ns;
+pub mod population;
 mod process;
 mod raw;
 pub mod report;

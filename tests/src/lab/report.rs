@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use super::population::Fate;
+
 /// Answers per second by one host over time.
 #[derive(Clone, Debug)]
 pub struct Series {
@@ -37,6 +39,8 @@ pub struct Row {
     pub switch_us: Option<u64>,
     pub outage_ms: Option<f64>,
     pub lost: Option<u64>,
+    /// What the event did to long-lived TCP connections.
+    pub clients: Option<Fate>,
 }
 
 /// One plot: the answers of one stream, by host.
@@ -216,19 +220,28 @@ pub fn render_html(report: &Report) -> String {
     }
     html.push_str(
         "<h2>Events</h2><table><tr><th>event</th><th>prefix</th><th>owner change</th>\
-         <th>detection (ms)</th><th>switch (µs)</th><th>outage (ms)</th><th>requests lost</th></tr>",
+         <th>detection (ms)</th><th>switch (µs)</th><th>outage (ms)</th><th>requests lost</th>\
+         <th>TCP connections reset or ended</th><th>TCP connections stalled &gt; 1 s</th></tr>",
     );
     for row in &report.rows {
+        let of = |n: fn(&Fate) -> usize| {
+            row.clients
+                .as_ref()
+                .map(|c| format!("{} of {}", n(c), c.connections))
+        };
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
             escape(&row.event),
             escape(&row.prefix),
             escape(&row.change),
             opt(row.detection_ms.map(|v| format!("{v:.1}"))),
             opt(row.switch_us),
             opt(row.outage_ms.map(|v| format!("{v:.1}"))),
-            opt(row.lost)
+            opt(row.lost),
+            opt(of(|c| c.reset + c.ended)),
+            opt(of(|c| c.stalled))
         );
     }
     html.push_str("</table><ul>");
@@ -274,6 +287,12 @@ mod tests {
                 switch_us: Some(120),
                 outage_ms: Some(40.0),
                 lost: Some(3),
+                clients: Some(Fate {
+                    connections: 8,
+                    reset: 2,
+                    ended: 1,
+                    stalled: 4,
+                }),
             }],
             notes: vec!["machine".into()],
         };
@@ -285,6 +304,8 @@ mod tests {
             html.contains("<td>31.3</td>")
                 && html.contains("<td>120</td>")
                 && html.contains("<td>3</td>")
+                && html.contains("<td>3 of 8</td>")
+                && html.contains("<td>4 of 8</td>")
         );
     }
 

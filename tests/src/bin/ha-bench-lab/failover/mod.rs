@@ -11,6 +11,7 @@ use ha_tests::{
 };
 use serde::Serialize;
 
+pub mod clients;
 pub mod soak;
 
 use self::soak::{Soak, soak, soak_figures, soak_section_lines};
@@ -266,10 +267,10 @@ fn run_into(
     section: &mut Section,
     raw: &mut serde_json::Value,
 ) -> anyhow::Result<()> {
-    let (per_fault, soak_s, grid_s, grid_trials) = if args.quick {
-        (8, 10, None, 0)
+    let (per_fault, client_rounds, soak_s, grid_s, grid_trials) = if args.quick {
+        (8, 2, 10, None, 0)
     } else {
-        (30, 120, Some(12), 5)
+        (30, 5, 120, Some(12), 5)
     };
     let mut lab = build_lab(bins, default_health())?;
     section.setup = setup_lines(&lab);
@@ -303,6 +304,14 @@ fn run_into(
             failures.join("; ")
         ));
     }
+    check_interrupted()?;
+
+    section.setup.push(clients::setup_line(client_rounds));
+    let fates = clients::run(&mut lab, client_rounds)?;
+    raw["clients"] = serde_json::to_value(&fates)?;
+    let (table, figures) = clients::report(&fates);
+    section.tables.push(table);
+    section.figures.extend(figures);
     check_interrupted()?;
 
     let soaked = soak(&mut lab, soak_s, false)?;
