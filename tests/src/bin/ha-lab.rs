@@ -1,8 +1,9 @@
 //! `ha-lab` (run by `cargo xtask lab`): the classic network of "High Availability
 //! Linux Web Servers" in network namespaces, with `ha` on its router, and a live
 //! tour: steering from both clients, a web server killed and back, a link cut and
-//! back, a prefix moved by hand. Every step is printed with a timestamp and measured;
-//! the timeline goes to an HTML report. The network is removed at the end, on Ctrl-C,
+//! back, a prefix moved by hand, a host drained and back. Every step is printed with
+//! a timestamp and measured, with what it did to long-lived TCP connections of the
+//! clients; the timeline goes to an HTML report. The network is removed at the end, on Ctrl-C,
 //! and (by the next run) when a run was killed; `--keep` leaves it up to explore
 //! until Ctrl-C.
 
@@ -19,6 +20,7 @@ use anyhow::{Context as _, bail};
 use ha_common::MAP_PREFIXES;
 use ha_tests::lab::{
     Bins, Fault, Lab, LabSpec, Node, OwnerChange, PrefixSpec, StreamReport, XdpMode, net,
+    population::{Fate, Population},
     report::{Event, EventKind, Panel, Report, Row, Series, render_html},
     vip,
 };
@@ -28,7 +30,14 @@ static ABORT: AtomicBool = AtomicBool::new(false);
 
 const PREFIX: &str = "ha-";
 const STREAM_RATE: u64 = 1000;
-const STREAM_SECONDS: u64 = 14;
+const STREAM_SECONDS: u64 = 32;
+/// One keep-alive request per long-lived TCP connection every so often.
+const PERIOD: Duration = Duration::from_millis(100);
+/// Long-lived TCP connections per prefix the tour moves, half from each client.
+const CONNECTIONS: usize = 8;
+/// How long each event's connections are watched before the next step: long enough
+/// for a stall (an answer waiting > 1 s) to show.
+const WATCH: Duration = Duration::from_millis(2000);
 
 struct Args {
     xdp_mode: XdpMode,
@@ -147,6 +156,8 @@ struct Step {
     at_unix_ms: f64,
     prefix: String,
     change: Option<OwnerChange>,
+    /// What it did to the prefix's long-lived TCP connections.
+    clients: Fate,
 }
 
 fn unix_ms() -> f64 {
@@ -218,12 +229,27 @@ fn tour(args: &Args) -> anyhow::Result<()> {
     )?;
     let stream_start = Instant::now();
     let mut steps: Vec<Step> = Vec::new();
+    let mut population64 = Population::open(&lab, vip(p64), CONNECTIONS, PERIOD)?;
+    let mut population96 = Population::open(&lab, vip(p96), CONNECTIONS, PERIOD)?;
+    clock.say(format!(
+        "{CONNECTIONS} long-lived TCP connections (HTTP keep-alive, a request every {} ms) to each of {} and {}, half from each client",
+        PERIOD.as_millis(),
+        vip(p64),
+        vip(p96)
+    ));
     thread::sleep(Duration::from_millis(1000));
 
-    let mut failure = |lab: &mut Lab, host: &str, fault: Fault, prefix| -> anyhow::Result<()> {
+    let mut failure = |lab: &mut Lab,
+                       population: &mut Population,
+                       host: &str,
+                       fault: Fault,
+                       prefix|
+     -> anyhow::Result<()> {
         check_abort()?;
+        population.renew(lab)?;
         let since = lab.owner_changes()?.len();
         clock.say(format!("{host}: {fault}"));
+        let mark = population.mark();
         let at = unix_ms();
         lab.inject(host, fault)?;
         let change = wait_moved_off(lab, prefix, host, since)?;
@@ -241,19 +267,22 @@ fn tour(args: &Args) -> anyhow::Result<()> {
                 .map_or("-".to_owned(), |d| format!("{d:.1}")),
             change.switch_us
         ));
+        let clients = watch(&clock, population, &mark);
         steps.push(Step {
             label: format!("{host} {fault}"),
             kind: EventKind::Failure,
             at_unix_ms: at,
             prefix: prefix.to_string(),
             change: Some(change),
+            clients,
         });
-        thread::sleep(Duration::from_millis(500));
         check_abort()?;
+        population.renew(lab)?;
         let since = lab.owner_changes()?.len();
         clock.say(format!(
             "{host}: repaired; failback expected after the hold-down"
         ));
+        let mark = population.mark();
         let at = unix_ms();
         lab.repair(host, fault)?;
         let change = lab.wait_for_owner(prefix, Some(host), since, Duration::from_secs(10))?;
@@ -261,19 +290,19 @@ fn tour(args: &Args) -> anyhow::Result<()> {
             "  {prefix}: {backup} -> {host} ({}), switch {} µs",
             change.reason, change.switch_us
         ));
+        let clients = watch(&clock, population, &mark);
         steps.push(Step {
             label: format!("{host} back"),
             kind: EventKind::Recovery,
             at_unix_ms: at,
             prefix: prefix.to_string(),
             change: Some(change),
+            clients,
         });
         Ok(())
     };
-    failure(&mut lab, "host2", Fault::KillWeb, p64)?;
-    thread::sleep(Duration::from_millis(500));
-    failure(&mut lab, "host3", Fault::LinkDown, p96)?;
-    thread::sleep(Duration::from_millis(500));
+    failure(&mut lab, &mut population64, "host2", Fault::KillWeb, p64)?;
+    failure(&mut lab, &mut population96, "host3", Fault::LinkDown, p96)?;
     check_abort()?;
 
     // 3. By hand.
@@ -288,8 +317,13 @@ fn tour(args: &Args) -> anyhow::Result<()> {
             "clear-owner 192.168.1.64/27",
             "host2",
         ),
+        (vec!["drain", "host2"], "drain host2", "host1"),
+        (vec!["undrain", "host2"], "undrain host2", "host2"),
     ] {
+        check_abort()?;
+        population64.renew(&lab)?;
         let since = lab.owner_changes()?.len();
+        let mark = population64.mark();
         let at = unix_ms();
         let sent = Instant::now();
         let output = lab.ha_user(&args)?;
@@ -303,16 +337,17 @@ fn tour(args: &Args) -> anyhow::Result<()> {
                 .unwrap_or("")
         ));
         let change = lab.wait_for_owner(p64, Some(new), since, Duration::from_secs(5))?;
+        let clients = watch(&clock, &population64, &mark);
         steps.push(Step {
             label: label.to_owned(),
             kind: EventKind::Admin,
             at_unix_ms: at,
             prefix: p64.to_string(),
             change: Some(change),
+            clients,
         });
-        thread::sleep(Duration::from_millis(1000));
-        check_abort()?;
     }
+    drop((population64, population96));
 
     // 4. The streams end; what the clients saw.
     let left = duration.saturating_sub(stream_start.elapsed());
@@ -385,6 +420,14 @@ fn tour(args: &Args) -> anyhow::Result<()> {
         clock.say("removing the lab");
     }
     Ok(())
+}
+
+/// Waits [`WATCH`] and says what happened to `population`'s connections since `mark`.
+fn watch(clock: &Clock, population: &Population, mark: &ha_tests::lab::population::Mark) -> Fate {
+    thread::sleep(WATCH);
+    let fate = population.since(mark);
+    clock.say(format!("  long-lived TCP connections: {fate}"));
+    fate
 }
 
 /// The first owner change after `since` that takes `prefix` away from `host`.
@@ -487,6 +530,7 @@ fn build_report(args: &Args, steps: &[Step], streams: &[&StreamReport]) -> Repor
                 switch_us: change.map(|c| c.switch_us),
                 outage_ms: switch.map(|w| w.gap_ms),
                 lost: switch.map(|w| w.lost),
+                clients: Some(step.clients),
             }
         })
         .collect();
@@ -503,26 +547,43 @@ fn build_report(args: &Args, steps: &[Step], streams: &[&StreamReport]) -> Repor
         notes: vec![
             format!("kernel {}", machine.trim()),
             "detection: from the first failed probe to the decision; switch: from the decision to the data-path map written; outage: last answer by the old owner to the first by the new, as the client saw it; lost: datagrams of the stream never answered around that change".to_owned(),
+            format!("TCP: {CONNECTIONS} long-lived connections to the prefix's VIP (half from each client, a keep-alive request every {} ms); per event, those reset or ended by a server, and those that stayed open but waited more than 1 s for an answer, within {} s. A killed web server's connections die with it; a drain keeps its connections until drain_timeout_ms.", PERIOD.as_millis(), WATCH.as_secs()),
         ],
     }
 }
 
 fn print_summary(report: &Report) {
     println!(
-        "\n{:<34} {:<16} {:<38} {:>10} {:>10} {:>10} {:>6}",
-        "event", "prefix", "owner change", "detect ms", "switch µs", "outage ms", "lost"
+        "\n{:<34} {:<16} {:<38} {:>10} {:>10} {:>10} {:>6} {:>11} {:>11}",
+        "event",
+        "prefix",
+        "owner change",
+        "detect ms",
+        "switch µs",
+        "outage ms",
+        "lost",
+        "TCP reset",
+        "TCP stalled"
     );
     for row in &report.rows {
         let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let (reset, stalled) = row.clients.map_or(("-".to_owned(), "-".to_owned()), |c| {
+            (
+                format!("{} of {}", c.reset + c.ended, c.connections),
+                format!("{} of {}", c.stalled, c.connections),
+            )
+        });
         println!(
-            "{:<34} {:<16} {:<38} {:>10} {:>10} {:>10} {:>6}",
+            "{:<34} {:<16} {:<38} {:>10} {:>10} {:>10} {:>6} {:>11} {:>11}",
             row.event,
             row.prefix,
             row.change,
             f(row.detection_ms),
             row.switch_us.map_or("-".to_owned(), |v| v.to_string()),
             f(row.outage_ms),
-            row.lost.map_or("-".to_owned(), |v| v.to_string())
+            row.lost.map_or("-".to_owned(), |v| v.to_string()),
+            reset,
+            stalled
         );
     }
     println!();
