@@ -50,6 +50,7 @@ pub mod ns;
 mod process;
 mod raw;
 pub mod report;
+pub mod router_lan;
 mod spec;
 mod state;
 pub mod stream;
