@@ -11,9 +11,11 @@
 //!   once the interface is up again; the map never changed. A route of `ha`'s
 //!   deleted by hand is put back too.
 //! - **LAN deleted and created again**, several times (a new, growing ifindex each
-//!   time): the controller follows the interface by name: XDP attached to the new
-//!   interface, its interface entries, host entries, routes and neighbours written
-//!   again; steering resumes.
+//!   time): while it is gone `status` says the LAN does not steer; the controller
+//!   follows the interface by name: XDP attached to the new interface, its
+//!   interface entries, host entries, routes and neighbours written again; steering
+//!   resumes. At an ifindex beyond the interface table (4096 entries) only the
+//!   routes come back, and `status` says why the fast path does not steer.
 //! - **A web server's MAC changes** (announced by a gratuitous ARP, `arp_notify`):
 //!   the neighbour table follows, the controller with it; steering goes to the new
 //!   MAC without a restart.
@@ -22,6 +24,7 @@
 //!   neighbour table, and is steered.
 
 use std::{
+    collections::BTreeMap,
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -30,7 +33,8 @@ use ha_tests::{
     lab::{Counter, Lab, LabSpec, Mac, Node, PrefixSpec, XdpMode, host_address, net, vip},
     root::require_root,
 };
-use ha_user::proto::Event;
+use ha_user::proto::{Event, reports::LanStatus};
+use ipnet::Ipv4Net;
 
 mod common;
 
@@ -43,6 +47,24 @@ const P128: &str = "192.168.1.128/27";
 
 fn spec(prefix: &str) -> LabSpec {
     common::spec(prefix, XdpMode::Native)
+}
+
+/// The lab of `spec`, its LAN client ignoring ICMP redirects: while the kernel
+/// forwards its datagrams (the fast path not steering yet) the router redirects it
+/// to the server, and a client that obeyed would bypass the router from then on.
+fn build_lab(spec: LabSpec) -> Lab {
+    let lab = build(spec);
+    lab.exec_ok(
+        Node::LanClient,
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.accept_redirects=0",
+            "net.ipv4.conf.eth0.accept_redirects=0",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    lab
 }
 
 /// Polls `check` every 10 ms until it returns `Ok`, for at most `timeout`; how long
@@ -101,7 +123,7 @@ fn lan_flap_restores_the_routes() {
     if !require_root("lan_flap_restores_the_routes") {
         return;
     }
-    let lab = build(spec("ha-f-flap-"));
+    let lab = build_lab(spec("ha-f-flap-"));
     let routes = lab.kernel_routes().expect("routes");
     let map = lab.map_dump().expect("map");
     assert_eq!(routes.len(), 4, "{routes:?}");
@@ -136,22 +158,59 @@ fn lan_flap_restores_the_routes() {
     assert_agreement(&lab);
 }
 
+/// `status`'s view of the LAN interface: (ifindex, steering, why).
+fn lan_status(lab: &Lab) -> anyhow::Result<(Option<u32>, bool, Option<String>)> {
+    let LanStatus {
+        name,
+        ifindex,
+        steering,
+        why,
+    } = lab.status()?.lan;
+    anyhow::ensure!(name == "eth1", "the LAN is {name}");
+    Ok((ifindex, steering, why))
+}
+
+/// Waits until the LAN is gone from `status`, not steering.
+fn wait_gone(lab: &Lab) -> Duration {
+    wait_until(lab, WAIT, "status: the LAN gone", || {
+        let (ifindex, steering, why) = lan_status(lab)?;
+        anyhow::ensure!(
+            ifindex.is_none() && !steering && why.is_some(),
+            "status says #{ifindex:?} steering {steering} ({why:?})"
+        );
+        Ok(())
+    })
+}
+
+/// Waits until the routes are back as `routes`.
+fn wait_routes(lab: &Lab, routes: &BTreeMap<Ipv4Net, Ipv4Addr>, what: &str) -> Duration {
+    wait_until(lab, WAIT, what, || {
+        let now = lab.kernel_routes()?;
+        anyhow::ensure!(now == *routes, "routes now {now:?}, before {routes:?}");
+        Ok(())
+    })
+}
+
 /// Finding: the LAN interface deleted and created again was never recovered (the
-/// old ifindex kept, no XDP on the new interface). Outcome, for five rounds of
-/// delete and create (each a new, larger ifindex): XDP on the new interface, the
-/// routes back and agreeing with the map, the LAN client's datagrams steered
-/// (`tx`) to the owner.
+/// old ifindex kept, no XDP on the new interface, `status` showing every host up).
+/// Outcome, for five rounds of delete and create (each a new, larger ifindex): while
+/// it is gone `status` says the LAN is not steering; once created again XDP runs on
+/// the new interface, the routes are back and agree with the map, `status` says
+/// steering, and the LAN client's datagrams are steered (`tx`) to the owner. Then
+/// an interface at ifindex 5000, beyond the interface table (4096 entries): the
+/// routes come back (the kernel carries the traffic), no XDP is attached, `status`
+/// says why; and one more at the next free index steers again.
 #[test]
 fn lan_recreated_is_steered_again() {
     if !require_root("lan_recreated_is_steered_again") {
         return;
     }
-    let mut lab = build(spec("ha-f-recreate-"));
+    let mut lab = build_lab(spec("ha-f-recreate-"));
     let routes = lab.kernel_routes().expect("routes");
     let mut last = lab.router_lan_ifindex().expect("ifindex");
     for round in 0..5 {
         lab.delete_router_lan().expect("delete eth1");
-        std::thread::sleep(Duration::from_millis(200));
+        let gone = wait_gone(&lab);
         let index = lab.create_router_lan(None).expect("create eth1");
         assert!(index > last, "ifindex {index} after {last}");
         last = index;
@@ -160,24 +219,48 @@ fn lan_recreated_is_steered_again() {
             anyhow::ensure!(prog.is_some(), "no XDP program on eth1 (#{index})");
             Ok(())
         });
-        let routed = wait_until(
-            &lab,
-            WAIT,
-            "the routes through the new LAN interface",
-            || {
-                let now = lab.kernel_routes()?;
-                anyhow::ensure!(now == routes, "routes now {now:?}, before {routes:?}");
-                Ok(())
-            },
-        );
+        let routed = wait_routes(&lab, &routes, "the routes through the new LAN interface");
         let steering = wait_until(&lab, WAIT, "steering on the new LAN interface", || {
             steered(&lab, P64, "host2")
         });
         eprintln!(
-            "round {round}: eth1 #{index}: XDP after {attached:?}, routes after {routed:?}, steering after {steering:?} (each measured after the previous, from the interface's creation)"
+            "round {round}: gone in status after {gone:?}; eth1 #{index}: XDP after {attached:?}, routes after {routed:?}, steering after {steering:?} (each measured after the previous, from the interface's creation)"
+        );
+        assert_eq!(
+            lan_status(&lab).expect("status"),
+            (Some(index), true, None),
+            "status of the new LAN"
         );
         assert_agreement(&lab);
     }
+
+    // Beyond the interface table: the slow path only, and `status` says why.
+    lab.delete_router_lan().expect("delete eth1");
+    wait_gone(&lab);
+    let index = lab.create_router_lan(Some(5000)).expect("create eth1");
+    assert_eq!(index, 5000);
+    let routed = wait_routes(&lab, &routes, "the routes through eth1 #5000");
+    let (ifindex, steering, why) = lan_status(&lab).expect("status");
+    eprintln!("eth1 #5000: routes after {routed:?}; status: steering {steering}, why {why:?}");
+    assert_eq!((ifindex, steering), (Some(5000), false));
+    let why = why.unwrap_or_default();
+    assert!(why.contains("4096"), "status should say why: {why}");
+    assert_eq!(lab.router_lan_xdp().expect("ip link"), None, "XDP on #5000");
+    assert_eq!(
+        lab.udp_who(Node::LanClient, vip(net(P64))).expect("UDP"),
+        "host2",
+        "the kernel route carries the traffic"
+    );
+    assert_agreement(&lab);
+    lab.delete_router_lan().expect("delete eth1");
+    wait_gone(&lab);
+    let index = lab.create_router_lan(None).expect("create eth1");
+    wait_routes(&lab, &routes, "the routes through the last eth1");
+    wait_until(&lab, WAIT, "steering on the last eth1", || {
+        steered(&lab, P64, "host2")
+    });
+    assert_eq!(lan_status(&lab).expect("status"), (Some(index), true, None));
+    assert_agreement(&lab);
 }
 
 /// Scenario: web server host2's MAC changes (it announces the new one: `arp_notify`
@@ -189,7 +272,7 @@ fn host_mac_change_is_followed() {
     if !require_root("host_mac_change_is_followed") {
         return;
     }
-    let lab = build(spec("ha-f-mac-"));
+    let lab = build_lab(spec("ha-f-mac-"));
     let host2 = Node::host("host2").expect("host2");
     let original = lab.host_mac("host2").expect("mac");
     lab.exec_ok(host2, &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_notify=1"])
@@ -266,7 +349,7 @@ fn reload_added_host_gets_its_mac() {
     }
     let mut spec = spec("ha-f-addhost-");
     spec.start_controller = false;
-    let mut lab = build(spec);
+    let mut lab = build_lab(spec);
     let health = lab.spec().health.clone();
     lab.reconfigure(health.clone(), three_host_prefixes())
         .expect("config");
@@ -300,7 +383,7 @@ fn reload_changed_address_relearns_the_mac() {
     if !require_root("reload_changed_address_relearns_the_mac") {
         return;
     }
-    let mut lab = build(spec("ha-f-readdress-"));
+    let mut lab = build_lab(spec("ha-f-readdress-"));
     let host4 = Node::host("host4").expect("host4");
     let new_address = Ipv4Addr::new(192, 168, 1, 6);
     lab.ip(
@@ -338,7 +421,7 @@ fn reload_removed_configured_mac_is_relearned() {
     if !require_root("reload_removed_configured_mac_is_relearned") {
         return;
     }
-    let mut lab = build(spec("ha-f-dropmac-"));
+    let mut lab = build_lab(spec("ha-f-dropmac-"));
     let text = std::fs::read_to_string(lab.config_path()).expect("config");
     let address = host_address("host4").expect("address");
     let line = format!("address = \"{address}\"\n");

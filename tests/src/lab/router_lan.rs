@@ -35,21 +35,22 @@ impl Lab {
     /// port again. Returns its ifindex.
     pub fn create_router_lan(&mut self, index: Option<u32>) -> anyhow::Result<u32> {
         let mac = mac_for(ROUTER_LAN).to_string();
-        let router = self.ns(Node::Router);
+        let switch = self.ns(Node::Switch);
         let index_text = index.map(|i| i.to_string());
-        let mut args = vec![
-            "link", "add", PORT, "type", "veth", "peer", "name", LAN, "address", &mac,
-        ];
+        // Made in the router's namespace: only the first end of a veth pair takes an
+        // `index`.
+        let mut args = vec!["link", "add", LAN];
         if let Some(index) = &index_text {
             args.extend(["index", index.as_str()]);
         }
-        args.extend(["netns", router.as_str()]);
-        ns::check(&mut ns::ip(&self.ns(Node::Switch), &args))?;
+        args.extend([
+            "address", &mac, "type", "veth", "peer", "name", PORT, "netns", &switch,
+        ]);
+        ns::check(&mut ns::ip(&self.ns(Node::Router), &args))?;
         self.ip(Node::Switch, &["link", "set", PORT, "master", "br0", "up"])?;
         let cidr = format!("{ROUTER_LAN}/27");
         self.ip(Node::Router, &["addr", "add", &cidr, "dev", LAN])?;
         self.ip(Node::Router, &["link", "set", LAN, "up"])?;
-        let switch = self.ns(Node::Switch);
         if let Some(pass) = self.pass.as_mut() {
             pass.attach(&switch, PORT)?;
         }
