@@ -13,7 +13,7 @@
 //!   too.
 //! - **LAN deleted and created again**, several times (a new, growing ifindex each
 //!   time): while it is gone `status` says the LAN does not steer; the controller
-//!   follows the interface by name: XDP attached to the new interface, its
+//!   follows the interface by name: XDP on the new interface, its
 //!   interface entries, host entries, routes and neighbours written again; steering
 //!   resumes (within ~150 ms of the interface's creation); no host changed health.
 //!   At an ifindex beyond the interface table (4096 entries) only the routes come
@@ -95,13 +95,25 @@ fn wait_until(
 /// The fast path steers `prefix` from the LAN client to `host`: the echo comes from
 /// `host` and the data path counted the datagram as sent back out (`tx`).
 fn steered(lab: &Lab, prefix: &str, host: &str) -> anyhow::Result<()> {
+    steered_from(lab, Node::LanClient, Counter::Tx, prefix, host)
+}
+
+/// The fast path steers `prefix` from `client` to `host`, counting it as `counter`
+/// (`tx` from the LAN, `redirect` from the WAN into the LAN interface).
+fn steered_from(
+    lab: &Lab,
+    client: Node,
+    counter: Counter,
+    prefix: &str,
+    host: &str,
+) -> anyhow::Result<()> {
     let before = lab.xdp_counters()?;
-    let who = lab.udp_who(Node::LanClient, vip(net(prefix)))?;
+    let who = lab.udp_who(client, vip(net(prefix)))?;
     let moved = lab.xdp_counters()?.since(&before);
     anyhow::ensure!(who == host, "{prefix} answered by {who}, not {host}");
     anyhow::ensure!(
-        moved.get(Counter::Tx) >= 1,
-        "{prefix} answered by {host} but not through the fast path: {moved}"
+        moved.get(counter) >= 1,
+        "{prefix} answered by {host} for {client} but not through the fast path ({counter:?}): {moved}"
     );
     Ok(())
 }
@@ -212,7 +224,8 @@ fn wait_routes(lab: &Lab, routes: &BTreeMap<Ipv4Net, Ipv4Addr>, what: &str) -> D
 /// Outcome, for five rounds of delete and create (each a new, larger ifindex): while
 /// it is gone `status` says the LAN is not steering; once created again XDP runs on
 /// the new interface, the routes are back and agree with the map, `status` says
-/// steering, and the LAN client's datagrams are steered (`tx`) to the owner. Then
+/// steering, and the LAN client's datagrams are steered (`tx`) to the owner, the WAN
+/// client's redirected into the new interface (`redirect`). Then
 /// an interface at ifindex 5000, beyond the interface table (4096 entries): the
 /// routes come back (the kernel carries the traffic), no XDP is attached, `status`
 /// says why; and one more at the next free index steers again.
@@ -239,6 +252,10 @@ fn lan_recreated_is_steered_again() {
         let routed = wait_routes(&lab, &routes, "the routes through the new LAN interface");
         let steering = wait_until(&lab, WAIT, "steering on the new LAN interface", || {
             steered(&lab, P64, "host2")
+        });
+        // From the WAN: redirected into the new interface.
+        wait_until(&lab, WAIT, "steering from the WAN", || {
+            steered_from(&lab, Node::WanClient, Counter::Redirect, P64, "host2")
         });
         eprintln!(
             "round {round}: gone in status after {gone:?}; eth1 #{index}: XDP after {attached:?}, routes after {routed:?}, steering after {steering:?} (each measured after the previous, from the interface's creation)"
@@ -359,7 +376,7 @@ fn reload(lab: &mut Lab) {
 
 /// Finding: a host added by SIGHUP never got its MAC (the neighbour watch knew only
 /// the hosts of the start-up). Outcome: host4, absent at start, added by a reload
-/// as the owner of 192.168.1.128/27: its MAC learned, the prefix steered to it.
+/// as the owner of 192.168.1.128/27, learns its MAC and gets the prefix steered to it.
 #[test]
 fn reload_added_host_gets_its_mac() {
     if !require_root("reload_added_host_gets_its_mac") {

@@ -94,7 +94,10 @@ where
                     first = false;
                 }
                 Err(err) => {
-                    tracing::warn!("cannot read {}, retrying: {err}", follower.what());
+                    tracing::warn!(
+                        "reading {} failed; retrying in a second: {err}",
+                        follower.what()
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(RESYNC_RETRY) => continue,
                         () = follower.closed() => return,

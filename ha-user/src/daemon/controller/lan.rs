@@ -142,7 +142,7 @@ impl Controller {
         error!(
             iface = %self.lan.name,
             ifindex = self.lan.index,
-            "the LAN interface is gone: the fast path does not steer; waiting for an interface of that name"
+            "the configured LAN interface is gone: the fast path does not steer; waiting for an interface of that name"
         );
         match datapath::remove_link_pins(&self.config.pin_dir, &self.lan.name) {
             Ok(removed) => {
@@ -295,7 +295,7 @@ impl Controller {
             }
             Err(err) => {
                 warn!(
-                    "restoring the kernel routes ({cause}): {err:#}; retrying in {} ms",
+                    "not every kernel route could be put back ({cause}): {err:#}; retrying in {} ms",
                     ROUTE_RETRY.as_millis()
                 );
                 self.route_retry = Some(Instant::now() + ROUTE_RETRY);
