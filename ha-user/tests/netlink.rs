@@ -451,20 +451,11 @@ fn watch_sees_neighbours_appear_change_and_go() {
             .await
             .expect("lan0")
             .index;
-        let watched = [addr("10.78.0.50"), addr("10.78.0.60"), addr("10.78.0.2")];
-        let mut events = neigh::watch(lan, watched, 16).expect("watch");
+        let mut events = neigh::watch(16).expect("watch");
         let mut seen = Vec::new();
-        // The current state of each address, in any order.
-        let mut initial = vec![
-            next(&mut events).await,
-            next(&mut events).await,
-            next(&mut events).await,
-        ];
-        initial.sort_by_key(|e| e.addr);
-        seen.extend(initial);
+        // The entries with a MAC at the start: 10.78.0.60.
+        seen.push(next(&mut events).await);
         let ip = |args: &str| ip_in(&ns, args);
-        // Not watched: no event.
-        ip("neigh replace 10.78.0.70 lladdr 02:00:00:00:00:70 dev lan0 nud permanent");
         ip("neigh replace 10.78.0.50 lladdr 02:00:00:00:00:50 dev lan0 nud permanent");
         seen.push(next(&mut events).await);
         // Same MAC, other state: no event.
@@ -489,8 +480,6 @@ fn watch_sees_neighbours_appear_change_and_go() {
     assert_eq!(
         seen,
         [
-            event("10.78.0.2", None),
-            event("10.78.0.50", None),
             event("10.78.0.60", Some("02:00:00:00:00:60")),
             event("10.78.0.50", Some("02:00:00:00:00:50")),
             event("10.78.0.50", Some("02:00:00:00:00:51")),

@@ -1,7 +1,7 @@
 //! Kernel tests (root) of what a start-up does to the routes and how it puts them
 //! back: every prefix is decided before any route changes, a route with its own
 //! `mtu` or `advmss` is refused, the route snapshot puts back exactly what was
-//! there; and the MTU watch follows the LAN interface. Each test builds its own
+//! there; and the LAN watch follows the LAN interface and ha's routes. Each test builds its own
 //! network namespace (`ha-nl-*`, see `common`).
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use ha_user::{
     config::adopt::AdoptError,
     kernel::{
-        mtu::{self, MtuEvent},
+        lan::{self, LanEvent, LanLink},
         netdev,
         route_snapshot::{Restored, RouteSnapshot},
         routes::{self, RouteError},
@@ -252,39 +252,99 @@ fn a_route_snapshot_puts_back_exactly_what_was_there() {
     assert_eq!(route_table(&netns), before);
 }
 
-/// The next MTU event, within a second.
-async fn next(events: &mut tokio::sync::mpsc::Receiver<MtuEvent>) -> Option<MtuEvent> {
+/// The next LAN event, within a second.
+async fn next(events: &mut tokio::sync::mpsc::Receiver<LanEvent>) -> Option<LanEvent> {
     tokio::time::timeout(Duration::from_secs(1), events.recv())
         .await
         .ok()
         .flatten()
 }
 
+/// The LAN watch follows `lan0` by name: MTU changes, down and up, a route of ours
+/// deleted (not another's), the interface deleted and created again (another
+/// ifindex); other attributes and other interfaces are no news.
 #[test]
-fn the_mtu_watch_follows_the_interface() {
-    if !require_root("the_mtu_watch_follows_the_interface") {
+fn the_lan_watch_follows_the_interface_and_our_routes() {
+    if !require_root("the_lan_watch_follows_the_interface_and_our_routes") {
         return;
     }
-    let netns = route_lab("mtuw");
+    let netns = route_lab("lanw");
     let ns = netns.name(0).to_owned();
     let seen = in_netns(netns.name(0), move || async move {
         let handle = netdev::connect().expect("netlink");
-        let lan = netdev::interface(&handle, "lan0").await.expect("lan0");
+        let known = lan::read(&handle, "lan0")
+            .await
+            .expect("read")
+            .expect("lan0");
         let other = netdev::interface(&handle, "lan1").await.expect("lan1");
-        let mut events = mtu::watch(lan.index, lan.mtu, 8).expect("watch");
+        let mut events = lan::watch("lan0", Some(known), 8).expect("watch");
         let mut seen = Vec::new();
-        ip_in(&ns, "link set lan0 mtu 1400");
+        let ip = |args: &str| ip_in(&ns, args);
+        ip("link set lan0 mtu 1400");
         seen.push(next(&mut events).await);
-        // Other attributes, another interface: no event.
-        ip_in(&ns, "link set lan0 alias steered");
-        ip_in(&ns, "link set lan1 mtu 1300");
-        ip_in(&ns, "link set lan0 mtu 9000");
+        // Other attributes, another interface, another's route: no event.
+        ip("link set lan0 alias steered");
+        ip("link set lan1 mtu 1300");
+        ip("route add 10.77.96.0/27 via 10.77.0.4 dev lan0 proto boot");
+        ip("route del 10.77.96.0/27 via 10.77.0.4 dev lan0 proto boot");
+        ip("link set lan0 mtu 9000");
+        seen.push(next(&mut events).await);
+        ip("route add 10.77.64.0/27 via 10.77.0.3 dev lan0 proto 165");
+        ip("route del 10.77.64.0/27 proto 165");
+        seen.push(next(&mut events).await);
+        ip("link set lan0 down");
+        seen.push(next(&mut events).await);
+        ip("link set lan0 up");
+        seen.push(next(&mut events).await);
+        // Deleting takes it down first.
+        ip("link del lan0");
         seen.push(next(&mut events).await);
         seen.push(next(&mut events).await);
-        (lan.index, other.index, seen)
+        ip("link add name lan0 type veth peer name lan2");
+        seen.push(next(&mut events).await);
+        seen.push(next(&mut events).await);
+        (known, other.index, seen)
     });
-    let (lan, other, seen) = seen;
-    assert_ne!(lan, other);
-    let event = |mtu| Some(MtuEvent { ifindex: lan, mtu });
-    assert_eq!(seen, [event(1400), event(9000), None]);
+    let (known, other, seen) = seen;
+    assert_ne!(known.index, other);
+    let link = |index, mtu, up| {
+        Some(LanEvent::Link(LanLink {
+            index,
+            mtu,
+            up,
+            ..known
+        }))
+    };
+    let [a, b, c, d, e, f, g, h, i] = seen.try_into().expect("nine");
+    assert_eq!(
+        [a, b],
+        [link(known.index, 1400, true), link(known.index, 9000, true)]
+    );
+    assert_eq!(
+        c,
+        Some(LanEvent::RouteDeleted {
+            prefix: net("10.77.64.0/27"),
+            oif: Some(known.index),
+        })
+    );
+    assert_eq!(
+        [d, e],
+        [
+            link(known.index, 9000, false),
+            link(known.index, 9000, true)
+        ]
+    );
+    assert_eq!(
+        [f, g],
+        [
+            link(known.index, 9000, false),
+            Some(LanEvent::Gone { index: known.index })
+        ]
+    );
+    // Created again (down, another MAC): a new ifindex; nothing more.
+    let Some(LanEvent::Link(again)) = h else {
+        panic!("expected the new lan0, got {h:?}")
+    };
+    assert!(again.index > known.index && !again.up, "{again:?}");
+    assert_eq!(i, None);
 }

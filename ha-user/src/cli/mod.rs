@@ -54,8 +54,9 @@ pub enum Command {
     Drain(drain::Args),
     /// Let HOST take prefixes again.
     Undrain(drain::UndrainArgs),
-    /// Each prefix's owner and why; each host's health, MAC, the VIPs it serves (and
-    /// why not) and its probes by outcome.
+    /// Whether the LAN interface steers (and why not); each prefix's owner and why;
+    /// each host's health, MAC, the VIPs it serves (and why not) and its probes by
+    /// outcome.
     Status(status::Args),
     /// Packets and bytes per prefix and host, and the data path's verdict counters.
     Stats(stats::Args),

@@ -5,7 +5,7 @@ use crate::{
     model::VipVerdict,
     proto::{
         Request, Status,
-        reports::{DrainStatus, HostStatus, LastChange, MovingStatus, PrefixStatus},
+        reports::{DrainStatus, HostStatus, LanStatus, LastChange, MovingStatus, PrefixStatus},
     },
 };
 
@@ -25,6 +25,21 @@ pub async fn status(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     if args.json {
         return cli::print_json(&status);
     }
+    let LanStatus {
+        name,
+        ifindex,
+        steering,
+        why,
+    } = &status.lan;
+    let at = ifindex.map_or_else(|| "gone".to_owned(), |i| format!("#{i}"));
+    match (steering, why) {
+        (true, _) => println!("LAN {name} ({at}): steering"),
+        (false, why) => println!(
+            "LAN {name} ({at}): NOT STEERING: {} (the kernel routes carry what they can)",
+            or_dash(why.as_ref())
+        ),
+    }
+    println!();
     println!(
         "{:<18} {:<10} {:<10} {:<16} {:<8} LAST CHANGE",
         "PREFIX", "OWNER", "CONFIGURED", "WHY", "PINNED"

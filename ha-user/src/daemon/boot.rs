@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Options,
-    controller::{Affinity, Controller, Inputs, fast_path},
+    controller::{Affinity, Controller, Inputs, LanState, fast_path},
     events::EventBus,
     lock::Lock,
     metrics::{self, Metrics},
@@ -48,7 +48,8 @@ use crate::{
             undo::{LearnBefore, MapsBefore, PinsBefore, XdpBefore},
         },
         forwarding::Facts,
-        mtu, neigh,
+        lan::{self, LanLink},
+        neigh,
         netdev::{self, Interface},
         route_snapshot::RouteSnapshot,
         routes::{self, AdoptPlan, Adoption},
@@ -337,6 +338,12 @@ async fn start(
         config,
         config_path: config_file,
         lan,
+        lan_state: LanState::Steering,
+        // The watch reports a LAN down at start-up at once.
+        lan_up: true,
+        xdp_mode: mode,
+        log_packets,
+        route_retry: None,
         ingress,
         maps,
         policy,
@@ -377,9 +384,15 @@ async fn start(
     // any more.
     drop(loaded);
 
-    let addresses: Vec<_> = controller.config.hosts.iter().map(|h| h.address).collect();
-    let neigh_rx = neigh::watch(controller.lan.index, addresses, 256)?;
-    let lan_mtu = mtu::watch(controller.lan.index, controller.lan.mtu, 16)?;
+    let neigh_rx = neigh::watch(256)?;
+    let known = LanLink {
+        index: controller.lan.index,
+        mtu: controller.lan.mtu,
+        mac: Some(controller.lan.mac),
+        // Read again at once: a LAN down at start-up is reported by the watch.
+        up: true,
+    };
+    let lan_rx = lan::watch(&controller.lan.name, Some(known), 64)?;
     let names: Vec<String> = controller.ingress.iter().map(|i| i.name.clone()).collect();
     let forwarding = fast_path::watch(controller.lan.name.clone(), names)
         .context("starting the watch of the router's forwarding")?;
@@ -396,7 +409,7 @@ async fn start(
         inputs: Inputs {
             health: health_rx,
             neigh: neigh_rx,
-            lan_mtu,
+            lan: lan_rx,
             commands: commands_rx,
             reload: reload_rx,
             forwarding,

@@ -72,7 +72,7 @@ impl Lan {
     }
 
     /// Whether the interface is down or without carrier (not `IFF_UP` and
-    /// `IFF_RUNNING`). `false` when unknown.
+    /// `IFF_RUNNING`), or gone (no interface has its name). `false` when unknown.
     pub(super) fn is_down(&self) -> bool {
         let watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(Watched { name, socket }) = watched.as_ref() else {
@@ -91,8 +91,10 @@ impl Lan {
         // SIOCGIFFLAGS reads and writes.
         let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut request) };
         if rc != 0 {
-            // No such interface (renamed, gone): not a state we can judge.
-            return false;
+            // No interface of that name (deleted, renamed away): the LAN is gone, as
+            // much the router's own trouble as an interface down. Any other error
+            // is not a state we can judge.
+            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENODEV);
         }
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
         let flags = i32::from(unsafe { request.ifr_ifru.ifru_flags });
@@ -106,14 +108,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_is_up_and_an_unknown_interface_is_not_judged() {
+    fn loopback_is_up_and_a_missing_interface_is_down() {
         let lan = Lan::default();
         assert!(!lan.is_down(), "unwatched");
         lan.set("lo");
         assert!(!lan.is_down(), "lo is up");
-        lan.set("ha-no-such-if0");
-        assert!(!lan.is_down(), "no such interface");
         assert!(!lan.explains(Instant::now()), "never seen down");
+        // The LAN deleted: a probe failing meanwhile is the router's trouble.
+        lan.set("ha-no-such-if0");
+        assert!(lan.is_down(), "no such interface");
+        assert!(lan.explains(Instant::now()));
     }
 
     #[test]

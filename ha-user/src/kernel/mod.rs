@@ -5,16 +5,16 @@ pub mod conntrack;
 pub mod datapath;
 pub mod flows;
 pub mod forwarding;
-pub mod mtu;
+pub mod lan;
 pub mod neigh;
 pub mod netdev;
 pub mod route_snapshot;
 pub mod routes;
 pub mod simulate;
 pub mod steering;
+pub(crate) mod watch;
 
-/// Aborts a netlink connection task when the watch that owns it ends (the
-/// neighbour and MTU watchers).
+/// Aborts a netlink connection task when the watch that owns it ends ([`watch`]).
 pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -13,7 +13,7 @@
 //!   and state are not overwritten. The answer arrives asynchronously: read it with
 //!   [`lookup`] or, better, [`watch`].
 //! - [`watch`] follows the table through the `RTNLGRP_NEIGH` multicast group and
-//!   reports every change of the usable MAC of the addresses it is given.
+//!   reports every change of the usable MAC of any entry.
 //!
 //! The data path's own traffic never refreshes these entries (XDP bypasses the
 //! kernel's neighbour code), so on an idle router an entry goes `STALE` and stays
@@ -25,34 +25,28 @@
 //! kernel changes the entry. (On a `REACHABLE` entry [`resolve`] does nothing.)
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr},
-    time::Duration,
 };
 
-use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle, MulticastGroup,
-    packet_core::{NetlinkMessage, NetlinkPayload},
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
         neighbour::{
             NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
         },
     },
-    sys::AsyncSocket as _,
 };
 use tokio::sync::mpsc;
 
-use super::AbortOnDrop;
+use super::watch::{self, Follower};
 use crate::model::Mac;
 
 /// Receive buffer of the watching socket: room for bursts of neighbour changes
 /// (each notification is about 100 bytes). An overflow is survived by a re-read.
 const WATCH_RX_BUFFER: usize = 1 << 20;
-
-/// Wait before retrying a failed re-read of the table.
-const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NeighError {
@@ -126,149 +120,115 @@ pub async fn resolve(handle: &Handle, addr: Ipv4Addr, ifindex: u32) -> Result<()
         })
 }
 
-/// Watches the MACs of `addrs` on interface `ifindex`.
+/// Watches the usable MAC of every IPv4 neighbour entry, on every interface (the
+/// caller keeps those it cares about: hosts added or readdressed by a reload, and a
+/// LAN interface created again under another ifindex, are covered without a new
+/// watch).
 ///
-/// The channel first carries one event per address with its current MAC (or
-/// `None`), then an event whenever an address's usable MAC changes: learned,
-/// changed, lost (`FAILED`, deleted). Transitions that keep the MAC (`REACHABLE` to
-/// `STALE` and back) are not reported. If the kernel drops notifications (socket
-/// buffer overrun) the table is read again and the differences reported, so the
-/// last event of an address is always its state. The watch ends when the receiver
-/// is dropped. Must be called inside a tokio runtime.
-pub fn watch(
-    ifindex: u32,
-    addrs: impl IntoIterator<Item = Ipv4Addr>,
-    capacity: usize,
-) -> Result<mpsc::Receiver<NeighEvent>, NeighError> {
-    let (mut connection, handle, messages) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Neigh])
-            .map_err(NeighError::Connect)?;
-    if let Err(err) = connection
-        .socket_mut()
-        .socket_mut()
-        .set_rx_buf_sz(WATCH_RX_BUFFER)
-    {
-        // The default buffer works; an overrun is recovered from by re-reading.
-        tracing::debug!("cannot enlarge the neighbour watch's receive buffer: {err}");
-    }
-    let connection = AbortOnDrop(tokio::spawn(connection));
+/// The channel first carries one event per entry with a usable MAC, then an event
+/// whenever an entry's usable MAC changes: learned, changed, lost (`FAILED`,
+/// deleted). Transitions that keep the MAC (`REACHABLE` to `STALE` and back) are
+/// not reported. If the kernel drops notifications (socket buffer overrun) the table
+/// is read again and the differences reported, so the last event of an entry is
+/// always its state. The watch ends when the receiver is dropped. Must be called
+/// inside a tokio runtime.
+pub fn watch(capacity: usize) -> Result<mpsc::Receiver<NeighEvent>, NeighError> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let watcher = Watcher {
-        ifindex,
-        macs: addrs.into_iter().map(|addr| (addr, None)).collect(),
+        macs: HashMap::new(),
         tx,
     };
-    tokio::spawn(watcher.run(handle, messages, connection));
+    watch::spawn(&[MulticastGroup::Neigh], Some(WATCH_RX_BUFFER), watcher)
+        .map_err(NeighError::Connect)?;
     Ok(rx)
 }
 
 struct Watcher {
-    ifindex: u32,
-    /// Every watched address with the MAC last reported.
-    macs: HashMap<Ipv4Addr, Option<Mac>>,
+    /// Every entry with a usable MAC, as last reported.
+    macs: HashMap<(Ipv4Addr, u32), Mac>,
     tx: mpsc::Sender<NeighEvent>,
 }
 
-impl Watcher {
-    async fn run<S>(mut self, handle: Handle, mut messages: S, _connection: AbortOnDrop)
-    where
-        S: Stream<
-                Item = (
-                    NetlinkMessage<RouteNetlinkMessage>,
-                    rtnetlink::sys::SocketAddr,
-                ),
-            > + Unpin,
-    {
-        // Subscribed before the first read: no change falls between the two.
-        let mut first = true;
-        let mut resync = true;
-        loop {
-            if resync {
-                match dump(&handle).await {
-                    Ok(entries) => {
-                        resync = false;
-                        if !self.apply_dump(&entries, first).await {
-                            return;
-                        }
-                        first = false;
-                    }
-                    Err(err) => {
-                        tracing::warn!("cannot read the neighbour table, retrying: {err}");
-                        tokio::select! {
-                            () = tokio::time::sleep(RESYNC_RETRY) => continue,
-                            () = self.tx.closed() => return,
-                        }
-                    }
-                }
+impl Follower for Watcher {
+    type Table = Vec<Entry>;
+
+    fn what(&self) -> &'static str {
+        "the neighbour table"
+    }
+
+    async fn read(&self, handle: &Handle) -> Result<Vec<Entry>, rtnetlink::Error> {
+        dump(handle).await
+    }
+
+    async fn resynced(&mut self, entries: Vec<Entry>, _first: bool) -> bool {
+        self.apply_dump(&entries).await
+    }
+
+    async fn notified(&mut self, message: RouteNetlinkMessage) -> bool {
+        let entry = match message {
+            RouteNetlinkMessage::NewNeighbour(msg) => parse(&msg),
+            RouteNetlinkMessage::DelNeighbour(msg) => {
+                parse(&msg).map(|entry| Entry { mac: None, ..entry })
             }
-            let message = tokio::select! {
-                message = messages.next() => message,
-                () = self.tx.closed() => return,
-            };
-            let Some((message, _)) = message else {
-                tracing::warn!("the neighbour watch's netlink socket closed");
-                return;
-            };
-            let entry = match message.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(msg)) => parse(&msg),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(msg)) => {
-                    parse(&msg).map(|entry| Entry { mac: None, ..entry })
-                }
-                NetlinkPayload::Overrun(_) => {
-                    tracing::warn!("neighbour notifications were lost; reading the table again");
-                    resync = true;
-                    continue;
-                }
-                _ => continue,
-            };
-            if let Some(entry) = entry
-                && entry.ifindex == self.ifindex
-                && !self.update(entry.addr, entry.mac).await
-            {
-                return;
-            }
+            _ => None,
+        };
+        match entry {
+            Some(entry) => self.update(entry).await,
+            None => true,
         }
     }
 
-    /// Applies a full read of the table; `all` reports every address, else only
-    /// changes. False once the receiver is gone.
-    async fn apply_dump(&mut self, entries: &[Entry], all: bool) -> bool {
-        let addrs: Vec<Ipv4Addr> = self.macs.keys().copied().collect();
-        for addr in addrs {
-            let mac = entries
-                .iter()
-                .find(|entry| entry.addr == addr && entry.ifindex == self.ifindex)
-                .and_then(|entry| entry.mac);
-            if all {
-                self.macs.insert(addr, mac);
-                if !self.send(addr, mac).await {
-                    return false;
-                }
-            } else if !self.update(addr, mac).await {
+    async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+impl Watcher {
+    /// Applies a full read of the table: reports what differs from what was last
+    /// reported. False once the receiver is gone.
+    async fn apply_dump(&mut self, entries: &[Entry]) -> bool {
+        let present: HashSet<(Ipv4Addr, u32)> = entries
+            .iter()
+            .filter(|entry| entry.mac.is_some())
+            .map(|entry| (entry.addr, entry.ifindex))
+            .collect();
+        let gone: Vec<(Ipv4Addr, u32)> = self
+            .macs
+            .keys()
+            .filter(|key| !present.contains(key))
+            .copied()
+            .collect();
+        for (addr, ifindex) in gone {
+            let lost = Entry {
+                addr,
+                ifindex,
+                mac: None,
+            };
+            if !self.update(lost).await {
+                return false;
+            }
+        }
+        for entry in entries {
+            if !self.update(*entry).await {
                 return false;
             }
         }
         true
     }
 
-    /// Records `mac` for `addr` and reports it if it changed. False once the
-    /// receiver is gone.
-    async fn update(&mut self, addr: Ipv4Addr, mac: Option<Mac>) -> bool {
-        match self.macs.get_mut(&addr) {
-            Some(last) if *last != mac => {
-                *last = mac;
-                self.send(addr, mac).await
-            }
-            _ => true,
-        }
-    }
-
-    async fn send(&self, addr: Ipv4Addr, mac: Option<Mac>) -> bool {
-        let event = NeighEvent {
-            addr,
-            ifindex: self.ifindex,
-            mac,
+    /// Records `entry` and reports it if its MAC changed. False once the receiver
+    /// is gone.
+    async fn update(&mut self, entry: Entry) -> bool {
+        let Entry { addr, ifindex, mac } = entry;
+        let key = (addr, ifindex);
+        let last = match mac {
+            Some(mac) => self.macs.insert(key, mac),
+            None => self.macs.remove(&key),
         };
+        if last == mac {
+            return true;
+        }
+        let event = NeighEvent { addr, ifindex, mac };
         self.tx.send(event).await.is_ok()
     }
 }
@@ -364,8 +324,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         let [a, b, c] = [3, 4, 5].map(|last| Ipv4Addr::new(192, 168, 1, last));
         let mut watcher = Watcher {
-            ifindex: 7,
-            macs: [a, b, c].into_iter().map(|addr| (addr, None)).collect(),
+            macs: HashMap::new(),
             tx,
         };
         let entry = |addr, ifindex, last| Entry {
@@ -373,27 +332,47 @@ mod tests {
             ifindex,
             mac: Some(Mac([2, 0, 0, 0, 0, last])),
         };
-        // The first read reports everything, a later one only the differences; an
-        // entry on another interface does not count.
+        let unresolved = Entry {
+            addr: c,
+            ifindex: 7,
+            mac: None,
+        };
+        // The first read reports every entry with a MAC, on any interface.
         assert!(
             watcher
-                .apply_dump(&[entry(a, 7, 1), entry(b, 8, 2)], true)
+                .apply_dump(&[entry(a, 7, 1), entry(b, 8, 2), unresolved])
                 .await
         );
         let mut first: Vec<NeighEvent> = (0..3).filter_map(|_| rx.try_recv().ok()).collect();
         first.sort_by_key(|e| e.addr);
-        let macs: Vec<Option<Mac>> = first.iter().map(|e| e.mac).collect();
-        assert_eq!(macs, [Some(Mac([2, 0, 0, 0, 0, 1])), None, None]);
-        assert!(
-            watcher
-                .apply_dump(&[entry(a, 7, 1), entry(c, 7, 3)], false)
-                .await
+        let seen: Vec<(Ipv4Addr, u32, Option<Mac>)> =
+            first.iter().map(|e| (e.addr, e.ifindex, e.mac)).collect();
+        assert_eq!(
+            seen,
+            [
+                (a, 7, Some(Mac([2, 0, 0, 0, 0, 1]))),
+                (b, 8, Some(Mac([2, 0, 0, 0, 0, 2])))
+            ]
         );
-        let event = rx.try_recv().expect("one change");
-        assert_eq!((event.addr, event.mac), (c, Some(Mac([2, 0, 0, 0, 0, 3]))));
-        assert!(rx.try_recv().is_err(), "only one change");
+        // A later read reports only the differences: c learned, b gone.
+        assert!(watcher.apply_dump(&[entry(a, 7, 1), entry(c, 7, 3)]).await);
+        let mut later: Vec<NeighEvent> = (0..3).filter_map(|_| rx.try_recv().ok()).collect();
+        later.sort_by_key(|e| e.addr);
+        let seen: Vec<(Ipv4Addr, Option<Mac>)> = later.iter().map(|e| (e.addr, e.mac)).collect();
+        assert_eq!(seen, [(b, None), (c, Some(Mac([2, 0, 0, 0, 0, 3])))]);
+        // The same MAC again is no news; a new one is.
+        assert!(watcher.update(entry(c, 7, 3)).await);
+        assert!(rx.try_recv().is_err(), "no change, no event");
+        assert!(watcher.update(entry(c, 7, 9)).await);
+        assert_eq!(
+            rx.try_recv().expect("a change").mac,
+            Some(Mac([2, 0, 0, 0, 0, 9]))
+        );
         drop(rx);
-        assert!(!watcher.update(a, None).await, "the receiver is gone");
+        assert!(
+            !watcher.update(entry(a, 7, 2)).await,
+            "the receiver is gone"
+        );
     }
 
     #[test]

@@ -390,6 +390,53 @@ pub async fn agree_all(
     Ok(replaced)
 }
 
+/// What [`restore`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Prefixes that had no route: installed again.
+    pub installed: usize,
+    /// Routes of ours through another gateway or interface: re-pointed.
+    pub repointed: usize,
+    /// Prefixes whose route someone else replaced meanwhile: left alone.
+    pub foreign: Vec<KernelRoute>,
+}
+
+/// Puts back what the kernel lost of `wanted` (every configured `(prefix,
+/// gateway)`, through `oif`): a prefix without a metric-0 main-table route gets ours
+/// again (a flap of the interface or someone deleted it), one of ours pointing
+/// elsewhere is re-pointed; a route someone else installed meanwhile is left alone
+/// and reported (the ownership rule: it is no longer ours). Every write is tried;
+/// the error of the first that failed is returned.
+pub async fn restore(
+    handle: &Handle,
+    wanted: &[(Ipv4Net, Ipv4Addr)],
+    oif: u32,
+) -> Result<Restored, RouteError> {
+    let existing = metric_zero_routes(handle).await?;
+    let mut restored = Restored::default();
+    let mut writes = Vec::new();
+    for &(prefix, gateway) in wanted {
+        match existing.get(&prefix) {
+            None => {
+                restored.installed += 1;
+                writes.push((prefix, gateway));
+            }
+            Some((route, RouteType::Unicast)) if route.is_ours() => {
+                if route.gateway != Some(gateway) || route.oif != Some(oif) {
+                    restored.repointed += 1;
+                    writes.push((prefix, gateway));
+                }
+            }
+            Some((route, _)) => restored.foreign.push(route.clone()),
+        }
+    }
+    replace_each(handle, &writes, oif)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()?;
+    Ok(restored)
+}
+
 /// [`replace`] for every `(prefix, gateway)` on `oif`, up to [`IN_FLIGHT`] requests
 /// in flight on the one netlink socket; one result per route, in order. `routes` must
 /// not name a prefix twice (their order in the kernel would be unspecified).

@@ -147,6 +147,23 @@ pub enum Event {
         mac: Mac,
         old: Option<Mac>,
     },
+    /// The LAN interface went down or away (`ifindex` null: no interface has its
+    /// name any more), or came back; `steering`: the fast path runs on it again
+    /// (`why` says why not).
+    LanChanged {
+        iface: String,
+        ifindex: Option<u32>,
+        steering: bool,
+        why: Option<String>,
+    },
+    /// Kernel routes of ours that the kernel lost (the LAN interface went down or
+    /// was deleted, or someone deleted them) were put back: `installed` missing,
+    /// `repointed` pointing elsewhere; `cause` says what made the controller look.
+    RoutesRestored {
+        installed: usize,
+        repointed: usize,
+        cause: String,
+    },
     /// An admin command was applied (its owner changes come first).
     Admin {
         request: Request,
@@ -384,6 +401,30 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
+            Event::LanChanged {
+                iface,
+                ifindex,
+                steering,
+                why,
+            } => {
+                match ifindex {
+                    Some(index) => write!(f, "lan-changed {iface} (#{index})")?,
+                    None => write!(f, "lan-changed {iface} (gone)")?,
+                }
+                match (steering, why) {
+                    (true, _) => write!(f, ": steering"),
+                    (false, Some(why)) => write!(f, ": not steering: {why}"),
+                    (false, None) => write!(f, ": not steering"),
+                }
+            }
+            Event::RoutesRestored {
+                installed,
+                repointed,
+                cause,
+            } => write!(
+                f,
+                "routes-restored: {installed} installed, {repointed} re-pointed ({cause})"
+            ),
             Event::MacLearned { host, mac, old } => match old {
                 Some(old) => write!(f, "mac-learned {host}: {old} -> {mac}"),
                 None => write!(f, "mac-learned {host}: {mac}"),

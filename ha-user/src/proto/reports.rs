@@ -16,6 +16,21 @@ use crate::model::{Health, Mac, ProbeOutcome, Reason, VipVerdict};
 pub struct Status {
     pub prefixes: Vec<PrefixStatus>,
     pub hosts: Vec<HostStatus>,
+    pub lan: LanStatus,
+}
+
+/// The LAN interface as the controller follows it (by name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanStatus {
+    pub name: String,
+    /// The interface of that name now; `null`: there is none (deleted).
+    pub ifindex: Option<u32>,
+    /// The fast path steers on it. False while it is down or gone, or when it cannot
+    /// be steered on (`why`): the kernel routes carry what they can meanwhile.
+    pub steering: bool,
+    /// Why it does not steer; `null` while it does.
+    pub why: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

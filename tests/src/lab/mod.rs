@@ -51,6 +51,7 @@ pub mod population;
 mod process;
 mod raw;
 pub mod report;
+pub mod router_lan;
 mod spec;
 mod state;
 pub mod stream;

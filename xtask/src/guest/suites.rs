@@ -49,6 +49,10 @@ const SUITES: &[GuestSuite] = &[
         pattern: "controller",
         tests: None,
     },
+    GuestSuite {
+        pattern: "faults",
+        tests: None,
+    },
 ];
 
 /// Health-check timers × this under TCG, where everything runs many times slower.

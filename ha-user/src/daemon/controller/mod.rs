@@ -1,6 +1,6 @@
 //! The controller: what it owns and its main loop. Health events, neighbour events,
-//! changes of the LAN interface's MTU, admin commands, policy timers and configuration
-//! reloads all arrive here, one at a time. Every ownership change goes through
+//! changes of the LAN interface and of the kernel routes ([`lan`]), admin commands,
+//! policy timers and configuration reloads all arrive here, one at a time. Every ownership change goes through
 //! [`apply`], in the same order; [`reload`] is SIGHUP, [`requests`] and [`report`]
 //! answer the control socket; [`affinity`] keeps established flows with their hosts
 //! across moves, with the [`sweep`] of the flow table and graceful [`drain`]s; [`vip`]
@@ -10,6 +10,7 @@ mod affinity;
 mod apply;
 mod drain;
 pub mod fast_path;
+mod lan;
 mod reload;
 mod report;
 mod requests;
@@ -18,6 +19,7 @@ mod vip;
 
 pub use affinity::Affinity;
 pub use apply::{Steering, steering_of};
+pub use lan::LanState;
 pub use requests::{RequestError, decide as decide_request};
 
 use std::{
@@ -44,11 +46,11 @@ use crate::{
         conntrack::keeper,
         datapath::Maps,
         forwarding::{Assessment, Facts},
-        mtu::MtuEvent,
+        lan::LanEvent,
         neigh::{self, NeighEvent},
         netdev::Interface,
     },
-    model::{Health, HostId, Mac, Reason},
+    model::{Health, HostId, Mac, Reason, XdpMode},
     policy::Policy,
     proto::Event,
 };
@@ -73,6 +75,16 @@ pub struct Controller {
     /// adopted from the kernel's routes.
     pub(super) config_path: Option<PathBuf>,
     pub(super) lan: Interface,
+    /// Whether the fast path steers on it ([`lan`]).
+    pub(super) lan_state: LanState,
+    /// Whether it is administratively up (routes through it can be installed).
+    pub(super) lan_up: bool,
+    /// How the program is attached, and whether it logs packets: to attach it again
+    /// to a LAN interface created anew.
+    pub(super) xdp_mode: XdpMode,
+    pub(super) log_packets: bool,
+    /// When to try again to put back kernel routes a write failed for.
+    pub(super) route_retry: Option<Instant>,
     pub(super) ingress: Vec<Interface>,
     pub(super) maps: Maps,
     pub(super) policy: Policy,
@@ -99,8 +111,8 @@ pub struct Inputs {
     /// Host health and VIP verdicts.
     pub health: mpsc::Receiver<CheckEvent>,
     pub neigh: mpsc::Receiver<NeighEvent>,
-    /// The LAN interface's MTU, when it changes.
-    pub lan_mtu: mpsc::Receiver<MtuEvent>,
+    /// The LAN interface (MTU, up or down, gone, back) and our deleted routes.
+    pub lan: mpsc::Receiver<LanEvent>,
     pub commands: mpsc::Receiver<Command>,
     pub reload: mpsc::Receiver<()>,
     /// The router's forwarding, looked at again ([`fast_path::watch`]).
@@ -121,7 +133,10 @@ impl Controller {
             // After every event: holders, health and MACs decide what the VIP checks
             // ask (the same plan again costs a comparison).
             self.plan_vips();
-            let deadline = earliest(self.policy.next_deadline(), self.next_drain_deadline());
+            let deadline = earliest(
+                earliest(self.policy.next_deadline(), self.next_drain_deadline()),
+                self.route_retry,
+            );
             tokio::select! {
                 () = &mut shutdown => return self,
                 Some(event) = inputs.health.recv() => match event {
@@ -130,7 +145,7 @@ impl Controller {
                 },
                 Some(event) = inputs.neigh.recv() => self.on_neighbour(event),
                 Some(facts) = inputs.forwarding.recv() => self.on_forwarding(&facts),
-                Some(event) = inputs.lan_mtu.recv() => self.on_lan_mtu(event),
+                Some(event) = inputs.lan.recv() => self.on_lan(event).await,
                 Some(report) = self.affinity.reports.recv() => self.on_sweep(report).await,
                 Some(command) = inputs.commands.recv() => {
                     let Command { request, reply } = command;
@@ -154,6 +169,9 @@ impl Controller {
                     let changes = self.policy.tick(Instant::now());
                     self.apply(changes, None, Instant::now()).await;
                     self.end_due_drains();
+                    if self.route_retry.is_some_and(|at| at <= Instant::now()) {
+                        self.restore_routes("retrying a failed route write").await;
+                    }
                 }
             }
         }
@@ -228,9 +246,8 @@ impl Controller {
 
     /// The LAN interface's MTU changed: every host entry carries the egress MTU (a
     /// longer datagram passes to the kernel), so every one is rewritten.
-    fn on_lan_mtu(&mut self, event: MtuEvent) {
-        let MtuEvent { ifindex, mtu } = event;
-        if ifindex != self.lan.index || mtu == self.lan.mtu {
+    fn on_lan_mtu(&mut self, mtu: u32) {
+        if mtu == self.lan.mtu {
             return;
         }
         let old = std::mem::replace(&mut self.lan.mtu, mtu);

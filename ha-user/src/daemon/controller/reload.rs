@@ -7,7 +7,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Controller;
-use crate::config::{Config, ConfigError};
+use crate::{
+    config::{Config, ConfigError},
+    kernel::neigh,
+};
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -97,18 +100,42 @@ impl Controller {
         }
         let old = std::mem::replace(&mut self.config, new);
         self.affinity.reconfigure(&old, &self.config);
-        // Host ids may have moved: rewrite the host table from the new order.
-        let old_macs: HashMap<_, _> = old
+        // Host ids may have moved: rewrite the host table from the new order. A MAC
+        // learned for an address is kept for that address; a configured one goes
+        // with its line. Hosts left without one (new, readdressed, their configured
+        // MAC removed) get what the neighbour table has, and are resolved below.
+        let learned: HashMap<_, _> = old
             .hosts
             .iter()
             .zip(&self.macs)
+            .filter(|(host, _)| host.mac.is_none())
             .filter_map(|(host, mac)| Some((host.address, (*mac)?)))
             .collect();
+        let table = if self
+            .config
+            .hosts
+            .iter()
+            .any(|h| h.mac.is_none() && !learned.contains_key(&h.address))
+        {
+            match neigh::lookup_all(&self.netlink, self.lan.index).await {
+                Ok(table) => table,
+                Err(err) => {
+                    warn!("after reload: {err:#}");
+                    HashMap::new()
+                }
+            }
+        } else {
+            HashMap::new()
+        };
         self.macs = self
             .config
             .hosts
             .iter()
-            .map(|h| h.mac.or_else(|| old_macs.get(&h.address).copied()))
+            .map(|h| {
+                h.mac
+                    .or_else(|| learned.get(&h.address).copied())
+                    .or_else(|| table.get(&h.address).copied())
+            })
             .collect();
         let restarted = self.health.update(&self.config.hosts).await;
         if let Err(err) = self.write_everything(None).await {
@@ -129,6 +156,8 @@ impl Controller {
             .collect();
         self.metrics.set_names(self.metric_names());
         self.apply(applied.changes, None, now).await;
+        // The neighbour watch reports the answers.
+        self.resolve_missing_macs().await;
         info!(
             hosts = self.config.hosts.len(),
             prefixes = self.config.prefixes.len(),

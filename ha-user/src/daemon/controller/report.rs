@@ -96,7 +96,11 @@ pub fn status(controller: &Controller) -> Status {
             }
         })
         .collect();
-    Status { prefixes, hosts }
+    Status {
+        prefixes,
+        hosts,
+        lan: controller.lan_status(),
+    }
 }
 
 fn last_change(controller: &Controller, id: PrefixId) -> Option<LastChange> {

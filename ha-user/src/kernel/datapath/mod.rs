@@ -473,6 +473,24 @@ fn is_link_pin(name: &str) -> bool {
     name.starts_with(XDP_LINK_PREFIX) || name.starts_with(TC_LINK_PREFIX)
 }
 
+/// Removes the pins of `iface`'s links (XDP and TCX) if there are any: after the
+/// interface was deleted they hold links the kernel has detached for good, which
+/// no program can be attached through. Returns what it removed.
+pub fn remove_link_pins(pin_dir: &Path, iface: &str) -> Result<Vec<PathBuf>, DatapathError> {
+    let mut removed = Vec::new();
+    for path in [
+        link_pin_path(pin_dir, iface),
+        learn::tc_link_pin_path(pin_dir, iface),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DatapathError::Unpin { path, source }),
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes everything `ha` pinned under `pin_dir`: the links (which detaches the
 /// program) and the maps. Returns what it removed.
 pub fn detach_all(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
