@@ -68,6 +68,9 @@ struct Measured {
     fail_detection_ms: Vec<f64>,
     fail_profile: Option<String>,
     rss_after_failures_mib: f64,
+    /// CPU of the controller at full scale with nothing changing (its host checks and
+    /// VIP checks), per sub-window, % of one core.
+    steady_cpu_percent: Vec<f64>,
     /// `ha-user check-config` time by number of prefixes (1,024 hosts).
     check_config_ms: Vec<(usize, f64)>,
     check_config_profile: Option<String>,
@@ -214,6 +217,11 @@ pub fn run(args: &Args, bins: &Bins, section: &mut Section) -> anyhow::Result<()
         eprintln!("ha-bench-lab: scale host failures: {err}");
     }
     let pid = scale.controller()?.pid();
+    measured.steady_cpu_percent = cpu_windows(pid, if args.quick { 2 } else { 5 }, 2.0)?;
+    eprintln!(
+        "ha-bench-lab: scale, nothing changing: CPU {:?} % of a core",
+        measured.steady_cpu_percent
+    );
     let (rss, hwm) = memory_mib(pid)?;
     measured.rss_after_failures_mib = rss;
     measured.hwm_after_start_mib.push(hwm);
@@ -373,6 +381,19 @@ fn fail_one(
     Ok(())
 }
 
+/// `pid`'s CPU over `windows` windows of `each` seconds, % of one core.
+fn cpu_windows(pid: u32, windows: usize, each: f64) -> anyhow::Result<Vec<f64>> {
+    let mut cpu_percent = Vec::new();
+    for _ in 0..windows {
+        check_interrupted()?;
+        let (t0, c0) = (Instant::now(), cpu_ns(pid)?);
+        std::thread::sleep(Duration::from_secs_f64(each));
+        let (t1, c1) = (Instant::now(), cpu_ns(pid)?);
+        cpu_percent.push(c1.saturating_sub(c0) as f64 / (t1 - t0).as_nanos() as f64 * 100.0);
+    }
+    Ok(cpu_percent)
+}
+
 /// The controller health-checking 64 hosts every 10 ms: CPU over sub-windows, RSS.
 fn health64(
     scale: &mut Scale,
@@ -388,14 +409,7 @@ fn health64(
     std::thread::sleep(Duration::from_secs(1));
     let pid = scale.controller()?.pid();
     let (windows, each) = if args.quick { (3, 1.5) } else { (5, 2.0) };
-    let mut cpu_percent = Vec::new();
-    for _ in 0..windows {
-        check_interrupted()?;
-        let (t0, c0) = (Instant::now(), cpu_ns(pid)?);
-        std::thread::sleep(Duration::from_secs_f64(each));
-        let (t1, c1) = (Instant::now(), cpu_ns(pid)?);
-        cpu_percent.push((c1 - c0) as f64 / (t1 - t0).as_nanos() as f64 * 100.0);
-    }
+    let cpu_percent = cpu_windows(pid, windows, each)?;
     let (rss_mib, hwm_mib) = memory_mib(pid)?;
     let median = Dist::of(&cpu_percent).map_or(0.0, |d| d.p50);
     let downs = scale
@@ -500,6 +514,20 @@ fn figures(section: &mut Section, m: &Measured, fails: usize) {
                 .iter()
                 .map(|v| number(*v))
                 .collect::<Vec<_>>()
+        )),
+    );
+    section.figures.push(
+        Figure::new(
+            &format!("controller CPU, {prefixes} prefixes / {HOSTS} hosts, nothing changing"),
+            "% of a core",
+            Over::Runs,
+            &m.steady_cpu_percent,
+        )
+        .note(format!(
+            "Windows of 2 s after the host failures (schedstat of every thread): the \
+             {HOSTS} hosts' ICMP checks every 500 ms and the VIP checks of the {prefixes} \
+             prefixes (at most `vip_check.max_rate`, 1,000 a second by default, through \
+             each holder and the host it would fail over to); report only, no target."
         )),
     );
     if !m.check_config_ms.is_empty() {
