@@ -495,4 +495,54 @@ mod tests {
             assert_eq!(kind(bad), Some(ErrorKind::BadRequest), "{bad}");
         }
     }
+
+    /// A request line that is not UTF-8 gets a bad-request reply saying so, not an
+    /// empty answer.
+    #[tokio::test]
+    async fn invalid_utf8_gets_a_clear_refusal() {
+        let socket = Socket::new("utf8");
+        let _alive = start(&socket, EventBus::default());
+        let stream = UnixStream::connect(&socket.path).await.expect("connect");
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"{\"protocol\":1,\"request\":{\"command\":\"st\xffatus\"}}\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        BufReader::new(read)
+            .read_line(&mut answer)
+            .await
+            .expect("answer");
+        let reply: Reply<Status> = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("not a reply ({e}): {answer:?}"));
+        let Reply::Error(ErrorReply { kind, message }) = reply else {
+            panic!("{answer}");
+        };
+        assert_eq!(kind, ErrorKind::BadRequest, "{message}");
+        assert!(message.contains("not UTF-8"), "{message}");
+    }
+
+    /// A control socket path naming an existing regular file is refused by the
+    /// check and by `bind`, and the file is never deleted.
+    #[test]
+    fn a_socket_path_over_a_regular_file_is_refused_and_kept() {
+        let socket = Socket::new("file");
+        std::fs::create_dir_all(&socket.dir).expect("dir");
+        std::fs::write(&socket.path, "precious\n").expect("file");
+        let checked = check_path(&socket.path).map_err(|e| e.to_string());
+        let bound = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async { bind(&socket.path).map(drop).map_err(|e| format!("{e:#}")) });
+        let after = std::fs::read_to_string(&socket.path);
+        assert_eq!(after.ok().as_deref(), Some("precious\n"), "the file was deleted");
+        for (what, result) in [("check_path", checked), ("bind", bound)] {
+            match result {
+                Err(err) if err.contains("exists and is not a socket") => {}
+                other => panic!("{what}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
 }
+

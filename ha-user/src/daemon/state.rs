@@ -95,4 +95,25 @@ mod tests {
         assert!(err.to_string().contains("is not valid"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A symlink planted at the temporary file's name is never written through: its
+    /// target keeps its contents, and the state is saved all the same.
+    #[test]
+    fn a_symlink_at_the_temporary_file_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("ha-state-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("state.json");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").expect("victim");
+        std::os::unix::fs::symlink(&victim, path.with_extension("json.tmp")).expect("symlink");
+        let value = BTreeMap::from([("a".to_owned(), "b".to_owned())]);
+        let saved = save(&path, &value);
+        let victim_after = std::fs::read_to_string(&victim).expect("victim");
+        let state_after = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(victim_after, "precious\n", "written through the symlink");
+        saved.expect("saved beside the symlink");
+        let state_after = state_after.expect("the state file");
+        assert!(state_after.contains("\"a\": \"b\""), "{state_after}");
+    }
 }
