@@ -611,7 +611,10 @@ fn a_fifo_or_a_device_is_refused_without_blocking() {
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
     let cases = [
         (fifo.as_path(), "is a FIFO, not a regular file"),
-        (Path::new("/dev/null"), "is a character device, not a regular file"),
+        (
+            Path::new("/dev/null"),
+            "is a character device, not a regular file",
+        ),
     ];
     let mut failures = Vec::new();
     for (path, says) in cases {
@@ -623,7 +626,8 @@ fn a_fifo_or_a_device_is_refused_without_blocking() {
                     ("control_socket_of", socket.map(|_| ())),
                 ] {
                     match result {
-                        Err(err) if err.contains(says) && err.contains(&path.display().to_string()) => {}
+                        Err(err)
+                            if err.contains(says) && err.contains(&path.display().to_string()) => {}
                         other => failures.push(format!(
                             "{what}({}): expected an error saying `{says}`, got {other:?}",
                             path.display()

@@ -146,8 +146,8 @@ fn idle_connections_at_a_low_descriptor_limit_stall_nothing() {
 
     let mut control = Vec::new();
     for n in 0..1000 {
-        let mut stream = UnixStream::connect(&socket)
-            .unwrap_or_else(|e| panic!("control connection {n}: {e}"));
+        let mut stream =
+            UnixStream::connect(&socket).unwrap_or_else(|e| panic!("control connection {n}: {e}"));
         if n % 2 == 1 {
             stream
                 .write_all(b"{\"protocol\":1,\"request\":{\"comm")
@@ -244,7 +244,11 @@ fn refused_run(lab: &Lab, config: &Path, name: &str) -> String {
         .expect("starting ha-user run");
     match proc.wait_timeout(REFUSED) {
         Ok(status) => {
-            assert!(!status.success(), "{name}: exited with success:\n{}", proc.log());
+            assert!(
+                !status.success(),
+                "{name}: exited with success:\n{}",
+                proc.log()
+            );
             proc.log()
         }
         Err(err) => {
@@ -287,7 +291,10 @@ fn the_routers_own_address_is_refused_in_prefixes_and_hosts() {
         (
             "host",
             "\n[[host]]\nname = \"self\"\naddress = \"192.168.1.1\"\n",
-            ["host[4].address", "192.168.1.1 is an address of the router (eth1)"],
+            [
+                "host[4].address",
+                "192.168.1.1 is an address of the router (eth1)",
+            ],
         ),
     ];
     for (what, extra, says) in cases {
@@ -387,7 +394,11 @@ fn a_pin_directory_of_another_user_is_refused() {
     std::fs::create_dir(&pin_dir).expect("creating the pin directory");
     let c_path = std::ffi::CString::new(pin_dir.as_os_str().as_encoded_bytes()).expect("path");
     // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65534, 65534) }, 0, "chown");
+    assert_eq!(
+        unsafe { libc::chown(c_path.as_ptr(), 65534, 65534) },
+        0,
+        "chown"
+    );
     let before = lab.router_state().unwrap_or_else(|e| panic!("{e:#}"));
     let log = refused_run(&lab, lab.config_path(), "foreign-pins");
     eprintln!("{}", log.lines().last().unwrap_or(""));
@@ -400,7 +411,10 @@ fn a_pin_directory_of_another_user_is_refused() {
         after.differences(&before)
     );
     let left: Vec<_> = std::fs::read_dir(&pin_dir).expect("pin dir").collect();
-    assert!(left.is_empty(), "pinned into the foreign directory: {left:?}");
+    assert!(
+        left.is_empty(),
+        "pinned into the foreign directory: {left:?}"
+    );
     std::fs::remove_dir(&pin_dir).expect("removing the foreign directory");
 
     lab.start_controller(&[])

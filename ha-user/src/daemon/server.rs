@@ -2,11 +2,21 @@
 //! per connection. Requests go to the main loop, which answers once it has applied
 //! them (a command returns after the data-path map is written); an `events` request
 //! is served here, from the [`EventBus`], and never reaches the loop.
+//!
+//! Connections are bounded ([`super::conns`]): the request line must arrive within
+//! [`Limits::request`], a reader that stops reading is dropped after
+//! [`Limits::write`], and at most half of the connections may be event streams (the
+//! others are refused as busy).
 
 use std::{
     io,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use serde::Serialize;
@@ -15,9 +25,12 @@ use tokio::{
     net::{UnixListener, UnixStream, unix::OwnedWriteHalf},
     sync::{broadcast::error::RecvError, mpsc, oneshot},
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::events::{EventBus, Subscription};
+use super::{
+    conns::{Bound, Pacer, Slot},
+    events::{EventBus, Subscription},
+};
 use crate::proto::{
     ChangeReport, ErrorKind, ErrorReply, PROTOCOL, Reply, Request, RequestLine, Stats, Status,
     StreamItem, UnversionedError, VersionMismatch, protocol_of, socket::MAX_REQUEST,
@@ -104,19 +117,70 @@ pub struct Served {
     pub alive: mpsc::Sender<()>,
 }
 
-/// Accepts connections until the listener fails.
+/// How the control socket bounds its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The request line must arrive within this (the CLI sends it at once).
+    pub request: Duration,
+    /// A reader that has not taken a line within this is dropped.
+    pub write: Duration,
+    /// At most this many connections...
+    pub connections: usize,
+    /// ... and at most the descriptor limit divided by this.
+    pub share: usize,
+}
+
+impl Default for Limits {
+    /// 5 s for a request, 10 s for a write, 256 connections or a quarter of the
+    /// descriptor limit.
+    fn default() -> Limits {
+        Limits {
+            request: Duration::from_secs(5),
+            write: Duration::from_secs(10),
+            connections: 256,
+            share: 4,
+        }
+    }
+}
+
+/// What the connections share: the bound and how many stream events.
+#[derive(Clone)]
+struct Shared {
+    served: Served,
+    limits: Limits,
+    bound: Bound,
+    subscribers: Arc<AtomicUsize>,
+}
+
+/// Accepts connections until the task is aborted, within the default [`Limits`].
 pub async fn serve(listener: UnixListener, served: Served) {
+    serve_within(listener, served, Limits::default()).await;
+}
+
+/// Accepts connections until the task is aborted, within `limits`.
+pub async fn serve_within(listener: UnixListener, served: Served, limits: Limits) {
+    let shared = Shared {
+        served,
+        limits,
+        bound: Bound::new(limits.connections, limits.share),
+        subscribers: Arc::default(),
+    };
+    let mut pacer = Pacer::new("the control socket");
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                pacer.accepted();
+                stream
+            }
             Err(err) => {
-                warn!("accepting on the control socket failed: {err}");
+                tokio::time::sleep(pacer.failed(&err)).await;
                 continue;
             }
         };
-        let served = served.clone();
+        let slot = shared.bound.admit().await;
+        let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(err) = handle(stream, served).await {
+            if let Err(err) = handle(stream, slot, &shared).await {
                 debug!("control connection: {err}");
             }
         });
@@ -130,10 +194,18 @@ fn refusal(kind: ErrorKind, message: impl Into<String>) -> Reply<Answer> {
     })
 }
 
-async fn write_line(write: &mut OwnedWriteHalf, value: &impl Serialize) -> io::Result<()> {
+/// Writes `value` as one line; a reader that does not take it within `within` is
+/// given up on (an error).
+async fn write_line(
+    write: &mut OwnedWriteHalf,
+    value: &impl Serialize,
+    within: Duration,
+) -> io::Result<()> {
     let mut text = serde_json::to_vec(value).map_err(io::Error::other)?;
     text.push(b'\n');
-    write.write_all(&text).await
+    tokio::time::timeout(within, write.write_all(&text))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))?
 }
 
 /// A request line as the server reads it.
@@ -170,24 +242,57 @@ pub fn decode_request(line: &str) -> Decoded {
     }
 }
 
-async fn handle(stream: UnixStream, served: Served) -> io::Result<()> {
+/// Reads one request line as bytes: text or the refusal to send back.
+pub fn decode_bytes(line: &[u8]) -> Decoded {
+    match std::str::from_utf8(line) {
+        Ok(text) => decode_request(text),
+        Err(err) => Decoded::Refused(refusal(
+            ErrorKind::BadRequest,
+            format!(
+                "malformed request: not UTF-8 text (an invalid byte at offset {})",
+                err.valid_up_to()
+            ),
+        )),
+    }
+}
+
+async fn handle(stream: UnixStream, mut slot: Slot, shared: &Shared) -> io::Result<()> {
+    let Shared {
+        served,
+        limits,
+        bound,
+        subscribers,
+    } = shared;
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    reader.read_line(&mut line).await?;
-    let request = match decode_request(&line) {
+    slot.request(limits.request, reader.read_until(b'\n', &mut line))
+        .await
+        .map_err(|cut| io::Error::new(io::ErrorKind::TimedOut, cut))??;
+    let request = match decode_bytes(&line) {
         Decoded::Request(request) => request,
         Decoded::Unversioned(error) => {
-            write_line(&mut write, &error).await?;
+            write_line(&mut write, &error, limits.write).await?;
             return write.shutdown().await;
         }
         Decoded::Refused(reply) => {
-            write_line(&mut write, &reply).await?;
+            write_line(&mut write, &reply, limits.write).await?;
             return write.shutdown().await;
         }
     };
     if let Request::Events { since } = request {
-        return stream_events(reader, write, &served, since).await;
+        // Streams are never closed to make room: they may hold half the bound.
+        let most = (bound.limit() / 2).max(1);
+        let streaming = Streaming::enter(subscribers);
+        if streaming.count > most {
+            let reply = refusal(
+                ErrorKind::Busy,
+                format!("{most} event streams are open already; close one or try later"),
+            );
+            write_line(&mut write, &reply, limits.write).await?;
+            return write.shutdown().await;
+        }
+        return stream_events(reader, write, served, since, limits.write).await;
     }
     let (reply, answer) = oneshot::channel();
     let response = if served
@@ -205,8 +310,28 @@ async fn handle(stream: UnixStream, served: Served) -> io::Result<()> {
             )
         })
     };
-    write_line(&mut write, &response).await?;
+    write_line(&mut write, &response, limits.write).await?;
     write.shutdown().await
+}
+
+/// One event stream counted for as long as it lives.
+struct Streaming<'a> {
+    streams: &'a AtomicUsize,
+    /// Streams open with this one.
+    count: usize,
+}
+
+impl Streaming<'_> {
+    fn enter(streams: &AtomicUsize) -> Streaming<'_> {
+        let count = streams.fetch_add(1, Ordering::SeqCst) + 1;
+        Streaming { streams, count }
+    }
+}
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        self.streams.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Sends the subscription's replay and then every event until the bus closes or the
@@ -216,11 +341,12 @@ async fn stream_events(
     mut write: OwnedWriteHalf,
     served: &Served,
     since: Option<u64>,
+    within: Duration,
 ) -> io::Result<()> {
     let _alive = served.alive.clone();
     let Some(Subscription { replay, mut live }) = served.events.subscribe(since) else {
         let reply = refusal(ErrorKind::ShuttingDown, "the controller is shutting down");
-        write_line(&mut write, &reply).await?;
+        write_line(&mut write, &reply, within).await?;
         return write.shutdown().await;
     };
     let item = |item: StreamItem| Reply::Ok(item);
@@ -229,10 +355,16 @@ async fn stream_events(
         &item(StreamItem::Subscribed {
             replayed: replay.len() as u64,
         }),
+        within,
     )
     .await?;
     for record in replay {
-        write_line(&mut write, &item(StreamItem::Event((*record).clone()))).await?;
+        write_line(
+            &mut write,
+            &item(StreamItem::Event((*record).clone())),
+            within,
+        )
+        .await?;
     }
     let mut ignored = [0u8; 64];
     loop {
@@ -249,7 +381,7 @@ async fn stream_events(
             Err(RecvError::Lagged(missed)) => item(StreamItem::Lagged { missed }),
             Err(RecvError::Closed) => break,
         };
-        write_line(&mut write, &line).await?;
+        write_line(&mut write, &line, within).await?;
     }
     write.shutdown().await
 }
@@ -293,6 +425,15 @@ mod tests {
         socket: &Socket,
         events: EventBus,
     ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<()>) {
+        start_within(socket, events, Limits::default())
+    }
+
+    /// [`start`] within `limits`.
+    fn start_within(
+        socket: &Socket,
+        events: EventBus,
+        limits: Limits,
+    ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<()>) {
         let listener = bind(&socket.path).expect("bind");
         let mode = std::fs::metadata(&socket.path)
             .expect("stat")
@@ -302,13 +443,14 @@ mod tests {
         assert_eq!(mode, 0o600, "the control socket must be private");
         let (commands, mut requests) = mpsc::channel(1);
         let (alive, alive_rx) = mpsc::channel(1);
-        let server = tokio::spawn(serve(
+        let server = tokio::spawn(serve_within(
             listener,
             Served {
                 commands,
                 events,
                 alive,
             },
+            limits,
         ));
         tokio::spawn(async move {
             while let Some(Command { request, reply }) = requests.recv().await {
@@ -536,7 +678,11 @@ mod tests {
             .expect("runtime")
             .block_on(async { bind(&socket.path).map(drop).map_err(|e| format!("{e:#}")) });
         let after = std::fs::read_to_string(&socket.path);
-        assert_eq!(after.ok().as_deref(), Some("precious\n"), "the file was deleted");
+        assert_eq!(
+            after.ok().as_deref(),
+            Some("precious\n"),
+            "the file was deleted"
+        );
         for (what, result) in [("check_path", checked), ("bind", bound)] {
             match result {
                 Err(err) if err.contains("exists and is not a socket") => {}
@@ -544,5 +690,53 @@ mod tests {
             }
         }
     }
-}
 
+    /// A half-sent request is cut after the request timeout; with more idle
+    /// connections than the bound, the idle ones make room, so a well-formed request
+    /// is answered at once.
+    #[tokio::test]
+    async fn idle_and_half_sent_connections_neither_last_nor_hold_up_a_request() {
+        use tokio::io::AsyncReadExt as _;
+        let socket = Socket::new("idle");
+        let limits = Limits {
+            request: Duration::from_millis(300),
+            write: Duration::from_secs(1),
+            connections: 16,
+            share: 1,
+        };
+        let _alive = start_within(&socket, EventBus::default(), limits);
+        let mut half = UnixStream::connect(&socket.path).await.expect("connect");
+        half.write_all(b"{\"protocol\":1").await.expect("half");
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), half.read_to_end(&mut rest))
+            .await
+            .expect("closed by the server within 5 s")
+            .expect("read");
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(UnixStream::connect(&socket.path).await.expect("connect"));
+        }
+        let started = std::time::Instant::now();
+        let asked = async {
+            Connection::open(&socket.path)
+                .await?
+                .ask::<ChangeReport>(Request::Drain {
+                    host: "host3".into(),
+                    now: true,
+                })
+                .await
+        };
+        tokio::time::timeout(Duration::from_secs(2), asked)
+            .await
+            .expect("answered within 2 s behind 200 idle connections")
+            .expect("answer");
+        assert!(
+            started.elapsed() < limits.request,
+            "waited {:?}: the idle connections held it up",
+            started.elapsed()
+        );
+        drop(idle);
+    }
+}
