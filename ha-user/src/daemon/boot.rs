@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Options,
-    controller::{Affinity, Controller, Inputs, fast_path},
+    controller::{Affinity, Controller, Inputs, SavedState, fast_path},
     events::EventBus,
     lock::Lock,
     metrics::{self, Metrics},
@@ -152,6 +152,8 @@ async fn check(
     check_interfaces(handle, &config, &lan, &ingress).await?;
     datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
     server::check_path(&config.control_socket)?;
+    // A state file that is not ha's is refused before anything changes.
+    state::load::<SavedState>(&config.state_file)?;
     let lock = Lock::acquire(&config.control_socket)?;
     // Pins of another version are refused before anything changes (--reset drops them).
     if !reset {
@@ -562,8 +564,8 @@ fn initial_policy(config: &Config, maps: &Maps) -> anyhow::Result<Policy> {
         policy.adopt_holders(&holders);
         info!(entries = running.len(), "adopting the running data path");
     }
-    if let Some(saved) = state::load(&config.state_file)? {
-        let applied = policy.restore(saved, tokio::time::Instant::now());
+    if let Some(saved) = state::load::<SavedState>(&config.state_file)? {
+        let applied = policy.restore(saved.admin, tokio::time::Instant::now());
         for stale in applied.stale {
             warn!("saved admin state: {stale} (ignored)");
         }

@@ -28,7 +28,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-pub use controller::{RequestError, Steering, decide_request, steering_of};
+pub use controller::{RequestError, SavedState, Steering, decide_request, steering_of};
 
 use crate::{kernel::datapath, model::XdpMode, proto::Event};
 

@@ -64,38 +64,94 @@ pub struct BindError {
 /// terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// Why a control socket path cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the control socket path {} is {len} bytes long; a Unix socket path holds at most \
-     {MAX_SOCKET_PATH}: choose a shorter `control_socket`",
-    path.display()
-)]
-pub struct PathTooLong {
-    path: PathBuf,
-    len: usize,
+pub enum SocketPathError {
+    #[error(
+        "the control socket path {} is {len} bytes long; a Unix socket path holds at most \
+         {MAX_SOCKET_PATH}: choose a shorter `control_socket`",
+        path.display()
+    )]
+    TooLong { path: PathBuf, len: usize },
+    #[error(
+        "the control socket path {} exists and is not a socket ({what}); ha never deletes \
+         it: choose another `control_socket`",
+        path.display()
+    )]
+    NotSocket { path: PathBuf, what: &'static str },
 }
 
-/// Refuses a control socket path that cannot be bound, before anything is created.
-pub fn check_path(path: &Path) -> Result<(), PathTooLong> {
+/// What is at `path`, if anything but a socket (`Ok(None)`: a socket or nothing).
+fn not_a_socket(path: &Path) -> io::Result<Option<&'static str>> {
+    use std::os::unix::fs::FileTypeExt as _;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            let kind = meta.file_type();
+            Ok((!kind.is_socket()).then(|| {
+                if kind.is_file() {
+                    "a regular file"
+                } else if kind.is_dir() {
+                    "a directory"
+                } else if kind.is_symlink() {
+                    "a symlink"
+                } else {
+                    "a special file"
+                }
+            }))
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Refuses a control socket path that cannot be bound, or whose binding would
+/// replace something that is not a socket, before anything is created.
+pub fn check_path(path: &Path) -> Result<(), SocketPathError> {
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
-        return Err(PathTooLong {
+        return Err(SocketPathError::TooLong {
             path: path.to_owned(),
             len,
+        });
+    }
+    // An unreadable path is left to `bind`, which says why.
+    if let Ok(Some(what)) = not_a_socket(path) {
+        return Err(SocketPathError::NotSocket {
+            path: path.to_owned(),
+            what,
         });
     }
     Ok(())
 }
 
-/// Binds `path` (replacing a stale socket file: the caller holds the controller lock)
-/// with mode 0600.
+/// Binds `path` with mode 0600, replacing a stale socket (the caller holds the
+/// controller lock) and nothing else; a missing directory is made 0700.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let bind_err = |source| BindError {
         path: path.to_owned(),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(bind_err)?;
+    }
+    match not_a_socket(path) {
+        Ok(None) => {}
+        Ok(Some(what)) => {
+            let refused = SocketPathError::NotSocket {
+                path: path.to_owned(),
+                what,
+            };
+            return Err(bind_err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                refused,
+            )));
+        }
+        Err(err) => return Err(bind_err(err)),
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -676,7 +732,11 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(async { bind(&socket.path).map(drop).map_err(|e| format!("{e:#}")) });
+            .block_on(async {
+                bind(&socket.path)
+                    .map(drop)
+                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            });
         let after = std::fs::read_to_string(&socket.path);
         assert_eq!(
             after.ok().as_deref(),

@@ -57,6 +57,11 @@ pub struct SavedState {
     pub draining: BTreeMap<String, SavedDrain>,
 }
 
+impl state::Keys for SavedState {
+    /// [`AdminState`]'s keys and `draining`.
+    const KEYS: &'static [&'static str] = &["pins", "drained", "draining"];
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SavedDrain {
