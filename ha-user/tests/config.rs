@@ -43,7 +43,9 @@ fn problems(text: &str) -> Vec<Problem> {
     match Config::parse(Path::new("ha.toml"), text) {
         Ok(config) => panic!("expected problems, got {config:#?}\n--- file ---\n{text}"),
         Err(ConfigError::Invalid { problems }) => problems,
-        Err(err @ ConfigError::Read { .. }) => panic!("unexpected {err}"),
+        Err(err @ (ConfigError::Read { .. } | ConfigError::NotAFile { .. })) => {
+            panic!("unexpected {err}")
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! file is valid.
 
 pub mod adopt;
+pub mod file;
 mod flows;
 
 use std::{
@@ -58,10 +59,7 @@ pub struct Config {
 /// else: the CLI must reach a running controller even when the file on disk has
 /// problems the controller refused.
 pub fn control_socket_of(path: &Path) -> Result<PathBuf, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = file::read(path)?;
     /// Only the key wanted; every other key, valid or not, is ignored.
     #[derive(Deserialize)]
     struct Lenient {
@@ -97,6 +95,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} {why}: ha reads its configuration from a regular file", path.display())]
+    NotAFile { path: PathBuf, why: String },
     #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
 }
@@ -397,10 +397,7 @@ impl Checker<'_> {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = file::read(path)?;
         Config::parse(path, &text)
     }
 

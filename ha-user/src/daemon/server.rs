@@ -87,17 +87,7 @@ fn not_a_socket(path: &Path) -> io::Result<Option<&'static str>> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             let kind = meta.file_type();
-            Ok((!kind.is_socket()).then(|| {
-                if kind.is_file() {
-                    "a regular file"
-                } else if kind.is_dir() {
-                    "a directory"
-                } else if kind.is_symlink() {
-                    "a symlink"
-                } else {
-                    "a special file"
-                }
-            }))
+            Ok((!kind.is_socket()).then(|| crate::config::file::kind_of(kind)))
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),

@@ -11,11 +11,13 @@
 use std::{
     fs::{DirBuilder, File, OpenOptions},
     io::{self, Read as _, Write as _},
-    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, OpenOptionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
 use serde::{Serialize, de::DeserializeOwned};
+
+use crate::config::file::kind_of;
 
 /// The longest state file read: far beyond any real one (a few bytes per pin).
 const MAX_STATE: u64 = 16 * 1024 * 1024;
@@ -53,25 +55,6 @@ pub enum StateError {
     },
 }
 
-/// What a file type is, for errors.
-fn describe(kind: std::fs::FileType) -> &'static str {
-    if kind.is_symlink() {
-        "a symlink"
-    } else if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// Reads the state at `path`; a missing file is `None` (first start).
 pub fn load<T: DeserializeOwned + Keys>(path: &Path) -> Result<Option<T>, StateError> {
     let foreign = |why: String| StateError::Foreign {
@@ -84,7 +67,7 @@ pub fn load<T: DeserializeOwned + Keys>(path: &Path) -> Result<Option<T>, StateE
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => {}
-        Ok(meta) => return Err(foreign(format!("it is {}", describe(meta.file_type())))),
+        Ok(meta) => return Err(foreign(format!("it is {}", kind_of(meta.file_type())))),
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(read_err(source)),
     }
@@ -96,7 +79,7 @@ pub fn load<T: DeserializeOwned + Keys>(path: &Path) -> Result<Option<T>, StateE
         .map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if !meta.file_type().is_file() {
-        return Err(foreign(format!("it is {}", describe(meta.file_type()))));
+        return Err(foreign(format!("it is {}", kind_of(meta.file_type()))));
     }
     if meta.len() > MAX_STATE {
         return Err(foreign(format!(
