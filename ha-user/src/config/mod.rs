@@ -7,6 +7,7 @@
 //! each naming the file, the line and the field. Nothing is applied before the whole
 //! file is valid.
 
+pub mod addresses;
 pub mod adopt;
 pub mod file;
 mod flows;
@@ -21,6 +22,8 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use toml::Spanned;
+
+pub use self::addresses::Router;
 
 use crate::model::{
     Backups, CheckKind, FastPath, Flows, HealthCheck, Host, HostId, Mac, Prefix, PrefixId,
@@ -74,6 +77,9 @@ pub fn control_socket_of(path: &Path) -> Result<PathBuf, ConfigError> {
 /// Parses `A.B.C.D/N` and insists that no host bits are set, so a typo such as
 /// `192.168.1.65/27` is caught instead of silently meaning `192.168.1.64/27`.
 pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
+    if let Some(message) = addresses::prefix_leading_zero(s) {
+        return Err(message);
+    }
     let net: Ipv4Net = s
         .parse()
         .map_err(|_| format!("`{s}` is not an IPv4 prefix (expected A.B.C.D/N, N from 0 to 32)"))?;
@@ -314,8 +320,8 @@ fn vip_of(
         return Some(vip::default_vip(net));
     };
     let text = raw.get_ref();
-    let problem = match text.parse::<Ipv4Addr>() {
-        Err(_) => format!("`{text}` is not an IPv4 address"),
+    let problem = match addresses::parse_ipv4(text) {
+        Err(message) => message,
         Ok(addr) if !net.contains(&addr) => {
             format!("{addr} is outside the prefix {net}: the VIP is an address of the prefix")
         }
@@ -397,12 +403,27 @@ impl Checker<'_> {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_on(path, None)
+    }
+
+    /// Reads and validates the file at `path`, for the router `router` if known.
+    pub fn load_on(path: &Path, router: Option<&Router>) -> Result<Config, ConfigError> {
         let text = file::read(path)?;
-        Config::parse(path, &text)
+        Config::parse_on(path, &text, router)
     }
 
     /// Validates `text`, naming `path` in every problem.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_on(path, text, None)
+    }
+
+    /// Validates `text` for the router `router` if known (its addresses are in no
+    /// prefix and no host's: see [`addresses`]), naming `path` in every problem.
+    pub fn parse_on(
+        path: &Path,
+        text: &str,
+        router: Option<&Router>,
+    ) -> Result<Config, ConfigError> {
         let mut checker = Checker {
             path,
             newlines: text
@@ -424,7 +445,7 @@ impl Config {
                 });
             }
         };
-        let config = Config::from_raw(&mut checker, raw);
+        let config = Config::from_raw(&mut checker, raw, router);
         if checker.problems.is_empty() {
             Ok(config)
         } else {
@@ -434,7 +455,7 @@ impl Config {
         }
     }
 
-    fn from_raw(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
+    fn from_raw(checker: &mut Checker<'_>, raw: RawConfig, router: Option<&Router>) -> Config {
         let RawConfig {
             lan,
             ingress,
@@ -485,6 +506,9 @@ impl Config {
 
         let hosts = hosts_from_raw(checker, &raw_hosts, &defaults);
         let prefixes = prefixes_from_raw(checker, &raw_prefixes, &hosts, &raw_hosts);
+        if let Some(router) = router {
+            addresses::check_router(checker, router, &raw_hosts, &hosts, &raw_prefixes);
+        }
 
         Config {
             lan,
@@ -617,8 +641,14 @@ fn hosts_from_raw(
                 ),
             );
         }
-        let parsed_address = match address.get_ref().parse::<Ipv4Addr>() {
+        let parsed_address = match addresses::parse_ipv4(address.get_ref()) {
             Ok(addr) => {
+                if let Some(message) = addresses::name_problem(name.get_ref(), addr) {
+                    checker.report(name.span(), field("name"), message);
+                }
+                if let Some(message) = addresses::unusable_host(addr) {
+                    checker.report(address.span(), field("address"), message);
+                }
                 if let Some(first) =
                     seen_addresses.insert(addr, checker.line_of(address.span().start))
                 {
@@ -630,8 +660,7 @@ fn hosts_from_raw(
                 }
                 addr
             }
-            Err(_) => {
-                let message = format!("`{}` is not an IPv4 address", address.get_ref());
+            Err(message) => {
                 checker.report(address.span(), field("address"), message);
                 Ipv4Addr::UNSPECIFIED
             }
