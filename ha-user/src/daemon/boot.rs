@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     config::{
-        Config,
+        Config, Router,
         adopt::{self, AdoptError},
     },
     health::HealthChecker,
@@ -145,6 +145,17 @@ async fn check(
     };
     let mode = xdp_mode.unwrap_or(config.xdp_mode);
     let lan = netdev::interface(handle, &lan_name).await?;
+    // Checked again now that the router's own addresses are known.
+    let config = match &config_file {
+        Some(path) => {
+            let router = Router {
+                iface: lan.name.clone(),
+                addresses: netdev::ipv4_addresses(handle, lan.index, &lan.name).await?,
+            };
+            Config::load_on(path, Some(&router))?
+        }
+        None => config,
+    };
     let mut ingress = Vec::new();
     for name in config.ingress.iter().filter(|name| **name != lan_name) {
         ingress.push(netdev::interface(handle, name).await?);
