@@ -29,7 +29,7 @@ use super::{
     Options,
     controller::{Affinity, Controller, Inputs, SavedState, fast_path},
     events::EventBus,
-    lock::Lock,
+    lock::{DataPath, Lock},
     metrics::{self, Metrics},
     rollback::{Rollback, Step, Undo},
     server::{self, Command},
@@ -165,7 +165,12 @@ async fn check(
     server::check_path(&config.control_socket)?;
     // A state file that is not ha's is refused before anything changes.
     state::load::<SavedState>(&config.state_file)?;
-    let lock = Lock::acquire(&config.control_socket)?;
+    let lock = Lock::acquire(DataPath {
+        control_socket: &config.control_socket,
+        pin_dir: &config.pin_dir,
+        lan: Some(&lan.name),
+        ingress: &config.ingress,
+    })?;
     // Pins of another version are refused before anything changes (--reset drops them).
     if !reset {
         layout::check_pinned(&config.pin_dir)?;
