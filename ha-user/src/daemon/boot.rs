@@ -162,6 +162,7 @@ async fn check(
     }
     check_interfaces(handle, &config, &lan, &ingress).await?;
     datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
+    datapath::pin_dir::check(&config.pin_dir)?;
     server::check_path(&config.control_socket)?;
     // A state file that is not ha's is refused before anything changes.
     state::load::<SavedState>(&config.state_file)?;
