@@ -69,7 +69,7 @@ pub(super) struct Booted {
     /// The control socket, bound: it answers once the loop runs.
     pub control: UnixListener,
     pub metrics: Option<TcpListener>,
-    /// Held for the life of the controller: one controller per control socket.
+    /// Held for the life of the controller: one controller per data path (socket, pins, interfaces).
     pub lock: Lock,
     /// Tells the health checks to stop.
     pub stop_checks: watch::Sender<bool>,

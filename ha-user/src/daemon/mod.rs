@@ -7,7 +7,7 @@
 //! - [`server`]: the control socket; [`events`]: the event stream; [`conns`]: the
 //!   bound on the connections of the control socket and the metrics endpoint;
 //! - [`metrics`], [`state`] (pins and drains on disk), [`lock`] (one controller per
-//!   control socket).
+//!   data path).
 
 pub mod boot;
 pub mod conns;
