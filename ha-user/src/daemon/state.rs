@@ -9,13 +9,17 @@
 //! planted at its name, with mode 0600; new directories are made 0700.
 
 use std::{
+    collections::BTreeMap,
     fs::{DirBuilder, File, OpenOptions},
     io::{self, Read as _, Write as _},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{
+    Serialize,
+    de::{DeserializeOwned, IgnoredAny},
+};
 
 use crate::config::file::kind_of;
 
@@ -101,20 +105,24 @@ pub fn parse<T: DeserializeOwned + Keys>(path: &Path, text: &str) -> Result<T, S
         path: path.to_owned(),
         source,
     };
-    let value: serde_json::Value = serde_json::from_str(text).map_err(parse_err)?;
-    let Some(fields) = value.as_object() else {
-        return Err(StateError::Foreign {
-            path: path.to_owned(),
-            why: "not a JSON object".to_owned(),
-        });
+    // The keys first (their values unread): a file with others is not ha's.
+    let keys: BTreeMap<String, IgnoredAny> = match serde_json::from_str(text) {
+        Ok(keys) => keys,
+        Err(err) if err.is_data() => {
+            return Err(StateError::Foreign {
+                path: path.to_owned(),
+                why: "not a JSON object".to_owned(),
+            });
+        }
+        Err(err) => return Err(parse_err(err)),
     };
-    if let Some(key) = fields.keys().find(|key| !T::KEYS.contains(&key.as_str())) {
+    if let Some(key) = keys.keys().find(|key| !T::KEYS.contains(&key.as_str())) {
         return Err(StateError::Foreign {
             path: path.to_owned(),
             why: format!("it has the key `{key}`; ha's has {}", T::KEYS.join(", ")),
         });
     }
-    serde_json::from_value(value).map_err(parse_err)
+    serde_json::from_str(text).map_err(parse_err)
 }
 
 /// Replaces the state at `path` with `value`, atomically.
@@ -158,8 +166,6 @@ fn create_fresh(path: &Path) -> io::Result<File> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     impl Keys for BTreeMap<String, String> {
