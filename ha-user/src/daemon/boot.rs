@@ -1,9 +1,11 @@
 //! Start-up, in two phases.
 //!
-//! 1. [`check`] changes nothing: it loads (or adopts) the configuration, checks the
-//!    interfaces (no VLAN sub-interface, no foreign XDP program), takes the
-//!    controller lock, checks the pinned maps' layout, binds the metrics address and
-//!    decides about every kernel route (a route it cannot take over stops it here).
+//! 1. [`check`] changes nothing: it loads (or adopts) the configuration and checks
+//!    it against the LAN's own addresses, checks the pin directory, the control
+//!    socket path and the state file, takes the controller's locks (socket, pins,
+//!    interfaces), checks the interfaces (no VLAN sub-interface, no foreign XDP
+//!    program) and the pinned maps' layout, binds the metrics address and decides
+//!    about every kernel route (a route it cannot take over stops it here).
 //! 2. [`start`] makes the changes, in order: the control socket, the kernel routes,
 //!    `--reset`, the programs and their pinned maps, the maps' contents, XDP on
 //!    every interface, `ha_learn`, the watches. Each is recorded in the undo log
@@ -160,18 +162,20 @@ async fn check(
     for name in config.ingress.iter().filter(|name| **name != lan_name) {
         ingress.push(netdev::interface(handle, name).await?);
     }
-    check_interfaces(handle, &config, &lan, &ingress).await?;
     datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
     datapath::pin_dir::check(&config.pin_dir)?;
     server::check_path(&config.control_socket)?;
     // A state file that is not ha's is refused before anything changes.
     state::load::<SavedState>(&config.state_file)?;
+    // Before the interfaces are looked at: a controller running on them is named as
+    // such, not as a foreign XDP program.
     let lock = Lock::acquire(DataPath {
         control_socket: &config.control_socket,
         pin_dir: &config.pin_dir,
         lan: Some(&lan.name),
         ingress: &config.ingress,
     })?;
+    check_interfaces(handle, &config, &lan, &ingress).await?;
     // Pins of another version are refused before anything changes (--reset drops them).
     if !reset {
         layout::check_pinned(&config.pin_dir)?;
