@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
             }
             return;
         }
-        Err(err @ ConfigError::Read { .. }) => panic!("parsing text read a file: {err}"),
+        Err(err @ (ConfigError::Read { .. } | ConfigError::NotAFile { .. })) => {
+            panic!("parsing text read a file: {err}")
+        }
     };
     let now = tokio::time::Instant::now();
     let mut policy = Policy::new(&config);

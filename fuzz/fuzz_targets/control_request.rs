@@ -11,7 +11,7 @@ use std::{path::Path, sync::LazyLock, time::Duration};
 use ha_user::{
     config::Config,
     daemon::{
-        decide_request,
+        SavedState, decide_request,
         server::{Decoded, decode_request},
         state,
     },
@@ -63,7 +63,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let saved = policy.admin_state();
     let file = serde_json::to_string(&saved).expect("the admin state serializes");
-    let read: AdminState = state::parse(Path::new("state.json"), &file).expect("saved state reads");
+    let read: AdminState = state::parse::<SavedState>(Path::new("state.json"), &file)
+        .expect("saved state reads")
+        .admin;
     let mut restarted = Policy::new(config);
     let applied = restarted.restore(read, now);
     assert!(applied.stale.is_empty(), "{:?}", applied.stale);

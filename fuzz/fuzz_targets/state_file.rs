@@ -8,7 +8,7 @@ use std::{path::Path, sync::LazyLock};
 
 use ha_user::{
     config::Config,
-    daemon::state,
+    daemon::{SavedState, state},
     policy::{AdminState, Policy},
 };
 use libfuzzer_sys::fuzz_target;
@@ -23,13 +23,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let saved: AdminState = match state::parse(Path::new("/var/lib/ha/state.json"), text) {
-        Ok(saved) => saved,
-        Err(err) => {
-            let _ = err.to_string();
-            return;
-        }
-    };
+    let saved: AdminState =
+        match state::parse::<SavedState>(Path::new("/var/lib/ha/state.json"), text) {
+            Ok(saved) => saved.admin,
+            Err(err) => {
+                let _ = err.to_string();
+                return;
+            }
+        };
     let config = &*CLASSIC;
     let now = tokio::time::Instant::now();
     let mut policy = Policy::new(config);

@@ -129,3 +129,67 @@ fn the_socket_is_found_in_a_file_that_does_not_validate() {
         serde_json::from_slice(&output.stdout).expect("the error object on stdout");
     assert_eq!(printed.kind, ErrorKind::UnknownHost, "{printed:?}");
 }
+
+/// `check-config` refuses what `run` would: a control socket path over a regular
+/// file (never deleted), a state file that is another program's; it passes a
+/// configuration whose paths are free.
+#[test]
+fn check_config_refuses_paths_that_are_not_ha_s() {
+    let dir = Dir::new("paths");
+    let victim = dir.0.join("passwd");
+    std::fs::write(&victim, "root:x:0:0::/root:/bin/sh\n").expect("victim");
+    let theirs = dir.0.join("other.json");
+    std::fs::write(&theirs, "{\"name\": \"other\"}\n").expect("their file");
+    let hosts = "[[host]]\nname = \"host1\"\naddress = \"10.9.9.2\"\n\
+                 [[prefix]]\ncidr = \"10.9.8.0/24\"\nowner = \"host1\"\n";
+    let cases = [
+        (
+            "socket",
+            format!(
+                "control_socket = \"{}\"\nstate_file = \"{}\"\n{hosts}",
+                victim.display(),
+                dir.0.join("state.json").display()
+            ),
+            Some("exists and is not a socket (a regular file)"),
+        ),
+        (
+            "state",
+            format!(
+                "control_socket = \"{}\"\nstate_file = \"{}\"\n{hosts}",
+                dir.0.join("ha.sock").display(),
+                theirs.display()
+            ),
+            Some("is not an ha state file (it has the key `name`"),
+        ),
+        (
+            "free",
+            format!(
+                "control_socket = \"{}\"\nstate_file = \"{}\"\n{hosts}",
+                dir.0.join("ha.sock").display(),
+                dir.0.join("state.json").display()
+            ),
+            None,
+        ),
+    ];
+    for (name, text, refusal) in cases {
+        let config = dir.0.join(format!("{name}.toml"));
+        std::fs::write(&config, text).expect("config");
+        let output = ha_user(&config, &["check-config"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match refusal {
+            Some(says) => assert!(
+                !output.status.success() && stderr.contains(says),
+                "{name}: expected a refusal saying {says:?}: {output:?}"
+            ),
+            None => assert!(output.status.success(), "{name}: {output:?}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "root:x:0:0::/root:/bin/sh\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&theirs).expect("their file"),
+        "{\"name\": \"other\"}\n"
+    );
+}

@@ -43,7 +43,9 @@ fn problems(text: &str) -> Vec<Problem> {
     match Config::parse(Path::new("ha.toml"), text) {
         Ok(config) => panic!("expected problems, got {config:#?}\n--- file ---\n{text}"),
         Err(ConfigError::Invalid { problems }) => problems,
-        Err(err @ ConfigError::Read { .. }) => panic!("unexpected {err}"),
+        Err(err @ (ConfigError::Read { .. } | ConfigError::NotAFile { .. })) => {
+            panic!("unexpected {err}")
+        }
     }
 }
 
@@ -582,4 +584,61 @@ fn load_reads_the_file() {
     let loaded = Config::load(&path);
     std::fs::remove_dir_all(&dir).expect("remove temp dir");
     assert_eq!(loaded.expect("valid"), parse(CLASSIC));
+}
+
+/// `Config::load` (and `control_socket_of`) of `path` on another thread: its result,
+/// or `None` if it had not returned within five seconds (it blocked).
+fn load_within(path: &Path) -> Option<(Result<Config, String>, Result<PathBuf, String>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let config = Config::load(&path).map_err(|e| e.to_string());
+        let socket = ha_user::config::control_socket_of(&path).map_err(|e| e.to_string());
+        let _ = tx.send((config, socket));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5)).ok()
+}
+
+/// A configuration path that is a FIFO or a device is refused at once, naming what
+/// it is, by `load` (run, check-config, SIGHUP) and `control_socket_of` (the CLI):
+/// never read (a FIFO blocks its reader until a writer comes; `/dev/urandom` never
+/// ends).
+#[test]
+fn a_fifo_or_a_device_is_refused_without_blocking() {
+    let dir = std::env::temp_dir().join(format!("ha-config-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fifo = dir.join("ha.toml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let cases = [
+        (fifo.as_path(), "is a FIFO, not a regular file"),
+        (
+            Path::new("/dev/null"),
+            "is a character device, not a regular file",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (path, says) in cases {
+        match load_within(path) {
+            None => failures.push(format!("{}: blocked for 5 s", path.display())),
+            Some((config, socket)) => {
+                for (what, result) in [
+                    ("load", config.map(|_| ())),
+                    ("control_socket_of", socket.map(|_| ())),
+                ] {
+                    match result {
+                        Err(err)
+                            if err.contains(says) && err.contains(&path.display().to_string()) => {}
+                        other => failures.push(format!(
+                            "{what}({}): expected an error saying `{says}`, got {other:?}",
+                            path.display()
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

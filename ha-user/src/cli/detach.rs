@@ -6,7 +6,7 @@ use tracing::warn;
 use crate::{
     cli,
     config::Config,
-    daemon::lock::{Lock, LockError},
+    daemon::lock::{DataPath, Lock, LockError},
     kernel::{self, datapath, netdev, routes},
     model::defaults,
 };
@@ -23,23 +23,40 @@ pub struct Args {
 pub async fn detach(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     kernel::require_root("ha-user detach")?;
     let config = cli::optional_config(config)?;
-    let (pin_dir, socket, state_file) = match &config {
+    let (pin_dir, socket, state_file, lan, ingress) = match &config {
         Some(Config {
             pin_dir,
             control_socket,
             state_file,
+            lan,
+            ingress,
             ..
-        }) => (pin_dir.clone(), control_socket.clone(), state_file.clone()),
+        }) => (
+            pin_dir.clone(),
+            control_socket.clone(),
+            state_file.clone(),
+            lan.clone(),
+            ingress.clone(),
+        ),
         None => (
             defaults::PIN_DIR.into(),
             defaults::CONTROL_SOCKET.into(),
             defaults::STATE_FILE.into(),
+            None,
+            Vec::new(),
         ),
     };
-    // A running controller would keep writing what is removed here.
-    let _lock = match Lock::acquire(&socket) {
-        Err(LockError::Held { .. }) => anyhow::bail!(
-            "a controller is running: stop it instead (SIGTERM or Ctrl-C detaches the fast path)"
+    // A running controller would keep writing what is removed here: one with this
+    // control socket, these pins or these interfaces.
+    let _lock = match Lock::acquire(DataPath {
+        control_socket: &socket,
+        pin_dir: &pin_dir,
+        lan: lan.as_deref(),
+        ingress: &ingress,
+    }) {
+        Err(LockError::Held { what, .. }) => anyhow::bail!(
+            "a controller is running (it holds {what}): stop it instead (SIGTERM or Ctrl-C \
+             detaches the fast path)"
         ),
         other => other?,
     };

@@ -92,7 +92,7 @@ impl Cli {
             Command::Events(args) => events::events(config, args).await,
             Command::Simulate(args) => simulate::simulate(config, args).await,
             Command::Plan(args) => plan::plan(path, args),
-            Command::CheckConfig(args) => check_config::check_config(path, args),
+            Command::CheckConfig(args) => check_config::check_config(path, args).await,
             Command::Detach(args) => detach::detach(config, args).await,
         }
     }

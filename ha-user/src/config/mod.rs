@@ -7,8 +7,11 @@
 //! each naming the file, the line and the field. Nothing is applied before the whole
 //! file is valid.
 
+pub mod addresses;
 pub mod adopt;
+pub mod file;
 mod flows;
+mod tables;
 
 use std::{
     collections::HashMap,
@@ -21,9 +24,11 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use self::addresses::Router;
+
 use crate::model::{
     Backups, CheckKind, FastPath, Flows, HealthCheck, Host, HostId, Mac, Prefix, PrefixId,
-    VerifyMode, VipCheck, XdpMode, defaults, vip,
+    VipCheck, XdpMode, defaults, vip,
 };
 
 /// A fully validated configuration.
@@ -58,10 +63,7 @@ pub struct Config {
 /// else: the CLI must reach a running controller even when the file on disk has
 /// problems the controller refused.
 pub fn control_socket_of(path: &Path) -> Result<PathBuf, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = file::read(path)?;
     /// Only the key wanted; every other key, valid or not, is ignored.
     #[derive(Deserialize)]
     struct Lenient {
@@ -76,6 +78,9 @@ pub fn control_socket_of(path: &Path) -> Result<PathBuf, ConfigError> {
 /// Parses `A.B.C.D/N` and insists that no host bits are set, so a typo such as
 /// `192.168.1.65/27` is caught instead of silently meaning `192.168.1.64/27`.
 pub fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
+    if let Some(message) = addresses::prefix_leading_zero(s) {
+        return Err(message);
+    }
     let net: Ipv4Net = s
         .parse()
         .map_err(|_| format!("`{s}` is not an IPv4 prefix (expected A.B.C.D/N, N from 0 to 32)"))?;
@@ -97,6 +102,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} {why}: ha reads its configuration from a regular file", path.display())]
+    NotAFile { path: PathBuf, why: String },
     #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
 }
@@ -136,31 +143,14 @@ struct RawConfig {
     control_socket: Option<PathBuf>,
     state_file: Option<PathBuf>,
     metrics: Option<Spanned<String>>,
-    fast_path: Option<Spanned<RawFastPath>>,
+    fast_path: Option<Spanned<tables::RawFastPath>>,
     flows: Option<Spanned<flows::RawFlows>>,
-    vip_check: Option<Spanned<RawVipCheck>>,
+    vip_check: Option<Spanned<tables::RawVipCheck>>,
     health: Option<Spanned<RawHealth>>,
     #[serde(default, rename = "host")]
     hosts: Vec<Spanned<RawHost>>,
     #[serde(default, rename = "prefix")]
     prefixes: Vec<Spanned<RawPrefix>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFastPath {
-    verify: Option<VerifyMode>,
-    refresh_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVipCheck {
-    enabled: Option<bool>,
-    interval_ms: Option<u64>,
-    sweep_ms: Option<u64>,
-    timeout_ms: Option<u64>,
-    max_rate: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,83 +215,6 @@ impl RawHealth {
 
 // ---- validation --------------------------------------------------------------------
 
-/// Longest `refresh_ms`: beyond 30 s a flow could outlive the kernel's shortest
-/// conntrack timeouts (UDP: 30 s unreplied) while the fast path still steers it.
-const MAX_REFRESH_MS: u64 = 30_000;
-
-/// The `[fast_path]` table over the defaults.
-fn fast_path_from_raw(checker: &mut Checker<'_>, raw: Option<&Spanned<RawFastPath>>) -> FastPath {
-    let base = FastPath::default();
-    let Some(raw) = raw else { return base };
-    let RawFastPath { verify, refresh_ms } = raw.get_ref();
-    let refresh_ms = refresh_ms.unwrap_or(base.refresh_ms);
-    if refresh_ms == 0 || refresh_ms > MAX_REFRESH_MS {
-        let message = format!(
-            "must be 1 to {MAX_REFRESH_MS}: the kernel must see a packet of each flow within \
-             its shortest connection-tracking timeout"
-        );
-        checker.report(raw.span(), "fast_path.refresh_ms", message);
-    }
-    FastPath {
-        verify: verify.unwrap_or(base.verify),
-        refresh_ms,
-    }
-}
-
-/// Most VIP probes per second `max_rate` may ask for.
-const MAX_VIP_RATE: u32 = 100_000;
-
-/// The `[vip_check]` table over the defaults.
-fn vip_check_from_raw(checker: &mut Checker<'_>, raw: Option<&Spanned<RawVipCheck>>) -> VipCheck {
-    let base = VipCheck::default();
-    let Some(raw) = raw else { return base };
-    let RawVipCheck {
-        enabled,
-        interval_ms,
-        sweep_ms,
-        timeout_ms,
-        max_rate,
-    } = raw.get_ref();
-    let check = VipCheck {
-        enabled: enabled.unwrap_or(base.enabled),
-        interval_ms: interval_ms.unwrap_or(base.interval_ms),
-        sweep_ms: sweep_ms.unwrap_or(base.sweep_ms),
-        timeout_ms: timeout_ms.unwrap_or(base.timeout_ms),
-        max_rate: max_rate.unwrap_or(base.max_rate),
-    };
-    let mut problem = |field: &str, message: String| {
-        checker.report(raw.span(), format!("vip_check.{field}"), message);
-    };
-    if check.interval_ms == 0 {
-        problem("interval_ms", "must be at least 1".to_owned());
-    }
-    if check.timeout_ms == 0 || check.timeout_ms > check.interval_ms {
-        problem(
-            "timeout_ms",
-            format!(
-                "must be 1 to interval_ms ({}): a pair's probe ends before its next is due",
-                check.interval_ms
-            ),
-        );
-    }
-    if check.sweep_ms < check.interval_ms {
-        problem(
-            "sweep_ms",
-            format!(
-                "must be at least interval_ms ({}): the other candidates are asked no more often than the holder",
-                check.interval_ms
-            ),
-        );
-    }
-    if check.max_rate == 0 || check.max_rate > MAX_VIP_RATE {
-        problem(
-            "max_rate",
-            format!("must be 1 to {MAX_VIP_RATE} probes per second"),
-        );
-    }
-    check
-}
-
 /// The VIP of a prefix: `raw` if given (an address inside `net`, neither its network
 /// nor its broadcast address when it has them), else its first usable address.
 fn vip_of(
@@ -314,8 +227,8 @@ fn vip_of(
         return Some(vip::default_vip(net));
     };
     let text = raw.get_ref();
-    let problem = match text.parse::<Ipv4Addr>() {
-        Err(_) => format!("`{text}` is not an IPv4 address"),
+    let problem = match addresses::parse_ipv4(text) {
+        Err(message) => message,
         Ok(addr) if !net.contains(&addr) => {
             format!("{addr} is outside the prefix {net}: the VIP is an address of the prefix")
         }
@@ -397,15 +310,27 @@ impl Checker<'_> {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(path, &text)
+        Config::load_on(path, None)
+    }
+
+    /// Reads and validates the file at `path`, for the router `router` if known.
+    pub fn load_on(path: &Path, router: Option<&Router>) -> Result<Config, ConfigError> {
+        let text = file::read(path)?;
+        Config::parse_on(path, &text, router)
     }
 
     /// Validates `text`, naming `path` in every problem.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_on(path, text, None)
+    }
+
+    /// Validates `text` for the router `router` if known (its addresses are in no
+    /// prefix and no host's: see [`addresses`]), naming `path` in every problem.
+    pub fn parse_on(
+        path: &Path,
+        text: &str,
+        router: Option<&Router>,
+    ) -> Result<Config, ConfigError> {
         let mut checker = Checker {
             path,
             newlines: text
@@ -427,7 +352,7 @@ impl Config {
                 });
             }
         };
-        let config = Config::from_raw(&mut checker, raw);
+        let config = Config::from_raw(&mut checker, raw, router);
         if checker.problems.is_empty() {
             Ok(config)
         } else {
@@ -437,7 +362,7 @@ impl Config {
         }
     }
 
-    fn from_raw(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
+    fn from_raw(checker: &mut Checker<'_>, raw: RawConfig, router: Option<&Router>) -> Config {
         let RawConfig {
             lan,
             ingress,
@@ -453,9 +378,9 @@ impl Config {
             hosts: raw_hosts,
             prefixes: raw_prefixes,
         } = raw;
-        let fast_path = fast_path_from_raw(checker, raw_fast_path.as_ref());
+        let fast_path = tables::fast_path_from_raw(checker, raw_fast_path.as_ref());
         let flows = flows::flows_from_raw(checker, raw_flows.as_ref());
-        let vip_check = vip_check_from_raw(checker, raw_vip_check.as_ref());
+        let vip_check = tables::vip_check_from_raw(checker, raw_vip_check.as_ref());
 
         let defaults = match &health {
             Some(health) => checker.health(health, &HealthCheck::default(), "health"),
@@ -488,6 +413,9 @@ impl Config {
 
         let hosts = hosts_from_raw(checker, &raw_hosts, &defaults);
         let prefixes = prefixes_from_raw(checker, &raw_prefixes, &hosts, &raw_hosts);
+        if let Some(router) = router {
+            addresses::check_router(checker, router, &raw_hosts, &hosts, &raw_prefixes);
+        }
 
         Config {
             lan,
@@ -620,8 +548,14 @@ fn hosts_from_raw(
                 ),
             );
         }
-        let parsed_address = match address.get_ref().parse::<Ipv4Addr>() {
+        let parsed_address = match addresses::parse_ipv4(address.get_ref()) {
             Ok(addr) => {
+                if let Some(message) = addresses::name_problem(name.get_ref(), addr) {
+                    checker.report(name.span(), field("name"), message);
+                }
+                if let Some(message) = addresses::unusable_host(addr) {
+                    checker.report(address.span(), field("address"), message);
+                }
                 if let Some(first) =
                     seen_addresses.insert(addr, checker.line_of(address.span().start))
                 {
@@ -633,8 +567,7 @@ fn hosts_from_raw(
                 }
                 addr
             }
-            Err(_) => {
-                let message = format!("`{}` is not an IPv4 address", address.get_ref());
+            Err(message) => {
                 checker.report(address.span(), field("address"), message);
                 Ipv4Addr::UNSPECIFIED
             }

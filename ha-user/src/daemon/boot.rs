@@ -1,9 +1,11 @@
 //! Start-up, in two phases.
 //!
-//! 1. [`check`] changes nothing: it loads (or adopts) the configuration, checks the
-//!    interfaces (no VLAN sub-interface, no foreign XDP program), takes the
-//!    controller lock, checks the pinned maps' layout, binds the metrics address and
-//!    decides about every kernel route (a route it cannot take over stops it here).
+//! 1. [`check`] changes nothing: it loads (or adopts) the configuration and checks
+//!    it against the LAN's own addresses, checks the pin directory, the control
+//!    socket path and the state file, takes the controller's locks (socket, pins,
+//!    interfaces), checks the interfaces (no VLAN sub-interface, no foreign XDP
+//!    program) and the pinned maps' layout, binds the metrics address and decides
+//!    about every kernel route (a route it cannot take over stops it here).
 //! 2. [`start`] makes the changes, in order: the control socket, the kernel routes,
 //!    `--reset`, the programs and their pinned maps, the maps' contents, XDP on
 //!    every interface, `ha_learn`, the watches. Each is recorded in the undo log
@@ -27,9 +29,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     Options,
-    controller::{Affinity, Controller, Inputs, LanState, fast_path},
+    controller::{Affinity, Controller, Inputs, LanState, SavedState, fast_path},
     events::EventBus,
-    lock::Lock,
+    lock::{DataPath, Lock},
     metrics::{self, Metrics},
     rollback::{Rollback, Step, Undo},
     server::{self, Command},
@@ -37,7 +39,7 @@ use super::{
 };
 use crate::{
     config::{
-        Config,
+        Config, Router,
         adopt::{self, AdoptError},
     },
     health::HealthChecker,
@@ -70,7 +72,7 @@ pub(super) struct Booted {
     /// The control socket, bound: it answers once the loop runs.
     pub control: UnixListener,
     pub metrics: Option<TcpListener>,
-    /// Held for the life of the controller: one controller per control socket.
+    /// Held for the life of the controller: one controller per data path (socket, pins, interfaces).
     pub lock: Lock,
     /// Tells the health checks to stop.
     pub stop_checks: watch::Sender<bool>,
@@ -146,14 +148,35 @@ async fn check(
     };
     let mode = xdp_mode.unwrap_or(config.xdp_mode);
     let lan = netdev::interface(handle, &lan_name).await?;
+    // Checked again now that the router's own addresses are known.
+    let config = match &config_file {
+        Some(path) => {
+            let router = Router {
+                iface: lan.name.clone(),
+                addresses: netdev::ipv4_addresses(handle, lan.index, &lan.name).await?,
+            };
+            Config::load_on(path, Some(&router))?
+        }
+        None => config,
+    };
     let mut ingress = Vec::new();
     for name in config.ingress.iter().filter(|name| **name != lan_name) {
         ingress.push(netdev::interface(handle, name).await?);
     }
-    check_interfaces(handle, &config, &lan, &ingress).await?;
     datapath::ensure_bpffs(config.pin_dir.parent().unwrap_or(&config.pin_dir))?;
+    datapath::pin_dir::check(&config.pin_dir)?;
     server::check_path(&config.control_socket)?;
-    let lock = Lock::acquire(&config.control_socket)?;
+    // A state file that is not ha's is refused before anything changes.
+    state::load::<SavedState>(&config.state_file)?;
+    // Before the interfaces are looked at: a controller running on them is named as
+    // such, not as a foreign XDP program.
+    let lock = Lock::acquire(DataPath {
+        control_socket: &config.control_socket,
+        pin_dir: &config.pin_dir,
+        lan: Some(&lan.name),
+        ingress: &config.ingress,
+    })?;
+    check_interfaces(handle, &config, &lan, &ingress).await?;
     // Pins of another version are refused before anything changes (--reset drops them).
     if !reset {
         layout::check_pinned(&config.pin_dir)?;
@@ -575,8 +598,8 @@ fn initial_policy(config: &Config, maps: &Maps) -> anyhow::Result<Policy> {
         policy.adopt_holders(&holders);
         info!(entries = running.len(), "adopting the running data path");
     }
-    if let Some(saved) = state::load(&config.state_file)? {
-        let applied = policy.restore(saved, tokio::time::Instant::now());
+    if let Some(saved) = state::load::<SavedState>(&config.state_file)? {
+        let applied = policy.restore(saved.admin, tokio::time::Instant::now());
         for stale in applied.stale {
             warn!("saved admin state: {stale} (ignored)");
         }

@@ -28,8 +28,9 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::conns::{Bound, Pacer};
 use crate::{health::Outcomes, kernel::datapath::Maps, model::ProbeOutcome};
 
 type Labels = Vec<(&'static str, String)>;
@@ -289,21 +290,41 @@ impl Collector for ProbeCollector {
     }
 }
 
-/// Serves the metrics on `listener` over plain HTTP/1.1, one answer per connection.
+/// The metrics endpoint's bound: at most 64 connections, or an eighth of the
+/// descriptor limit (it is reachable from the network).
+const CONNECTIONS: (usize, usize) = (64, 8);
+/// How long a client has to send its request, and then to take the answer.
+const REQUEST_TIME: Duration = Duration::from_secs(1);
+const ANSWER_TIME: Duration = Duration::from_secs(5);
+
+/// Serves the metrics on `listener` over plain HTTP/1.1, one answer per connection,
+/// with the connections bounded ([`super::conns`]): a client that sends nothing
+/// within a second is closed without an answer.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    let bound = Bound::new(CONNECTIONS.0, CONNECTIONS.1);
+    let mut pacer = Pacer::new("the metrics endpoint");
     loop {
         let mut stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                pacer.accepted();
+                stream
+            }
             Err(err) => {
-                warn!("metrics accept failed: {err}");
+                tokio::time::sleep(pacer.failed(&err)).await;
                 continue;
             }
         };
+        let mut slot = bound.admit().await;
         let metrics = metrics.clone();
         tokio::spawn(async move {
             // The request itself does not matter: every path answers the metrics.
             let mut request = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
+            match slot.request(REQUEST_TIME, stream.read(&mut request)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) => return,
+                Ok(Err(err)) => return debug!("metrics client: {err}"),
+                Err(cut) => return debug!("metrics client: {cut}"),
+            }
             let (status, body) = match metrics.encode() {
                 Ok(body) => ("200 OK", body),
                 Err(_) => (
@@ -315,8 +336,11 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
                 "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            if let Err(err) = stream.write_all(format!("{head}{body}").as_bytes()).await {
-                debug!("metrics client: {err}");
+            let answer = format!("{head}{body}");
+            match tokio::time::timeout(ANSWER_TIME, stream.write_all(answer.as_bytes())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => debug!("metrics client: {err}"),
+                Err(_) => debug!("metrics client: did not take the answer within {ANSWER_TIME:?}"),
             }
         });
     }

@@ -4,11 +4,13 @@
 //! - [`boot`]: configuration, routes, data path, attach; [`rollback`], its undo log;
 //! - [`controller`]: the loop and what it owns, how every ownership change reaches
 //!   the map, the routes, the log and the metrics, reloads, the answers;
-//! - [`server`]: the control socket; [`events`]: the event stream;
+//! - [`server`]: the control socket; [`events`]: the event stream; [`conns`]: the
+//!   bound on the connections of the control socket and the metrics endpoint;
 //! - [`metrics`], [`state`] (pins and drains on disk), [`lock`] (one controller per
-//!   control socket).
+//!   data path).
 
 pub mod boot;
+pub mod conns;
 mod controller;
 pub mod events;
 pub mod lock;
@@ -26,7 +28,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-pub use controller::{RequestError, Steering, decide_request, steering_of};
+pub use controller::{RequestError, SavedState, Steering, decide_request, steering_of};
 
 use crate::{kernel::datapath, model::XdpMode, proto::Event};
 

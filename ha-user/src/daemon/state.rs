@@ -1,13 +1,35 @@
 //! Persistent admin state (pins and drains): written atomically (temporary file in
 //! the same directory, fsync, rename), so a crash leaves the old or the new file,
 //! never half of one.
+//!
+//! Files that are not ha's are never read as state nor written over: a symlink at the
+//! state file's path is refused, so is anything but a regular file, and so is a JSON
+//! file with keys ha's state does not have ([`Keys`]: another program's file named by
+//! mistake). The temporary file is created afresh, never opened through a symlink
+//! planted at its name, with mode 0600; new directories are made 0700.
 
 use std::{
-    io::{self, Write as _},
+    collections::BTreeMap,
+    fs::{DirBuilder, File, OpenOptions},
+    io::{self, Read as _, Write as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{
+    Serialize,
+    de::{DeserializeOwned, IgnoredAny},
+};
+
+use crate::config::file::kind_of;
+
+/// The longest state file read: far beyond any real one (a few bytes per pin).
+const MAX_STATE: u64 = 16 * 1024 * 1024;
+
+/// The top-level keys a state file may have: any other means it is not ha's.
+pub trait Keys {
+    const KEYS: &'static [&'static str];
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -23,6 +45,12 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "the state file {} is not an ha state file ({why}): ha never reads or \
+         overwrites another program's file; choose another `state_file`",
+        path.display()
+    )]
+    Foreign { path: PathBuf, why: String },
     #[error("cannot write the state file {}", path.display())]
     Write {
         path: PathBuf,
@@ -32,26 +60,69 @@ pub enum StateError {
 }
 
 /// Reads the state at `path`; a missing file is `None` (first start).
-pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
+pub fn load<T: DeserializeOwned + Keys>(path: &Path) -> Result<Option<T>, StateError> {
+    let foreign = |why: String| StateError::Foreign {
+        path: path.to_owned(),
+        why,
     };
+    let read_err = |source| StateError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => {}
+        Ok(meta) => return Err(foreign(format!("it is {}", kind_of(meta.file_type())))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_err(source)),
+    }
+    // No symlink is followed and nothing blocks, even if the file was swapped since.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.file_type().is_file() {
+        return Err(foreign(format!("it is {}", kind_of(meta.file_type()))));
+    }
+    if meta.len() > MAX_STATE {
+        return Err(foreign(format!(
+            "{} bytes; ha's is far below {MAX_STATE}",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    (&mut file)
+        .take(MAX_STATE)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
     parse(path, &text).map(Some)
 }
 
 /// The state in `text` (read from `path`, which errors name).
-pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, StateError> {
-    serde_json::from_str(text).map_err(|source| StateError::Parse {
+pub fn parse<T: DeserializeOwned + Keys>(path: &Path, text: &str) -> Result<T, StateError> {
+    let parse_err = |source| StateError::Parse {
         path: path.to_owned(),
         source,
-    })
+    };
+    // The keys first (their values unread): a file with others is not ha's.
+    let keys: BTreeMap<String, IgnoredAny> = match serde_json::from_str(text) {
+        Ok(keys) => keys,
+        Err(err) if err.is_data() => {
+            return Err(StateError::Foreign {
+                path: path.to_owned(),
+                why: "not a JSON object".to_owned(),
+            });
+        }
+        Err(err) => return Err(parse_err(err)),
+    };
+    if let Some(key) = keys.keys().find(|key| !T::KEYS.contains(&key.as_str())) {
+        return Err(StateError::Foreign {
+            path: path.to_owned(),
+            why: format!("it has the key `{key}`; ha's has {}", T::KEYS.join(", ")),
+        });
+    }
+    serde_json::from_str(text).map_err(parse_err)
 }
 
 /// Replaces the state at `path` with `value`, atomically.
@@ -61,22 +132,45 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(write_err)?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(write_err)?;
     let mut text =
         serde_json::to_vec_pretty(value).map_err(|err| write_err(io::Error::other(err)))?;
     text.push(b'\n');
     let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
+    let mut file = create_fresh(&tmp).map_err(write_err)?;
     file.write_all(&text).map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
     std::fs::rename(&tmp, path).map_err(write_err)
 }
 
+/// Creates `path` as a new file, mode 0600. Whatever is at that name (a temporary
+/// file left by a crash, or a symlink someone planted) is unlinked first, never
+/// opened: `O_EXCL` refuses to follow a symlink that appears in between.
+fn create_fresh(path: &Path) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
+
+    impl Keys for BTreeMap<String, String> {
+        const KEYS: &'static [&'static str] = &["192.168.1.64/27"];
+    }
 
     #[test]
     fn missing_is_none_and_saved_state_round_trips() {
@@ -94,5 +188,26 @@ mod tests {
         let err = load::<BTreeMap<String, String>>(&path).expect_err("corrupt file");
         assert!(err.to_string().contains("is not valid"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A symlink planted at the temporary file's name is never written through: its
+    /// target keeps its contents, and the state is saved all the same.
+    #[test]
+    fn a_symlink_at_the_temporary_file_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("ha-state-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("state.json");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").expect("victim");
+        std::os::unix::fs::symlink(&victim, path.with_extension("json.tmp")).expect("symlink");
+        let value = BTreeMap::from([("a".to_owned(), "b".to_owned())]);
+        let saved = save(&path, &value);
+        let victim_after = std::fs::read_to_string(&victim).expect("victim");
+        let state_after = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(victim_after, "precious\n", "written through the symlink");
+        saved.expect("saved beside the symlink");
+        let state_after = state_after.expect("the state file");
+        assert!(state_after.contains("\"a\": \"b\""), "{state_after}");
     }
 }

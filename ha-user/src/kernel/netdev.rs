@@ -1,15 +1,23 @@
-//! Interfaces, through rtnetlink: index, MAC, MTU and kind by name.
+//! Interfaces, through rtnetlink: index, MAC, MTU and kind by name; IPv4 addresses.
 //!
 //! The fast path runs only on interfaces that carry untagged Ethernet: a VLAN
 //! sub-interface (link kind `vlan`, 802.1Q or 802.1ad) is refused ([`refuse_vlan`])
 //! before anything changes. XDP on a VLAN device runs only in generic mode, and the
 //! frames the parent receives are tagged, which the fast path passes to the kernel.
 
+use std::net::IpAddr;
+
 use futures::TryStreamExt as _;
+use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle,
-    packet_route::link::{
-        InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, VlanProtocol,
+    packet_route::{
+        AddressFamily,
+        address::AddressAttribute,
+        link::{
+            InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo, LinkMessage, LinkXdp,
+            VlanProtocol,
+        },
     },
 };
 
@@ -226,6 +234,53 @@ pub async fn name_of(handle: &Handle, index: u32) -> Result<Option<String>, Netd
             name: format!("#{index}"),
             source,
         }),
+    }
+}
+
+/// The IPv4 addresses of interface `index` (named `name` in errors), each with its
+/// subnet.
+pub async fn ipv4_addresses(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+) -> Result<Vec<Ipv4Net>, NetdevError> {
+    let mut messages = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut addresses = Vec::new();
+    loop {
+        let message = match messages.try_next().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(addresses),
+            Err(source) => {
+                return Err(NetdevError::Netlink {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        };
+        if message.header.family != AddressFamily::Inet || message.header.index != index {
+            continue;
+        }
+        // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on a
+        // point-to-point link).
+        let local = message.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Local(IpAddr::V4(addr)) => Some(*addr),
+            _ => None,
+        });
+        let address = local.or_else(|| {
+            message.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(IpAddr::V4(addr)) => Some(*addr),
+                _ => None,
+            })
+        });
+        if let Some(address) = address
+            && let Ok(net) = Ipv4Net::new(address, message.header.prefix_len)
+        {
+            addresses.push(net);
+        }
     }
 }
 

@@ -98,6 +98,8 @@ pub enum ErrorKind {
     Datapath,
     /// The controller is stopping.
     ShuttingDown,
+    /// Too many connections of that kind are open (event streams): try later.
+    Busy,
     /// A fault of the controller itself (a bug): the message says what.
     Internal,
 }

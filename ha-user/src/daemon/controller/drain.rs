@@ -57,6 +57,11 @@ pub struct SavedState {
     pub draining: BTreeMap<String, SavedDrain>,
 }
 
+impl state::Keys for SavedState {
+    /// [`AdminState`]'s keys and `draining`.
+    const KEYS: &'static [&'static str] = &["pins", "drained", "draining"];
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SavedDrain {
@@ -299,5 +304,33 @@ impl Controller {
         if !done.is_empty() {
             self.save_state();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `state_file` naming another program's JSON file is refused when read (at
+    /// start-up, before any admin command could overwrite it), naming the file, and
+    /// the file is left as it was.
+    #[test]
+    fn another_programs_json_file_is_refused_and_left_alone() {
+        let dir = std::env::temp_dir().join(format!("ha-state-foreign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("other.json");
+        let theirs = "{\"name\": \"other\", \"version\": 3}\n";
+        std::fs::write(&path, theirs).expect("their file");
+        let loaded = state::load::<SavedState>(&path);
+        let after = std::fs::read_to_string(&path).expect("their file");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(after, theirs, "their file changed");
+        let err = loaded.expect_err("another program's file is not ha's state");
+        let message = err.to_string();
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains("is not an ha state file"),
+            "{message}"
+        );
     }
 }

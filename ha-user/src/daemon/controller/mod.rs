@@ -19,6 +19,7 @@ mod vip;
 
 pub use affinity::Affinity;
 pub use apply::{Steering, steering_of};
+pub use drain::SavedState;
 pub use lan::LanState;
 pub use requests::{RequestError, decide as decide_request};
 

@@ -8,8 +8,8 @@ use tracing::{info, warn};
 
 use super::Controller;
 use crate::{
-    config::{Config, ConfigError},
-    kernel::neigh,
+    config::{Config, ConfigError, Router},
+    kernel::{neigh, netdev},
 };
 
 /// Why a reload changed nothing.
@@ -36,7 +36,7 @@ impl Controller {
     pub(super) async fn on_reload(&mut self) -> Result<Reloaded, ReloadRefused> {
         let result = match self.config_path.clone() {
             None => Err(ReloadRefused::NoFile),
-            Some(path) => match Config::load(&path) {
+            Some(path) => match Config::load_on(&path, Some(&self.router().await)) {
                 Err(err) => Err(err.into()),
                 Ok(new) => match self.check_reload(&new) {
                     Err(refused) => Err(refused),
@@ -53,6 +53,23 @@ impl Controller {
             Ok(_) => {}
         }
         result
+    }
+
+    /// The router's own addresses on the LAN now (none if they cannot be read: the
+    /// reload is then checked without them, and says so).
+    async fn router(&self) -> Router {
+        let addresses =
+            match netdev::ipv4_addresses(&self.netlink, self.lan.index, &self.lan.name).await {
+                Ok(addresses) => addresses,
+                Err(err) => {
+                    warn!("reload: the LAN's addresses are not checked: {err}");
+                    Vec::new()
+                }
+            };
+        Router {
+            iface: self.lan.name.clone(),
+            addresses,
+        }
     }
 
     /// The settings a running controller cannot change.

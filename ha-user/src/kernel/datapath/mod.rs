@@ -9,6 +9,7 @@
 pub mod attach_error;
 pub mod layout;
 pub mod learn;
+pub mod pin_dir;
 pub mod undo;
 
 use std::{
@@ -51,6 +52,17 @@ pub enum DatapathError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error(
+        "{} {why}: whoever controls it can unlink or rename the pins under {}; remove it \
+         or choose another `pin_dir`",
+        path.display(),
+        pin_dir.display()
+    )]
+    PinDirUnsafe {
+        path: PathBuf,
+        pin_dir: PathBuf,
+        why: String,
     },
     #[error("no ha data path is pinned at {} (is `ha-user run` up?)", path.display())]
     NotPinned { path: PathBuf },
@@ -324,10 +336,7 @@ impl Loaded {
     /// contents survive), missing ones are created and pinned.
     pub fn load(pin_dir: &Path, log_packets: bool) -> Result<Loaded, DatapathError> {
         ensure_bpffs(pin_dir.parent().unwrap_or(pin_dir))?;
-        std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
-            path: pin_dir.to_owned(),
-            source,
-        })?;
+        pin_dir::create(pin_dir)?;
         ensure_bpffs(pin_dir)?;
         layout::check_pinned(pin_dir)?;
         let pin_paths: Vec<(&str, PathBuf)> = PINNED_MAPS
