@@ -217,14 +217,31 @@ impl Pacer {
         }
     }
 
+    /// The next connection `accept` gives. A failure (no descriptors, say) is logged
+    /// and waited out ([`Pacer::failed`]), never spun on.
+    pub async fn next<S, F>(&mut self, mut accept: impl FnMut() -> F) -> S
+    where
+        F: Future<Output = io::Result<S>>,
+    {
+        loop {
+            match accept().await {
+                Ok(accepted) => {
+                    self.accepted();
+                    return accepted;
+                }
+                Err(err) => tokio::time::sleep(self.failed(&err)).await,
+            }
+        }
+    }
+
     /// An accept succeeded: the next failure pauses briefly again.
-    pub fn accepted(&mut self) {
+    fn accepted(&mut self) {
         self.pause = Duration::ZERO;
     }
 
     /// An accept failed with `err`: logs (at most once per [`LOG_EVERY`]) and
     /// returns the pause to wait before the next accept.
-    pub fn failed(&mut self, err: &io::Error) -> Duration {
+    fn failed(&mut self, err: &io::Error) -> Duration {
         self.failures += 1;
         let now = Instant::now();
         if self

@@ -304,16 +304,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
     let bound = Bound::new(CONNECTIONS.0, CONNECTIONS.1);
     let mut pacer = Pacer::new("the metrics endpoint");
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                pacer.accepted();
-                stream
-            }
-            Err(err) => {
-                tokio::time::sleep(pacer.failed(&err)).await;
-                continue;
-            }
-        };
+        let (mut stream, _) = pacer.next(|| listener.accept()).await;
         let mut slot = bound.admit().await;
         let metrics = metrics.clone();
         tokio::spawn(async move {

@@ -213,16 +213,7 @@ pub async fn serve_within(listener: UnixListener, served: Served, limits: Limits
     };
     let mut pacer = Pacer::new("the control socket");
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                pacer.accepted();
-                stream
-            }
-            Err(err) => {
-                tokio::time::sleep(pacer.failed(&err)).await;
-                continue;
-            }
-        };
+        let (stream, _) = pacer.next(|| listener.accept()).await;
         let slot = shared.bound.admit().await;
         let shared = shared.clone();
         tokio::spawn(async move {
