@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use std::{path::Path, sync::LazyLock};
+use std::path::Path;
 
 use clap::ValueEnum as _;
 use ha_user::{
@@ -13,12 +13,6 @@ use ha_user::{
     policy::Policy,
 };
 use libfuzzer_sys::fuzz_target;
-
-/// The classic four-server configuration, parsed once.
-static CLASSIC: LazyLock<Config> = LazyLock::new(|| {
-    let text = include_str!("../../ha-user/tests/golden/classic.toml");
-    Config::parse(Path::new("classic.toml"), text).expect("classic.toml is valid")
-});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -47,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let now = tokio::time::Instant::now();
     let mut policy = Policy::new(&config);
     let _ = policy.tick(now);
-    let mut reloaded = Policy::new(&CLASSIC);
+    let mut reloaded = Policy::new(ha_fuzz::classic());
     let _ = reloaded.reconfigure(&config, now);
     for format in plan::Format::value_variants() {
         let _ = plan::render(&config, *format);

@@ -6,10 +6,9 @@
 
 #![no_main]
 
-use std::{path::Path, sync::LazyLock, time::Duration};
+use std::{path::Path, time::Duration};
 
 use ha_user::{
-    config::Config,
     daemon::{
         SavedState, decide_request,
         server::{Decoded, decode_request},
@@ -20,17 +19,11 @@ use ha_user::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// The classic four-server configuration, parsed once.
-static CLASSIC: LazyLock<Config> = LazyLock::new(|| {
-    let text = include_str!("../../ha-user/tests/golden/classic.toml");
-    Config::parse(Path::new("classic.toml"), text).expect("classic.toml is valid")
-});
-
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let config = &*CLASSIC;
+    let config = ha_fuzz::classic();
     let mut policy = Policy::new(config);
     let now = tokio::time::Instant::now();
     for line in text.split_inclusive('\n') {

@@ -4,20 +4,13 @@
 
 #![no_main]
 
-use std::{path::Path, sync::LazyLock};
+use std::path::Path;
 
 use ha_user::{
-    config::Config,
     daemon::{SavedState, state},
     policy::{AdminState, Policy},
 };
 use libfuzzer_sys::fuzz_target;
-
-/// The classic four-server configuration, parsed once.
-static CLASSIC: LazyLock<Config> = LazyLock::new(|| {
-    let text = include_str!("../../ha-user/tests/golden/classic.toml");
-    Config::parse(Path::new("classic.toml"), text).expect("classic.toml is valid")
-});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -31,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             }
         };
-    let config = &*CLASSIC;
+    let config = ha_fuzz::classic();
     let now = tokio::time::Instant::now();
     let mut policy = Policy::new(config);
     let applied = policy.restore(saved, now);
