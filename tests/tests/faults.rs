@@ -57,16 +57,8 @@ fn spec(prefix: &str) -> LabSpec {
 /// to the server, and a client that obeyed would bypass the router from then on.
 fn build_lab(spec: LabSpec) -> Lab {
     let lab = build(spec);
-    lab.exec_ok(
-        Node::LanClient,
-        &[
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.all.accept_redirects=0",
-            "net.ipv4.conf.eth0.accept_redirects=0",
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.ignore_icmp_redirects(Node::LanClient)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     lab
 }
 

@@ -13,6 +13,23 @@ use anyhow::{Context as _, bail, ensure};
 use super::{Capture, Lab, Node, Proc, RawSender, StreamReport, describe_status, ns};
 
 impl Lab {
+    /// Makes `node` ignore ICMP redirects. While the kernel forwards a LAN client's
+    /// datagrams (the fast path not steering yet), the router redirects it to the
+    /// server on the same link; a client that obeyed would bypass the router from
+    /// then on, and what the router does to its flow would no longer be measured.
+    pub fn ignore_icmp_redirects(&self, node: Node) -> anyhow::Result<()> {
+        self.exec_ok(
+            node,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.accept_redirects=0",
+                "net.ipv4.conf.eth0.accept_redirects=0",
+            ],
+        )
+        .map(drop)
+    }
+
     /// A UDP socket bound to an ephemeral port in `node`'s namespace (it stays there,
     /// whichever thread uses it).
     pub fn udp_socket(&self, node: Node) -> anyhow::Result<UdpSocket> {

@@ -55,16 +55,8 @@ pub fn kernel_lab(prefix: &str) -> Lab {
     let mut spec = common::spec(prefix, XdpMode::Native);
     spec.start_controller = false;
     let lab = common::build(spec);
-    lab.exec_ok(
-        Node::LanClient,
-        &[
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.all.accept_redirects=0",
-            "net.ipv4.conf.eth0.accept_redirects=0",
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.ignore_icmp_redirects(Node::LanClient)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     lab
 }
 
