@@ -67,7 +67,7 @@ pub struct Population {
     vip: Ipv4Addr,
     size: usize,
     period: Duration,
-    conversations: Vec<(Node, Conversation)>,
+    conversations: Vec<Conversation>,
 }
 
 impl Population {
@@ -93,7 +93,7 @@ impl Population {
     /// the VIP's owner of now, and lets them exchange for [`SETTLE`]: before an event,
     /// the population is whole and held by the host the event takes the prefix from.
     pub fn renew(&mut self, lab: &Lab) -> anyhow::Result<()> {
-        for (_, conversation) in &self.conversations {
+        for conversation in &self.conversations {
             conversation.stop();
         }
         self.conversations.clear();
@@ -104,7 +104,7 @@ impl Population {
                 Node::WanClient
             };
             let conversation = lab.converse_tcp(node, self.vip, self.period)?;
-            self.conversations.push((node, conversation));
+            self.conversations.push(conversation);
         }
         std::thread::sleep(SETTLE);
         Ok(())
@@ -116,7 +116,7 @@ impl Population {
             before: self
                 .conversations
                 .iter()
-                .map(|(_, c)| Some(c.record()).filter(Record::alive))
+                .map(|c| Some(c.record()).filter(Record::alive))
                 .collect(),
         }
     }
@@ -125,7 +125,7 @@ impl Population {
     /// once, by the worst that happened to it.
     pub fn since(&self, mark: &Mark) -> Fate {
         let mut fate = Fate::default();
-        for ((_, conversation), before) in self.conversations.iter().zip(&mark.before) {
+        for (conversation, before) in self.conversations.iter().zip(&mark.before) {
             let Some(before) = before else { continue };
             let now = conversation.record();
             fate.connections += 1;
@@ -146,23 +146,11 @@ impl Population {
         self.conversations
             .iter()
             .zip(&mark.before)
-            .filter_map(|((_, conversation), before)| {
+            .filter_map(|(conversation, before)| {
                 let before = before.as_ref()?;
                 let now = conversation.record();
                 (!now.alive() || now.stalls > before.stalls).then_some(now)
             })
             .collect()
-    }
-
-    /// The hosts answering the population's connections now (their last answers).
-    pub fn hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self
-            .conversations
-            .iter()
-            .filter_map(|(_, c)| c.record().answers.last().map(|(_, host)| host.clone()))
-            .collect();
-        hosts.sort();
-        hosts.dedup();
-        hosts
     }
 }
