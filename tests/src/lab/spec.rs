@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use ha_user::model::VipCheck;
 pub use ha_user::model::XdpMode;
 use ipnet::Ipv4Net;
 
@@ -268,6 +269,31 @@ pub struct ConfigPaths {
     pub state_file: PathBuf,
 }
 
+/// The `[vip_check]` table: none at scale 1 (the controller's defaults), else the
+/// defaults' times × `scale`, as [`HealthSpec::default`] stretches the host checks
+/// (a VIP probe's 50 ms timeout would otherwise stay that of a fast machine).
+fn vip_check_table(scale: u32) -> String {
+    if scale <= 1 {
+        return String::new();
+    }
+    let scale = u64::from(scale);
+    let VipCheck {
+        interval_ms,
+        sweep_ms,
+        timeout_ms,
+        ..
+    } = VipCheck::default();
+    format!(
+        "\n[vip_check]\n\
+         interval_ms = {}\n\
+         sweep_ms = {}\n\
+         timeout_ms = {}\n",
+        interval_ms * scale,
+        sweep_ms * scale,
+        timeout_ms * scale,
+    )
+}
+
 /// The controller configuration of the lab network: LAN `eth1`, ingress `eth0`, the
 /// four hosts without MACs (learned from the neighbour table), HTTP checks on port 80.
 pub fn render_config(
@@ -304,6 +330,7 @@ pub fn render_config(
         paths.control_socket.display(),
         paths.state_file.display(),
     );
+    text.push_str(&vip_check_table(time_scale()));
     for host in HOSTS {
         let address = host_address(host).unwrap_or(Ipv4Addr::UNSPECIFIED);
         let _ = write!(
@@ -323,4 +350,41 @@ pub fn render_config(
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ha_user::config::Config;
+
+    use super::*;
+
+    fn config_at(scale: u32) -> Config {
+        let paths = ConfigPaths {
+            pin_dir: "/sys/fs/bpf/ha-spec-test".into(),
+            control_socket: "/run/ha-spec-test.sock".into(),
+            state_file: "/var/lib/ha-spec-test.json".into(),
+        };
+        let health = HealthSpec::default();
+        let prefixes = [PrefixSpec {
+            cidr: net("192.168.1.32/27"),
+            owner: "host1".into(),
+            backups: None,
+        }];
+        let text =
+            render_config(XdpMode::Skb, &paths, &health, &prefixes) + &vip_check_table(scale);
+        Config::parse(Path::new("lab.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn vip_checks_stretch_with_the_time_scale() {
+        let plain = config_at(1).vip_check;
+        assert_eq!(plain, VipCheck::default());
+        let stretched = config_at(10).vip_check;
+        assert_eq!(stretched.timeout_ms, plain.timeout_ms * 10);
+        assert_eq!(stretched.interval_ms, plain.interval_ms * 10);
+        assert_eq!(stretched.sweep_ms, plain.sweep_ms * 10);
+        assert_eq!(stretched.max_rate, plain.max_rate);
+    }
 }
