@@ -161,7 +161,8 @@ const BACKUP: &str = "host1";
 /// [`BROKEN`]; `fault` hits its owner mid-stream. The prefix moves to the backup and
 /// the stream's outage (last answer by the owner → first by the backup) stays within
 /// the configured detection time plus [`MARGIN`]; the kernel route follows. After the
-/// repair the prefix returns, not before the failback delay.
+/// repair the prefix returns, not before the failback delay. The give-up waits are
+/// × `HA_LAB_TIME_SCALE`, like the timers they wait for.
 fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
     if !require_root(prefix) {
         return;
@@ -181,7 +182,12 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
     lab.inject(BROKEN_OWNER, fault)
         .unwrap_or_else(|e| panic!("{fault}: {e:#}"));
     let change = lab
-        .wait_for_owner(broken, Some(BACKUP), mark, Duration::from_secs(3))
+        .wait_for_owner(
+            broken,
+            Some(BACKUP),
+            mark,
+            Duration::from_secs(3) * time_scale(),
+        )
         .unwrap_or_else(|e| panic!("{fault}: {e:#}"));
     let seen_in_log = injected.elapsed();
     let report: StreamReport = stream.wait().expect("ha-stream");
@@ -235,7 +241,12 @@ fn failover(prefix: &str, mode: XdpMode, fault: Fault) {
     lab.repair(BROKEN_OWNER, fault)
         .unwrap_or_else(|e| panic!("repairing {fault}: {e:#}"));
     let back = lab
-        .wait_for_owner(broken, Some(BROKEN_OWNER), mark, Duration::from_secs(5))
+        .wait_for_owner(
+            broken,
+            Some(BROKEN_OWNER),
+            mark,
+            Duration::from_secs(5) * time_scale(),
+        )
         .unwrap_or_else(|e| panic!("after repairing {fault}: {e:#}"));
     let took = repaired.elapsed();
     let delay = Duration::from_millis(lab.spec().health.failback_delay_ms);
