@@ -295,8 +295,21 @@ fn vip_check_table(scale: u32) -> String {
 }
 
 /// The controller configuration of the lab network: LAN `eth1`, ingress `eth0`, the
-/// four hosts without MACs (learned from the neighbour table), HTTP checks on port 80.
+/// four hosts without MACs (learned from the neighbour table), HTTP checks on port 80,
+/// VIP checks stretched by [`time_scale`].
 pub fn render_config(
+    xdp_mode: XdpMode,
+    paths: &ConfigPaths,
+    health: &HealthSpec,
+    prefixes: &[PrefixSpec],
+) -> String {
+    render_config_at(time_scale(), xdp_mode, paths, health, prefixes)
+}
+
+/// [`render_config`] with the VIP checks stretched by `scale` (the host checks come
+/// stretched in `health`).
+fn render_config_at(
+    scale: u32,
     xdp_mode: XdpMode,
     paths: &ConfigPaths,
     health: &HealthSpec,
@@ -330,7 +343,7 @@ pub fn render_config(
         paths.control_socket.display(),
         paths.state_file.display(),
     );
-    text.push_str(&vip_check_table(time_scale()));
+    text.push_str(&vip_check_table(scale));
     for host in HOSTS {
         let address = host_address(host).unwrap_or(Ipv4Addr::UNSPECIFIED);
         let _ = write!(
@@ -372,8 +385,7 @@ mod tests {
             owner: "host1".into(),
             backups: None,
         }];
-        let text =
-            render_config(XdpMode::Skb, &paths, &health, &prefixes) + &vip_check_table(scale);
+        let text = render_config_at(scale, XdpMode::Skb, &paths, &health, &prefixes);
         Config::parse(Path::new("lab.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
     }
 
