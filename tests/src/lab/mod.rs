@@ -533,7 +533,11 @@ impl Lab {
         let mut parsed = BTreeMap::new();
         for route in routes {
             let dst = route["dst"].as_str().context("route without dst")?;
-            let prefix: Ipv4Net = dst.parse().with_context(|| format!("route to {dst}"))?;
+            // `ip` prints a /32 as a bare address.
+            let prefix: Ipv4Net = match dst.parse::<Ipv4Addr>() {
+                Ok(address) => Ipv4Net::from(address),
+                Err(_) => dst.parse().with_context(|| format!("route to {dst}"))?,
+            };
             let gateway = route["gateway"]
                 .as_str()
                 .with_context(|| format!("route to {dst} has no gateway: {route}"))?;
