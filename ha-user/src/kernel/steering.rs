@@ -93,6 +93,10 @@ pub fn write_prefix(
 pub fn remove_prefix(maps: &mut Maps, prefix: Ipv4Net) -> Result<(), SteeringError> {
     match maps.prefixes.remove(&Maps::prefix_key(prefix)) {
         Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        // aya reports a delete of a missing key as the syscall's ENOENT.
+        Err(MapError::SyscallError(err)) if err.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
         Err(source) => Err(SteeringError::Write {
             what: format!("prefix {prefix}"),
             source,
