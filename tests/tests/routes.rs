@@ -189,7 +189,7 @@ fn routes_left_by_a_kill_during_a_reload_are_removed_by_the_next_start() {
     let started = Instant::now();
     let partway = loop {
         let count = route_count(&lab) - base;
-        if count >= LARGE / 20 {
+        if count >= LARGE / 4 {
             lab.kill_controller().expect("SIGKILL");
             break count;
         }
@@ -229,6 +229,12 @@ fn routes_left_by_a_kill_during_a_reload_are_removed_by_the_next_start() {
         "the next start removed {} of {left} stale routes; serving {took:?} after it was started",
         left - remaining.len()
     );
+    // The controller's own figures, for people.
+    for line in lab.controller_log().lines() {
+        if line.contains("does not name removed") {
+            eprintln!("{line}");
+        }
+    }
     assert!(
         remaining.is_empty(),
         "{} proto 165 routes the configuration does not name survived the start (first: {:?})\ncontroller log:\n{}",

@@ -34,6 +34,7 @@ use super::{
     lock::{DataPath, Lock},
     metrics::{self, Metrics},
     rollback::{Rollback, Step, Undo},
+    route_record::Recorder,
     server::{self, Command},
     state,
 };
@@ -85,8 +86,10 @@ pub(super) async fn boot(options: Options, events: &EventBus) -> anyhow::Result<
     let (checked, lock) = check(options, &handle, events).await?;
     let mut rollback = Rollback::new(handle.clone())?;
     match start(checked, &handle, events, &mut rollback).await {
-        Ok(started) => {
+        Ok(mut started) => {
             rollback.disarm();
+            // Not part of the undo: what a kill or an earlier configuration left.
+            started.controller.remove_unnamed_routes().await;
             Ok(started.with(lock))
         }
         Err(err) => {
@@ -110,6 +113,8 @@ struct Checked {
     metrics: Option<TcpListener>,
     /// What happens to the kernel route of every configured prefix.
     routes: AdoptPlan,
+    /// The routes ha may have installed through the LAN.
+    record: Recorder,
     /// The router's forwarding, as the fast path must respect it (firewall,
     /// reverse-path filter, policy routing, ...).
     forwarding: Facts,
@@ -177,6 +182,8 @@ async fn check(
         ingress: &config.ingress,
     })?;
     check_interfaces(handle, &config, &lan, &ingress).await?;
+    // A record that is not ha's is refused before anything changes.
+    let record = Recorder::open(&lan.name)?;
     // Pins of another version are refused before anything changes (--reset drops them).
     if !reset {
         layout::check_pinned(&config.pin_dir)?;
@@ -211,6 +218,7 @@ async fn check(
         reset,
         metrics,
         routes,
+        record,
         forwarding,
     };
     Ok((checked, lock))
@@ -298,6 +306,7 @@ async fn start(
         reset,
         metrics: metrics_listener,
         routes: route_plan,
+        mut record,
         forwarding,
     } = checked;
 
@@ -312,6 +321,10 @@ async fn start(
         .await
         .context("reading the kernel routes before changing them")?;
     rollback.record(Undo::Routes(snapshot));
+    // Before any route is added: a kill from here on leaves them recorded.
+    record
+        .cover(config.prefixes.iter().map(|p| p.cidr))
+        .context("recording the routes about to be installed")?;
     let routes_left = adopt_routes(handle, route_plan, lan.index, events).await?;
     rollback.passed(Step::Routes)?;
 
@@ -367,6 +380,7 @@ async fn start(
         xdp_mode: mode,
         log_packets,
         route_retry: None,
+        route_record: record,
         ingress,
         maps,
         policy,

@@ -173,7 +173,7 @@ fn path_name(kind: &str, path: &Path) -> String {
 }
 
 /// This process's network namespace, as its inode number (0 if unknown).
-fn netns_id() -> u64 {
+pub fn netns_id() -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata("/proc/self/ns/net").map_or(0, |meta| meta.ino())
 }

@@ -16,6 +16,7 @@ pub mod events;
 pub mod lock;
 pub mod metrics;
 pub mod rollback;
+pub mod route_record;
 pub mod server;
 pub mod state;
 

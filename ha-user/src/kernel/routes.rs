@@ -41,6 +41,11 @@
 //!     interface's MTU and cannot honour a route's own, and `ha`'s routes carry none.
 //! - [`adopt_all`] ([`plan_all`]) decides about every prefix before it changes any
 //!   route: one refused prefix stops the start-up with the routing table untouched.
+//!   A reload decides about every prefix of the new file with [`plan_all`] too: one
+//!   refused prefix refuses the whole reload.
+//! - A prefix that left the configuration loses its route through [`remove_ours`],
+//!   only while that route is still ours through the LAN (`ha` records the prefixes
+//!   whose routes it may have installed: `daemon::route_record`).
 //!   - routes for the same destination with another metric, a TOS or in another
 //!     table are never touched (the metric-0 route wins over other metrics).
 //! - Ownership changes use [`replace`]; a prefix leaving the configuration uses
@@ -133,7 +138,7 @@ pub enum RouteError {
     #[error(
         "will not take over the kernel route for {prefix} ({existing}): it is {reason}; \
          check the prefix in the configuration, or replace the route yourself \
-         (`ip route replace {prefix} via OWNER dev LAN`) and start again"
+         (`ip route replace {prefix} via OWNER dev LAN`) and start or reload again"
     )]
     Foreign {
         prefix: Ipv4Net,
@@ -145,7 +150,7 @@ pub enum RouteError {
          which the fast path cannot honour (it sends whatever fits the LAN interface's \
          MTU, and ha's routes carry no MTU of their own); remove the attribute \
          (`ip route replace {prefix} via GATEWAY dev LAN` without it) or set the MTU \
-         on the interface instead (`ip link set LAN mtu N`), and start again",
+         on the interface instead (`ip link set LAN mtu N`), and start or reload again",
         attributes.join(" and ")
     )]
     SizeAttribute {
@@ -222,6 +227,54 @@ pub async fn remove(handle: &Handle, prefix: Ipv4Net) -> Result<bool, RouteError
         Ok(()) => Ok(true),
         // ESRCH: no route of ours with that destination.
         Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => Ok(false),
+        Err(source) => Err(RouteError::Remove { prefix, source }),
+    }
+}
+
+/// Removes `ha`'s route of each of `prefixes` that still looks like one: main
+/// table, metric 0, protocol [`ROUTE_PROTO`], through `oif` (up to [`IN_FLIGHT`]
+/// at a time). A prefix whose route is someone else's, goes through another
+/// interface or is gone is left alone and not reported. Returns, for each route of
+/// ours, its prefix, its gateway and whether it could be removed.
+pub async fn remove_ours(
+    handle: &Handle,
+    prefixes: impl IntoIterator<Item = Ipv4Net>,
+    oif: u32,
+) -> Result<Vec<(Ipv4Net, Ipv4Addr, Result<(), RouteError>)>, RouteError> {
+    let ours = our_routes(handle, oif).await?;
+    let targets: Vec<(Ipv4Net, Ipv4Addr)> = prefixes
+        .into_iter()
+        .filter_map(|prefix| Some((prefix, *ours.get(&prefix)?)))
+        .collect();
+    Ok(futures::stream::iter(targets)
+        .map(|(prefix, gateway)| async move {
+            let removed = remove_through(handle, prefix, gateway, oif).await;
+            (prefix, gateway, removed)
+        })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await)
+}
+
+/// Removes the main-table, metric-0 route `prefix via gateway dev oif proto 165`:
+/// the kernel matches every one of those, so a route someone changed meanwhile
+/// stays. A route already gone is not an error.
+async fn remove_through(
+    handle: &Handle,
+    prefix: Ipv4Net,
+    gateway: Ipv4Addr,
+    oif: u32,
+) -> Result<(), RouteError> {
+    check_prefix(prefix)?;
+    let message = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(prefix.network(), prefix.prefix_len())
+        .gateway(gateway)
+        .output_interface(oif)
+        .protocol(RouteProtocol::from(ROUTE_PROTO))
+        .build();
+    match handle.route().del(message).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => Ok(()),
         Err(source) => Err(RouteError::Remove { prefix, source }),
     }
 }

@@ -709,6 +709,22 @@ impl Drop for Lab {
             }
         }
         self.pass = None;
+        // The controller's record of its routes dies with the router's namespace
+        // (a later namespace could be given the same inode).
+        if let Ok(meta) = std::fs::metadata(ns::path(&self.ns(Node::Router))) {
+            use std::os::unix::fs::MetadataExt as _;
+            let record = ha_user::daemon::route_record::path_in(
+                Path::new(ha_user::daemon::lock::LOCK_DIR),
+                meta.ino(),
+                "eth1",
+            );
+            match std::fs::remove_file(&record) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    problems.push(format!("removing {}: {err}", record.display()));
+                }
+                _ => {}
+            }
+        }
         // Each guard deletes its namespace, warning if it cannot.
         self.namespaces.drain(..).rev().for_each(drop);
         if std::thread::panicking() {

@@ -14,7 +14,7 @@
 //! [`affinity`](super::affinity)); a prefix without one (every candidate down) has no
 //! map entry and its route points at its configured owner.
 
-use std::{net::Ipv4Addr, time::SystemTime};
+use std::{collections::HashSet, net::Ipv4Addr, time::SystemTime};
 
 use anyhow::Context as _;
 use ha_common::PrefixEntry;
@@ -186,6 +186,61 @@ impl Controller {
         let replaced = routes::agree_all(&self.netlink, &wanted, self.lan.index, &current).await?;
         debug!(replaced, "kernel routes re-pointed");
         Ok(())
+    }
+
+    /// Removes the recorded routes the configuration does not name (a kill during a
+    /// reload, a prefix that left the configuration), those that still look like
+    /// ours (protocol 165, through the LAN), and trims the record to the configured
+    /// prefixes and the routes that could not be removed (tried again next time).
+    pub(in crate::daemon) async fn remove_unnamed_routes(&mut self) {
+        let configured: HashSet<Ipv4Net> = self.config.prefixes.iter().map(|p| p.cidr).collect();
+        let unnamed: Vec<Ipv4Net> = self
+            .route_record
+            .prefixes()
+            .iter()
+            .filter(|prefix| !configured.contains(prefix))
+            .copied()
+            .collect();
+        if unnamed.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let results =
+            match routes::remove_ours(&self.netlink, unnamed.iter().copied(), self.lan.index).await
+            {
+                Ok(results) => results,
+                Err(err) => {
+                    return warn!(
+                        "the recorded routes the configuration does not name stay for now: {err:#}"
+                    );
+                }
+            };
+        let mut failed = HashSet::new();
+        let mut removed = 0;
+        for (prefix, _, result) in results {
+            match result {
+                Ok(()) => removed += 1,
+                Err(err) => {
+                    warn!("{err:#}");
+                    failed.insert(prefix);
+                }
+            }
+        }
+        if removed > 0 {
+            info!(
+                removed,
+                recorded = unnamed.len(),
+                took_ms = ms(started.elapsed()),
+                record = %self.route_record.path().display(),
+                "routes of ha the configuration does not name removed"
+            );
+        }
+        if let Err(err) = self
+            .route_record
+            .trim(|prefix| configured.contains(prefix) || failed.contains(prefix))
+        {
+            warn!("{err:#}");
+        }
     }
 }
 

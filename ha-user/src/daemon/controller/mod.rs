@@ -40,6 +40,7 @@ use crate::{
     daemon::{
         events::EventBus,
         metrics::{Metrics, Names},
+        route_record::Recorder,
         server::Command,
     },
     health::{CheckEvent, HealthChecker, HealthEvent},
@@ -86,6 +87,9 @@ pub struct Controller {
     pub(super) log_packets: bool,
     /// When to try again to put back kernel routes a write failed for.
     pub(super) route_retry: Option<Instant>,
+    /// The routes ha may have installed: covered before routes are added, trimmed
+    /// after they are removed ([`crate::daemon::route_record`]).
+    pub(super) route_record: Recorder,
     pub(super) ingress: Vec<Interface>,
     pub(super) maps: Maps,
     pub(super) policy: Policy,

@@ -9,7 +9,11 @@ use tracing::{info, warn};
 use super::Controller;
 use crate::{
     config::{Config, ConfigError, Router},
-    kernel::{neigh, netdev},
+    daemon::state::StateError,
+    kernel::{
+        neigh, netdev,
+        routes::{self, RouteError},
+    },
 };
 
 /// Why a reload changed nothing.
@@ -21,6 +25,12 @@ pub enum ReloadRefused {
     Invalid(#[from] ConfigError),
     #[error("`{0}` cannot change while running; restart ha-user")]
     Fixed(&'static str),
+    /// A kernel route of a prefix is one start-up would refuse to take over too.
+    #[error("{0}")]
+    Routes(RouteError),
+    /// The record of the routes could not be written, so none is added.
+    #[error("{0}")]
+    Record(StateError),
 }
 
 /// What a reload changed.
@@ -40,7 +50,10 @@ impl Controller {
                 Err(err) => Err(err.into()),
                 Ok(new) => match self.check_reload(&new) {
                     Err(refused) => Err(refused),
-                    Ok(()) => Ok(self.reconfigure(new).await),
+                    Ok(()) => match self.check_routes(&new).await {
+                        Err(refused) => Err(refused),
+                        Ok(()) => Ok(self.reconfigure(new).await),
+                    },
                 },
             },
         };
@@ -108,6 +121,24 @@ impl Controller {
         Ok(())
     }
 
+    /// Decides about the kernel route of every prefix of `new` by start-up's own
+    /// rule ([`routes::plan_all`]: a blackhole, a device route without a gateway, a
+    /// connected subnet, a route with its own MTU are refused), before anything
+    /// changes; then records them all, before any route is added.
+    async fn check_routes(&mut self, new: &Config) -> Result<(), ReloadRefused> {
+        let wanted: Vec<_> = new
+            .prefixes
+            .iter()
+            .map(|p| (p.cidr, new.host(p.owner).address))
+            .collect();
+        routes::plan_all(&self.netlink, &wanted, self.lan.index)
+            .await
+            .map_err(ReloadRefused::Routes)?;
+        self.route_record
+            .cover(new.prefixes.iter().map(|p| p.cidr))
+            .map_err(ReloadRefused::Record)
+    }
+
     /// Applies a new, valid configuration: only the difference changes.
     async fn reconfigure(&mut self, new: Config) -> Reloaded {
         let now = Instant::now();
@@ -173,6 +204,9 @@ impl Controller {
             .collect();
         self.metrics.set_names(self.metric_names());
         self.apply(applied.changes, None, now).await;
+        // Prefixes that left the configuration without a map entry keep a route of
+        // ours until here.
+        self.remove_unnamed_routes().await;
         // The neighbour watch reports the answers.
         self.resolve_missing_macs().await;
         info!(
