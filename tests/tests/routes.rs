@@ -231,7 +231,7 @@ fn routes_left_by_a_kill_during_a_reload_are_removed_by_the_next_start() {
     );
     // The controller's own figures, for people.
     for line in lab.controller_log().lines() {
-        if line.contains("does not name removed") {
+        if line.contains("stale routes of ha removed") {
             eprintln!("{line}");
         }
     }

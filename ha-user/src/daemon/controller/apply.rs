@@ -232,7 +232,7 @@ impl Controller {
                 recorded = unnamed.len(),
                 took_ms = ms(started.elapsed()),
                 record = %self.route_record.path().display(),
-                "routes of ha the configuration does not name removed"
+                "stale routes of ha removed (recorded, not configured)"
             );
         }
         if let Err(err) = self
