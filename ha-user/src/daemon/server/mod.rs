@@ -79,6 +79,78 @@ pub enum SocketPathError {
         path.display()
     )]
     NotSocket { path: PathBuf, what: &'static str },
+    #[error(
+        "the control socket's directory {} {why}: another user could replace the socket \
+         under the controller; use a directory only root may write into",
+        dir.display()
+    )]
+    UnsafeDir { dir: PathBuf, why: String },
+}
+
+/// The sticky bit: in a sticky directory only a file's owner may unlink or rename it.
+const STICKY: u32 = 0o1000;
+
+/// Why the directory `dir` may not hold the control socket, if not: another user
+/// owns it, or others may write into it without the sticky bit. A directory that
+/// does not exist is fine (the controller makes it, mode 0700).
+fn unsafe_dir(dir: &Path) -> io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    if !meta.is_dir() {
+        return Ok(Some("is not a directory".to_owned()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Ok(Some(format!("is owned by uid {}", meta.uid())));
+    }
+    let mode = meta.mode();
+    if mode & 0o022 != 0 && mode & STICKY == 0 {
+        return Ok(Some(format!(
+            "is writable by other users (mode {:o})",
+            mode & 0o7777
+        )));
+    }
+    Ok(None)
+}
+
+/// Refuses the directories that would hold the socket at `path` (its directory and
+/// every one above it) when one is unsafe ([`unsafe_dir`]).
+fn check_dirs(path: &Path) -> Result<(), SocketPathError> {
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        // An unreadable directory is left to `bind`, which says why.
+        if let Ok(Some(why)) = unsafe_dir(dir) {
+            return Err(SocketPathError::UnsafeDir {
+                dir: dir.to_owned(),
+                why,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sets the process's umask until dropped, then puts the previous one back.
+struct Umask(libc::mode_t);
+
+impl Umask {
+    fn set(mask: libc::mode_t) -> Umask {
+        // SAFETY: umask has no preconditions and cannot fail.
+        Umask(unsafe { libc::umask(mask) })
+    }
+}
+
+impl Drop for Umask {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::umask(self.0) };
+    }
 }
 
 /// What is at `path`, if anything but a socket (`Ok(None)`: a socket or nothing).
@@ -111,17 +183,22 @@ pub fn check_path(path: &Path) -> Result<(), SocketPathError> {
             what,
         });
     }
-    Ok(())
+    check_dirs(path)
 }
 
 /// Binds `path` with mode 0600, replacing a stale socket (the caller holds the
-/// controller lock) and nothing else; a missing directory is made 0700.
+/// controller lock) and nothing else; a missing directory is made 0700. The socket
+/// is created under umask 0177, so it is never anyone else's for a moment; a
+/// directory of another user, or one others may write into, is refused.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     use std::os::unix::fs::DirBuilderExt as _;
     let bind_err = |source| BindError {
         path: path.to_owned(),
         source,
     };
+    let refused =
+        |why: SocketPathError| bind_err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    check_dirs(path).map_err(refused)?;
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -129,6 +206,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
             .create(dir)
             .map_err(bind_err)?;
     }
+    // One made by someone else meanwhile is refused too.
+    check_dirs(path).map_err(refused)?;
     match not_a_socket(path) {
         Ok(None) => {}
         Ok(Some(what)) => {
@@ -148,9 +227,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(bind_err(err)),
     }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(listener)
+    let listener = {
+        let _umask = Umask::set(0o177);
+        UnixListener::bind(path)
+    };
+    listener.map_err(bind_err)
 }
 
 /// What every connection needs.
