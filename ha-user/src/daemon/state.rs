@@ -210,4 +210,52 @@ mod tests {
         let state_after = state_after.expect("the state file");
         assert!(state_after.contains("\"a\": \"b\""), "{state_after}");
     }
+
+    /// The state file is created with mode 0600 (never wider, then narrowed) in a
+    /// directory made 0700; a directory another user owns, or that others may write
+    /// into, is refused by `load` and `save` (its owner could swap the file for one
+    /// with other pins and drains), and nothing is written into it.
+    #[test]
+    fn the_state_file_is_private_and_a_foreign_directory_is_refused() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = std::env::temp_dir().join(format!("ha-state-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("state.json");
+        let value = BTreeMap::from([("a".to_owned(), "b".to_owned())]);
+        save(&path, &value).expect("save");
+        let modes = (
+            std::fs::metadata(&dir).expect("dir").mode() & 0o7777,
+            std::fs::metadata(&path).expect("file").mode() & 0o7777,
+        );
+        assert_eq!(modes, (0o700, 0o600), "the state directory and file");
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let refused = |what: &str| {
+            let saved = save(&path, &value).map_err(|e| e.to_string());
+            let loaded = load::<BTreeMap<String, String>>(&path).map_err(|e| e.to_string());
+            for (call, result) in [("save", saved.map(drop)), ("load", loaded.map(drop))] {
+                match result {
+                    Err(err) if err.contains(what) => {}
+                    other => panic!("{call}: expected a refusal saying {what:?}, got {other:?}"),
+                }
+            }
+            assert!(!path.exists(), "written into the unsafe directory");
+        };
+        refused("writable by other users");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(
+                unsafe { libc::chown(c_dir.as_ptr(), 65534, 65534) },
+                0,
+                "chown"
+            );
+            refused("owned by uid 65534");
+        } else {
+            eprintln!("SKIPPED (part): a directory of another user needs root to chown");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
