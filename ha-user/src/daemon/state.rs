@@ -51,6 +51,15 @@ pub enum StateError {
         path.display()
     )]
     Foreign { path: PathBuf, why: String },
+    #[error(
+        "the state file {}'s directory {unsafe_dir}: another user could swap the file; \
+         use a directory only root may write into",
+        path.display()
+    )]
+    UnsafeDir {
+        path: PathBuf,
+        unsafe_dir: super::dirs::UnsafeDir,
+    },
     #[error("cannot write the state file {}", path.display())]
     Write {
         path: PathBuf,
@@ -61,6 +70,7 @@ pub enum StateError {
 
 /// Reads the state at `path`; a missing file is `None` (first start).
 pub fn load<T: DeserializeOwned + Keys>(path: &Path) -> Result<Option<T>, StateError> {
+    check_dirs(path)?;
     let foreign = |why: String| StateError::Foreign {
         path: path.to_owned(),
         why,
@@ -125,18 +135,29 @@ pub fn parse<T: DeserializeOwned + Keys>(path: &Path, text: &str) -> Result<T, S
     serde_json::from_str(text).map_err(parse_err)
 }
 
+/// Refuses the state file's directories when one is another user's or open to others.
+fn check_dirs(path: &Path) -> Result<(), StateError> {
+    super::dirs::check_above(path).map_err(|unsafe_dir| StateError::UnsafeDir {
+        path: path.to_owned(),
+        unsafe_dir,
+    })
+}
+
 /// Replaces the state at `path` with `value`, atomically.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let write_err = |source| StateError::Write {
         path: path.to_owned(),
         source,
     };
+    check_dirs(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(write_err)?;
+    // One made by someone else meanwhile is refused too.
+    check_dirs(path)?;
     let mut text =
         serde_json::to_vec_pretty(value).map_err(|err| write_err(io::Error::other(err)))?;
     text.push(b'\n');

@@ -87,53 +87,13 @@ pub enum SocketPathError {
     UnsafeDir { dir: PathBuf, why: String },
 }
 
-/// The sticky bit: in a sticky directory only a file's owner may unlink or rename it.
-const STICKY: u32 = 0o1000;
-
-/// Why the directory `dir` may not hold the control socket, if not: another user
-/// owns it, or others may write into it without the sticky bit. A directory that
-/// does not exist is fine (the controller makes it, mode 0700).
-fn unsafe_dir(dir: &Path) -> io::Result<Option<String>> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = match std::fs::metadata(dir) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err),
-    };
-    if !meta.is_dir() {
-        return Ok(Some("is not a directory".to_owned()));
-    }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me && meta.uid() != 0 {
-        return Ok(Some(format!("is owned by uid {}", meta.uid())));
-    }
-    let mode = meta.mode();
-    if mode & 0o022 != 0 && mode & STICKY == 0 {
-        return Ok(Some(format!(
-            "is writable by other users (mode {:o})",
-            mode & 0o7777
-        )));
-    }
-    Ok(None)
-}
-
 /// Refuses the directories that would hold the socket at `path` (its directory and
-/// every one above it) when one is unsafe ([`unsafe_dir`]).
+/// every one above it) when one is another user's or open to others.
 fn check_dirs(path: &Path) -> Result<(), SocketPathError> {
-    for dir in path.ancestors().skip(1) {
-        if dir.as_os_str().is_empty() {
-            continue;
-        }
-        // An unreadable directory is left to `bind`, which says why.
-        if let Ok(Some(why)) = unsafe_dir(dir) {
-            return Err(SocketPathError::UnsafeDir {
-                dir: dir.to_owned(),
-                why,
-            });
-        }
-    }
-    Ok(())
+    super::dirs::check_above(path).map_err(|unsafe_dir| SocketPathError::UnsafeDir {
+        dir: unsafe_dir.dir,
+        why: unsafe_dir.why,
+    })
 }
 
 /// Sets the process's umask until dropped, then puts the previous one back.
