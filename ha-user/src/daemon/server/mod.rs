@@ -10,7 +10,6 @@
 
 use std::{
     io,
-    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{
         Arc,

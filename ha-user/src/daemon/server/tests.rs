@@ -1,6 +1,6 @@
 //! The control socket's server, against a stand-in loop.
 
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
 use tokio::io::AsyncBufReadExt as _;
 
@@ -448,4 +448,47 @@ fn a_control_socket_directory_of_another_user_is_refused() {
         other => panic!("a directory of uid 65534: expected a refusal, got {other:?}"),
     }
     assert!(!socket.path.exists(), "bound in the foreign directory");
+}
+
+/// A request line longer than the protocol allows (1 MiB against 64 KiB) is refused
+/// as a bad request at once, without being buffered whole, and the server goes on
+/// answering the next client.
+#[tokio::test]
+async fn an_oversized_request_is_refused_and_the_server_goes_on() {
+    let socket = Socket::new("oversized");
+    let _alive = start(&socket, EventBus::default());
+    let stream = UnixStream::connect(&socket.path).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut line = String::from("{\"protocol\":1,\"request\":{\"command\":\"drain\",\"host\":\"");
+    line.push_str(&"a".repeat(1 << 20));
+    line.push_str("\"}}\n");
+    // The server stops reading at its bound: the rest of the write may fail.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(line.as_bytes()).await;
+    });
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        BufReader::new(read).read_line(&mut answer),
+    )
+    .await
+    .expect("answered within 2 s")
+    .expect("read");
+    writer.abort();
+    let reply: Reply<Status> =
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not a reply ({e}): {answer:?}"));
+    let Reply::Error(ErrorReply { kind, message }) = reply else {
+        panic!("an oversized request was accepted: {answer}");
+    };
+    assert_eq!(kind, ErrorKind::BadRequest, "{message}");
+    let report: ChangeReport = Connection::open(&socket.path)
+        .await
+        .expect("connect")
+        .ask(Request::Drain {
+            host: "host3".into(),
+            now: true,
+        })
+        .await
+        .expect("the next request is answered");
+    assert!(report.changes.is_empty());
 }
