@@ -15,7 +15,7 @@
 //! | `HA_HOSTS` | array | 4 B | 24 B | 1024 | host id → `HostEntry`: MAC, egress MAC, MTU and ifindex, `READY`/`UP` flags | controller |
 //! | `HA_IFACES` | array | 4 B | 8 B | 4096 | ingress ifindex → `IfaceEntry`: its own MAC (only frames to it are steered), flags | controller |
 //! | `HA_TX_PORTS` | devmap (hash) | 4 B | 8 B | 64 | egress ifindex → that device, for XDP_REDIRECT | controller |
-//! | `HA_COUNTERS` | per-CPU array | 4 B | 8 B | 16 | `Counter` → packets: one per verdict and pass reason | data path |
+//! | `HA_COUNTERS` | per-CPU array | 4 B | 8 B | 17 | `Counter` → packets: one per verdict and pass reason | data path |
 //! | `HA_HOST_STATS` | per-CPU array | 4 B | 16 B | 1024 | host id → `Traffic`: packets and bytes steered to it | data path |
 //! | `HA_PFX_STATS` | per-CPU array | 4 B | 16 B | 65536 | prefix id → `Traffic`: packets and bytes steered for it | data path |
 //! | `HA_FLOWS` | LRU hash | 16 B | 32 B | 262144 | `FlowKey` → `FlowEntry`: serving host, prefix, kernel verification, last seen | both programs, controller |
@@ -326,11 +326,15 @@ pub enum Counter {
     /// flow, a refresh due, a protocol without ports); with [`SETTINGS_CT_SYNC`], also a
     /// flow whose conntrack entry the controller does not keep yet, and a TCP FIN or RST.
     PassUnverified = 15,
+    /// The frame comes from the very host it would be steered to (its source MAC is
+    /// that host's: a server sending to a VIP it owns): steering would bounce it
+    /// straight back, so the kernel decides.
+    PassFromHost = 16,
 }
 
 impl Counter {
     /// Number of counters: the size of [`MAP_COUNTERS`].
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -350,6 +354,7 @@ impl Counter {
         Counter::PassBadSource,
         Counter::PassTooBig,
         Counter::PassUnverified,
+        Counter::PassFromHost,
     ];
 
     /// Stable snake_case name used in `stats` output and metrics labels.
@@ -371,6 +376,7 @@ impl Counter {
             Counter::PassBadSource => "pass_bad_source",
             Counter::PassTooBig => "pass_too_big",
             Counter::PassUnverified => "pass_unverified",
+            Counter::PassFromHost => "pass_from_host",
         }
     }
 }

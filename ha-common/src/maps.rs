@@ -382,10 +382,11 @@ pub const TC_LINK_PREFIX: &str = "tclink_";
 /// ([`SETTINGS_CT_SYNC`](crate::SETTINGS_CT_SYNC)) and
 /// [`FLOW_CT_SYNCED`](crate::FLOW_CT_SYNCED): a program of layout 2 would steer flows
 /// whose conntrack entry nobody keeps (same sizes, so the fingerprint is unchanged).
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: one more pass reason, `pass_from_host` (17 counters).
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// [`layout_fingerprint`] of [`MAPS`] at [`LAYOUT_VERSION`]; set together with it.
-pub const LAYOUT_FINGERPRINT: u64 = 0x5663_d6e0_ba44_27cc;
+pub const LAYOUT_FINGERPRINT: u64 = 0xf65e_82e9_1079_e45d;
 
 /// A fingerprint of the maps' names, kinds, key and value sizes and capacities,
 /// whatever their order (not of the documentation fields).

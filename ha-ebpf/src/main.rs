@@ -104,6 +104,12 @@ fn try_steer(ctx: &XdpContext) -> Result<Verdict, Counter> {
         .get(host_id)
         .filter(|host| host.is_ready())
         .ok_or(Counter::PassHostNotReady)?;
+    //    And the frame must not come from it (a server sending to a VIP it holds):
+    //    steering would send the server its own frame back.
+    // SAFETY: `eth` is inside the frame (checked by the parser).
+    if mac::equal(unsafe { &(*eth).src_addr }, &host.mac) {
+        return Err(Counter::PassFromHost);
+    }
 
     // 7. TTL 0 or 1: let the kernel send ICMP time exceeded.
     if ip.ttl() <= 1 {

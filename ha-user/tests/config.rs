@@ -642,3 +642,38 @@ fn a_fifo_or_a_device_is_refused_without_blocking() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A configuration path into /proc or /sys is refused without being read, naming the
+/// file system: those files are the kernel's, not configurations.
+#[test]
+fn a_file_of_proc_or_sys_is_refused_without_being_read() {
+    let mut failures = Vec::new();
+    for (path, says) in [
+        ("/proc/self/status", "is a file of procfs"),
+        ("/sys/kernel/uevent_seqnum", "is a file of sysfs"),
+    ] {
+        let path = Path::new(path);
+        if !path.is_file() {
+            eprintln!("SKIPPED (part): {} does not exist here", path.display());
+            continue;
+        }
+        match load_within(path) {
+            None => failures.push(format!("{}: blocked for 5 s", path.display())),
+            Some((config, socket)) => {
+                for (what, result) in [
+                    ("load", config.map(|_| ())),
+                    ("control_socket_of", socket.map(|_| ())),
+                ] {
+                    match result {
+                        Err(err) if err.contains(says) => {}
+                        other => failures.push(format!(
+                            "{what}({}): expected an error saying `{says}`, got {other:?}",
+                            path.display()
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -427,3 +427,39 @@ fn a_pin_directory_of_another_user_is_refused() {
     );
     lab.stop_controller().expect("the controller stops");
 }
+
+/// A local user who is not root gets a CLI answer that says the controller needs
+/// root, not a bare "Permission denied" (the control socket is mode 0600, root's).
+#[test]
+fn a_cli_call_without_root_says_it_needs_root() {
+    if !require_root("a_cli_call_without_root_says_it_needs_root") {
+        return;
+    }
+    let lab = build(common::spec("ha-h-nonroot-", XdpMode::Skb));
+    let ha_user = lab.spec().bins.ha_user.to_string_lossy().into_owned();
+    let config = lab.config_path().to_string_lossy().into_owned();
+    let out = ns::command(
+        &lab.ns(Node::Router),
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            ha_user.as_str(),
+            "--config",
+            config.as_str(),
+            "status",
+        ],
+    )
+    .output()
+    .expect("running ha-user status as uid 65534");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}", stderr.trim_end());
+    assert!(!out.status.success(), "status as uid 65534 succeeded");
+    assert!(
+        stderr.contains("needs root"),
+        "should say it needs root:\n{stderr}"
+    );
+    let socket = lab.control_socket().display().to_string();
+    assert!(stderr.contains(&socket), "should name {socket}:\n{stderr}");
+}

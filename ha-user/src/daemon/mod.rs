@@ -12,6 +12,7 @@
 pub mod boot;
 pub mod conns;
 mod controller;
+pub mod dirs;
 pub mod events;
 pub mod lock;
 pub mod metrics;

@@ -51,6 +51,15 @@ pub enum StateError {
         path.display()
     )]
     Foreign { path: PathBuf, why: String },
+    #[error(
+        "the state file {}'s directory {unsafe_dir}: another user could swap the file; \
+         use a directory only root may write into",
+        path.display()
+    )]
+    UnsafeDir {
+        path: PathBuf,
+        unsafe_dir: super::dirs::UnsafeDir,
+    },
     #[error("cannot write the state file {}", path.display())]
     Write {
         path: PathBuf,
@@ -61,6 +70,7 @@ pub enum StateError {
 
 /// Reads the state at `path`; a missing file is `None` (first start).
 pub fn load<T: DeserializeOwned + Keys>(path: &Path) -> Result<Option<T>, StateError> {
+    check_dirs(path)?;
     let foreign = |why: String| StateError::Foreign {
         path: path.to_owned(),
         why,
@@ -125,18 +135,29 @@ pub fn parse<T: DeserializeOwned + Keys>(path: &Path, text: &str) -> Result<T, S
     serde_json::from_str(text).map_err(parse_err)
 }
 
+/// Refuses the state file's directories when one is another user's or open to others.
+fn check_dirs(path: &Path) -> Result<(), StateError> {
+    super::dirs::check_above(path).map_err(|unsafe_dir| StateError::UnsafeDir {
+        path: path.to_owned(),
+        unsafe_dir,
+    })
+}
+
 /// Replaces the state at `path` with `value`, atomically.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let write_err = |source| StateError::Write {
         path: path.to_owned(),
         source,
     };
+    check_dirs(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(write_err)?;
+    // One made by someone else meanwhile is refused too.
+    check_dirs(path)?;
     let mut text =
         serde_json::to_vec_pretty(value).map_err(|err| write_err(io::Error::other(err)))?;
     text.push(b'\n');
@@ -209,5 +230,53 @@ mod tests {
         saved.expect("saved beside the symlink");
         let state_after = state_after.expect("the state file");
         assert!(state_after.contains("\"a\": \"b\""), "{state_after}");
+    }
+
+    /// The state file is created with mode 0600 (never wider, then narrowed) in a
+    /// directory made 0700; a directory another user owns, or that others may write
+    /// into, is refused by `load` and `save` (its owner could swap the file for one
+    /// with other pins and drains), and nothing is written into it.
+    #[test]
+    fn the_state_file_is_private_and_a_foreign_directory_is_refused() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = std::env::temp_dir().join(format!("ha-state-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("state.json");
+        let value = BTreeMap::from([("a".to_owned(), "b".to_owned())]);
+        save(&path, &value).expect("save");
+        let modes = (
+            std::fs::metadata(&dir).expect("dir").mode() & 0o7777,
+            std::fs::metadata(&path).expect("file").mode() & 0o7777,
+        );
+        assert_eq!(modes, (0o700, 0o600), "the state directory and file");
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let refused = |what: &str| {
+            let saved = save(&path, &value).map_err(|e| e.to_string());
+            let loaded = load::<BTreeMap<String, String>>(&path).map_err(|e| e.to_string());
+            for (call, result) in [("save", saved.map(drop)), ("load", loaded.map(drop))] {
+                match result {
+                    Err(err) if err.contains(what) => {}
+                    other => panic!("{call}: expected a refusal saying {what:?}, got {other:?}"),
+                }
+            }
+            assert!(!path.exists(), "written into the unsafe directory");
+        };
+        refused("writable by other users");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(
+                unsafe { libc::chown(c_dir.as_ptr(), 65534, 65534) },
+                0,
+                "chown"
+            );
+            refused("owned by uid 65534");
+        } else {
+            eprintln!("SKIPPED (part): a directory of another user needs root to chown");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

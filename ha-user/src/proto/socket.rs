@@ -26,6 +26,12 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub enum ControlError {
     #[error("no controller is running (nothing listens on {}); start it with `ha-user run`", path.display())]
     NotRunning { path: PathBuf },
+    #[error(
+        "talking to the controller needs root: its control socket {} is root's alone \
+         (mode 0600); run it with sudo",
+        path.display()
+    )]
+    NeedsRoot { path: PathBuf },
     #[error("cannot talk to the controller on {}", path.display())]
     Io {
         path: PathBuf,
@@ -59,6 +65,11 @@ impl Connection {
                 ) =>
             {
                 return Err(ControlError::NotRunning {
+                    path: path.to_owned(),
+                });
+            }
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(ControlError::NeedsRoot {
                     path: path.to_owned(),
                 });
             }

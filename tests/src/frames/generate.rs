@@ -81,6 +81,10 @@ pub struct Profile {
     pub src_ip: Ipv4Addr,
     /// Other unicast stations, for frames not addressed to the router.
     pub other_macs: Vec<Mac>,
+    /// Servers' MACs: about one frame in 7 carries one as its source instead of
+    /// `src_mac` (a server sending to a VIP through the router). Empty where a
+    /// switch would then learn a server's MAC on the sender's port.
+    pub server_macs: Vec<Mac>,
     pub destinations: Vec<AddrClass>,
     pub sources: Vec<AddrClass>,
     /// Longest frame (Ethernet header included).
@@ -134,6 +138,17 @@ enum Mutation {
 
 /// Generates one frame.
 pub fn generate(rng: &mut Rng, profile: &Profile) -> Generated {
+    let mut generated = generate_from_sender(rng, profile);
+    if !profile.server_macs.is_empty() && rng.chance(15) && generated.bytes.len() >= ETH_HLEN {
+        generated.labels.push("src MAC of a server");
+        let mac = *rng.pick(&profile.server_macs);
+        generated.bytes[6..12].copy_from_slice(&mac);
+    }
+    generated
+}
+
+/// One frame from `profile.src_mac`.
+fn generate_from_sender(rng: &mut Rng, profile: &Profile) -> Generated {
     let mut labels = Vec::new();
     if rng.chance(profile.plain_percent) {
         labels.push("plain");

@@ -233,6 +233,7 @@ mod tests {
             src_mac: [2, 0, 0, 0, 0, 9],
             src_ip: Ipv4Addr::new(10, 0, 0, 2),
             other_macs: vec![[2, 0, 0, 0, 0, 5]],
+            server_macs: Vec::new(),
             destinations: vec![AddrClass::new("dst vip", 1, &["192.168.1.64/27"])],
             sources: martian_sources(1),
             max_len: 1514,

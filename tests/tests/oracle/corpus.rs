@@ -204,6 +204,9 @@ pub fn profile(lab: &Lab, side: Side) -> Profile {
             .map(|(_, mac)| mac.0)
             .chain([world::STRANGER_MAC])
             .collect(),
+        // Frames from a server's MAC would teach the lab's switch that MAC on the
+        // client's port.
+        server_macs: Vec::new(),
         destinations: vec![
             AddrClass::new("dst VIP prefix", 60, &vips),
             AddrClass::hosts("dst a web server's own address", 6, &host_addrs),

@@ -24,10 +24,12 @@
 //!     forwarded recently goes on; this world records none (`pass_unverified`).
 //! 11. [`owner_ready`]: the prefix's host is in the table and ready
 //!     (`pass_host_not_ready`).
-//! 12. [`ttl_above_one`]: TTL ≥ 2 (`pass_ttl`).
-//! 13. [`fits_egress_mtu`]: the datagram is no longer than the host's egress MTU
+//! 12. [`not_from_the_host`]: the source MAC is not that host's own: a server
+//!     sending to a VIP is never sent its own frame back (`pass_from_host`).
+//! 13. [`ttl_above_one`]: TTL ≥ 2 (`pass_ttl`).
+//! 14. [`fits_egress_mtu`]: the datagram is no longer than the host's egress MTU
 //!     (`pass_too_big`).
-//! 14. [`egress_port`]: a host behind another interface needs that interface in
+//! 15. [`egress_port`]: a host behind another interface needs that interface in
 //!     `HA_TX_PORTS` (`pass_no_tx_port`).
 //!
 //! A frame no rule refuses is steered: `tx` when the host is behind the ingress
@@ -68,7 +70,7 @@ pub struct Facts {
 pub type Rule = fn(&Packet, &World, &mut Facts) -> Result<(), Counter>;
 
 /// Every rule, in the order the README gives them.
-pub const RULES: [(&str, Rule); 14] = [
+pub const RULES: [(&str, Rule); 15] = [
     ("ingress_runs_the_program", ingress_runs_the_program),
     ("ethernet_header", ethernet_header),
     ("addressed_to_ingress", addressed_to_ingress),
@@ -80,6 +82,7 @@ pub const RULES: [(&str, Rule); 14] = [
     ("destination_prefix", destination_prefix),
     ("flow_verified", flow_verified),
     ("owner_ready", owner_ready),
+    ("not_from_the_host", not_from_the_host),
     ("ttl_above_one", ttl_above_one),
     ("fits_egress_mtu", fits_egress_mtu),
     ("egress_port", egress_port),
@@ -116,6 +119,7 @@ pub fn source_of(counter: Counter) -> Source {
         Counter::PassBadSource => Source::Rule("source_accepted"),
         Counter::PassTooBig => Source::Rule("fits_egress_mtu"),
         Counter::PassUnverified => Source::Rule("flow_verified"),
+        Counter::PassFromHost => Source::Rule("not_from_the_host"),
     }
 }
 
@@ -288,6 +292,14 @@ pub fn owner_ready(_: &Packet, w: &World, f: &mut Facts) -> Result<(), Counter> 
         .then(|| w.hosts.get(&id).copied().unwrap_or_default())
         .filter(HostEntry::is_ready);
     f.host = Some(host.ok_or(Counter::PassHostNotReady)?);
+    Ok(())
+}
+
+pub fn not_from_the_host(p: &Packet, _: &World, f: &mut Facts) -> Result<(), Counter> {
+    let host = f.host.expect("rule 11 found the host");
+    if p.bytes.get(6..12) == Some(&host.mac[..]) {
+        return Err(Counter::PassFromHost);
+    }
     Ok(())
 }
 

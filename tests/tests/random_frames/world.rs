@@ -238,6 +238,7 @@ impl World {
             src_mac: CLIENT_MAC,
             src_ip: client,
             other_macs: vec![STRANGER_MAC, host_mac(host::WEB1), PORT_MAC, LAN_MAC],
+            server_macs: self.hosts.values().map(|host| host.mac).collect(),
             destinations: vec![
                 AddrClass::new(
                     "dst prefix of a LAN host",

@@ -15,12 +15,16 @@
 //!    `model` nothing, `kernel`, `config`, `proto` and `health` only `model`
 //!    (`config` its own `adopt` too). No import circle in the other crates either:
 //!    `xtask`, `ha-common`, the `ha-tests` library and each of its binaries.
+//! 4. **Every security promise is a test.** Each promise of `docs/SECURITY.md`
+//!    (`### S<n>. ...`) names in its `Tests:` paragraph the tests that prove it,
+//!    and each named test is a `#[test]` function of the named suite or file.
 //!
 //! Code under `#[cfg(test)]` counts for rules 1 and 2, not for rule 3.
 
 mod json;
 mod layers;
 mod log_text;
+mod security;
 
 use std::{
     fmt,
@@ -33,6 +37,7 @@ use self::{
     json::no_json_values,
     layers::{import_circles, layers},
     log_text::LogText,
+    security::security_promises,
 };
 
 /// One broken rule, at a place in a file.
@@ -74,14 +79,17 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
     for (src, root_file) in &crates {
         violations.extend(import_circles(src, root_file, &sources(src)?)?);
     }
+    let (broken_promises, promises) = security_promises(root)?;
+    violations.extend(broken_promises);
     if violations.is_empty() {
         println!(
-            "xtask: source rules hold ({} files of ha-user/src, {} outside; {} log messages, {} log fields; no import circle in {} other crates)",
+            "xtask: source rules hold ({} files of ha-user/src, {} outside; {} log messages, {} log fields; no import circle in {} other crates; {} security promises, each with its tests)",
             daemon.len(),
             outside.len(),
             log.messages.len(),
             log.fields.len(),
-            crates.len()
+            crates.len(),
+            promises
         );
         return Ok(());
     }

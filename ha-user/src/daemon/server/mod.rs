@@ -10,7 +10,6 @@
 
 use std::{
     io,
-    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -79,6 +78,38 @@ pub enum SocketPathError {
         path.display()
     )]
     NotSocket { path: PathBuf, what: &'static str },
+    #[error(
+        "the control socket's directory {} {why}: another user could replace the socket \
+         under the controller; use a directory only root may write into",
+        dir.display()
+    )]
+    UnsafeDir { dir: PathBuf, why: String },
+}
+
+/// Refuses the directories that would hold the socket at `path` (its directory and
+/// every one above it) when one is another user's or open to others.
+fn check_dirs(path: &Path) -> Result<(), SocketPathError> {
+    super::dirs::check_above(path).map_err(|unsafe_dir| SocketPathError::UnsafeDir {
+        dir: unsafe_dir.dir,
+        why: unsafe_dir.why,
+    })
+}
+
+/// Sets the process's umask until dropped, then puts the previous one back.
+struct Umask(libc::mode_t);
+
+impl Umask {
+    fn set(mask: libc::mode_t) -> Umask {
+        // SAFETY: umask has no preconditions and cannot fail.
+        Umask(unsafe { libc::umask(mask) })
+    }
+}
+
+impl Drop for Umask {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::umask(self.0) };
+    }
 }
 
 /// What is at `path`, if anything but a socket (`Ok(None)`: a socket or nothing).
@@ -111,17 +142,22 @@ pub fn check_path(path: &Path) -> Result<(), SocketPathError> {
             what,
         });
     }
-    Ok(())
+    check_dirs(path)
 }
 
 /// Binds `path` with mode 0600, replacing a stale socket (the caller holds the
-/// controller lock) and nothing else; a missing directory is made 0700.
+/// controller lock) and nothing else; a missing directory is made 0700. The socket
+/// is created under umask 0177, so it is never anyone else's for a moment; a
+/// directory of another user, or one others may write into, is refused.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     use std::os::unix::fs::DirBuilderExt as _;
     let bind_err = |source| BindError {
         path: path.to_owned(),
         source,
     };
+    let refused =
+        |why: SocketPathError| bind_err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    check_dirs(path).map_err(refused)?;
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -129,6 +165,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
             .create(dir)
             .map_err(bind_err)?;
     }
+    // One made by someone else meanwhile is refused too.
+    check_dirs(path).map_err(refused)?;
     match not_a_socket(path) {
         Ok(None) => {}
         Ok(Some(what)) => {
@@ -148,9 +186,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(bind_err(err)),
     }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(listener)
+    let listener = {
+        let _umask = Umask::set(0o177);
+        UnixListener::bind(path)
+    };
+    listener.map_err(bind_err)
 }
 
 /// What every connection needs.

@@ -1,6 +1,6 @@
 //! The control socket's server, against a stand-in loop.
 
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
 use tokio::io::AsyncBufReadExt as _;
 
@@ -351,4 +351,144 @@ async fn idle_and_half_sent_connections_neither_last_nor_hold_up_a_request() {
         started.elapsed()
     );
     drop(idle);
+}
+
+/// Binds `path` on a throwaway runtime: the listener dropped, or the error's chain.
+fn bind_now(path: &Path) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            bind(path)
+                .map(drop)
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+        })
+}
+
+/// The control socket is private from the moment it exists: it is created with mode
+/// 0600 (under a umask), never created wider and then narrowed. inotify sees every
+/// change of a file's attributes (`IN_ATTRIB`), so a `chmod` after the `bind` shows.
+#[test]
+fn the_control_socket_is_created_private_not_chmod_ed_after() {
+    let socket = Socket::new("umask");
+    std::fs::create_dir_all(&socket.dir).expect("dir");
+    let dir = std::ffi::CString::new(socket.dir.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: plain system calls on a descriptor this test owns.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(fd >= 0, "inotify_init1: {}", io::Error::last_os_error());
+    // SAFETY: a valid descriptor and NUL-terminated path.
+    let watch =
+        unsafe { libc::inotify_add_watch(fd, dir.as_ptr(), libc::IN_CREATE | libc::IN_ATTRIB) };
+    assert!(
+        watch >= 0,
+        "inotify_add_watch: {}",
+        io::Error::last_os_error()
+    );
+    bind_now(&socket.path).expect("bind");
+    let mut buf = [0u8; 4096];
+    // SAFETY: `buf` is writable for its length.
+    let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: the descriptor is this test's.
+    unsafe { libc::close(fd) };
+    assert!(len > 0, "no inotify event: {}", io::Error::last_os_error());
+    let mut events = Vec::new();
+    let mut at = 0;
+    let header = std::mem::size_of::<libc::inotify_event>();
+    while at + header <= len as usize {
+        // SAFETY: the kernel wrote a whole event at `at`.
+        let event: libc::inotify_event =
+            unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+        let name = &buf[at + header..at + header + event.len as usize];
+        let name = String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_owned();
+        events.push((event.mask & (libc::IN_CREATE | libc::IN_ATTRIB), name));
+        at += header + event.len as usize;
+    }
+    assert_eq!(
+        events,
+        vec![(libc::IN_CREATE, "ha.sock".to_owned())],
+        "the socket must be created private, with no attribute change after"
+    );
+    let mode = std::fs::metadata(&socket.path)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+}
+
+/// A control socket directory that another user owns, or that other users may
+/// write into, is refused before anything is bound in it.
+#[test]
+fn a_control_socket_directory_of_another_user_is_refused() {
+    let socket = Socket::new("foreign");
+    std::fs::create_dir_all(&socket.dir).expect("dir");
+    std::fs::set_permissions(&socket.dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    match bind_now(&socket.path) {
+        Err(err) if err.contains("writable by other users") => {}
+        other => panic!("a directory of mode 0777: expected a refusal, got {other:?}"),
+    }
+    assert!(!socket.path.exists(), "bound in the open directory");
+    std::fs::set_permissions(&socket.dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED (part): a directory of another user needs root to chown");
+        return;
+    }
+    let dir = std::ffi::CString::new(socket.dir.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::chown(dir.as_ptr(), 65534, 65534) },
+        0,
+        "chown"
+    );
+    match bind_now(&socket.path) {
+        Err(err) if err.contains("owned by uid 65534") => {}
+        other => panic!("a directory of uid 65534: expected a refusal, got {other:?}"),
+    }
+    assert!(!socket.path.exists(), "bound in the foreign directory");
+}
+
+/// A request line longer than the protocol allows (1 MiB against 64 KiB) is refused
+/// as a bad request at once, without being buffered whole, and the server goes on
+/// answering the next client.
+#[tokio::test]
+async fn an_oversized_request_is_refused_and_the_server_goes_on() {
+    let socket = Socket::new("oversized");
+    let _alive = start(&socket, EventBus::default());
+    let stream = UnixStream::connect(&socket.path).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut line = String::from("{\"protocol\":1,\"request\":{\"command\":\"drain\",\"host\":\"");
+    line.push_str(&"a".repeat(1 << 20));
+    line.push_str("\"}}\n");
+    // The server stops reading at its bound: the rest of the write may fail.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(line.as_bytes()).await;
+    });
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        BufReader::new(read).read_line(&mut answer),
+    )
+    .await
+    .expect("answered within 2 s")
+    .expect("read");
+    writer.abort();
+    let reply: Reply<Status> =
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not a reply ({e}): {answer:?}"));
+    let Reply::Error(ErrorReply { kind, message }) = reply else {
+        panic!("an oversized request was accepted: {answer}");
+    };
+    assert_eq!(kind, ErrorKind::BadRequest, "{message}");
+    let report: ChangeReport = Connection::open(&socket.path)
+        .await
+        .expect("connect")
+        .ask(Request::Drain {
+            host: "host3".into(),
+            now: true,
+        })
+        .await
+        .expect("the next request is answered");
+    assert!(report.changes.is_empty());
 }

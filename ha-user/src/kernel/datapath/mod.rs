@@ -539,3 +539,22 @@ pub fn detach_all(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
     let _ = std::fs::remove_dir(pin_dir);
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    /// A pin directory that is not on bpffs is refused, naming the directory; one
+    /// under the mounted bpffs passes.
+    #[test]
+    fn a_pin_directory_outside_bpffs_is_refused() {
+        for dir in ["/tmp/ha-pins-not-bpffs", "/proc/ha", "/run/ha-pins"] {
+            match super::ensure_bpffs(std::path::Path::new(dir)) {
+                Err(err) if err.to_string().contains("is not on a mounted bpffs") => {}
+                other => panic!("{dir}: expected a refusal, got {other:?}"),
+            }
+        }
+        match super::ensure_bpffs(std::path::Path::new("/sys/fs/bpf/ha-test-absent")) {
+            Ok(()) => {}
+            Err(err) => eprintln!("SKIPPED (part): no bpffs at /sys/fs/bpf ({err})"),
+        }
+    }
+}
