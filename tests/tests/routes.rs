@@ -229,12 +229,6 @@ fn routes_left_by_a_kill_during_a_reload_are_removed_by_the_next_start() {
         "the next start removed {} of {left} stale routes; serving {took:?} after it was started",
         left - remaining.len()
     );
-    // The controller's own figures, for people.
-    for line in lab.controller_log().lines() {
-        if line.contains("stale routes of ha removed") {
-            eprintln!("{line}");
-        }
-    }
     assert!(
         remaining.is_empty(),
         "{} proto 165 routes the configuration does not name survived the start (first: {:?})\ncontroller log:\n{}",
