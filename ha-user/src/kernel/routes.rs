@@ -43,14 +43,15 @@
 //!   route: one refused prefix stops the start-up with the routing table untouched.
 //!   A reload decides about every prefix of the new file with [`plan_all`] too: one
 //!   refused prefix refuses the whole reload.
-//! - A prefix that left the configuration loses its route through [`remove_ours`],
-//!   only while that route is still ours through the LAN (`ha` records the prefixes
-//!   whose routes it may have installed: `daemon::route_record`).
 //!   - routes for the same destination with another metric, a TOS or in another
 //!     table are never touched (the metric-0 route wins over other metrics).
 //! - Ownership changes use [`replace`]; a prefix leaving the configuration uses
 //!   [`remove`], which deletes only a route carrying [`ROUTE_PROTO`] (the kernel does
 //!   the matching, so a route someone re-installed meanwhile survives).
+//! - A recorded prefix the configuration no longer names (a kill during a reload)
+//!   loses its route through [`remove_ours`], only while that route is still ours
+//!   through the LAN (`ha` records the prefixes whose routes it may have installed:
+//!   `daemon::route_record`).
 //! - The routes outlive the controller: a restart, a crash or `ha-user` being stopped
 //!   leaves the slow path pointing where it pointed.
 //!
@@ -193,15 +194,9 @@ pub async fn replace(
     oif: u32,
 ) -> Result<(), RouteError> {
     check_prefix(prefix)?;
-    let message = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(prefix.network(), prefix.prefix_len())
-        .gateway(gateway)
-        .output_interface(oif)
-        .protocol(RouteProtocol::from(ROUTE_PROTO))
-        .build();
     handle
         .route()
-        .add(message)
+        .add(ours_through(prefix, gateway, oif))
         .replace()
         .execute()
         .await
@@ -223,12 +218,30 @@ pub async fn remove(handle: &Handle, prefix: Ipv4Net) -> Result<bool, RouteError
         .destination_prefix(prefix.network(), prefix.prefix_len())
         .protocol(RouteProtocol::from(ROUTE_PROTO))
         .build();
+    delete(handle, prefix, message).await
+}
+
+/// Deletes the route `message` matches: whether there was one (ESRCH: none).
+async fn delete(
+    handle: &Handle,
+    prefix: Ipv4Net,
+    message: RouteMessage,
+) -> Result<bool, RouteError> {
     match handle.route().del(message).execute().await {
         Ok(()) => Ok(true),
-        // ESRCH: no route of ours with that destination.
         Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => Ok(false),
         Err(source) => Err(RouteError::Remove { prefix, source }),
     }
+}
+
+/// The main-table, metric-0 route `prefix via gateway dev oif proto 165`.
+fn ours_through(prefix: Ipv4Net, gateway: Ipv4Addr, oif: u32) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(prefix.network(), prefix.prefix_len())
+        .gateway(gateway)
+        .output_interface(oif)
+        .protocol(RouteProtocol::from(ROUTE_PROTO))
+        .build()
 }
 
 /// Removes `ha`'s route of each of `prefixes` that still looks like one: main
@@ -266,17 +279,9 @@ async fn remove_through(
     oif: u32,
 ) -> Result<(), RouteError> {
     check_prefix(prefix)?;
-    let message = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(prefix.network(), prefix.prefix_len())
-        .gateway(gateway)
-        .output_interface(oif)
-        .protocol(RouteProtocol::from(ROUTE_PROTO))
-        .build();
-    match handle.route().del(message).execute().await {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => Ok(()),
-        Err(source) => Err(RouteError::Remove { prefix, source }),
-    }
+    delete(handle, prefix, ours_through(prefix, gateway, oif))
+        .await
+        .map(|_| ())
 }
 
 /// The IPv4 unicast routes of the main table with TOS 0, in the kernel's order
