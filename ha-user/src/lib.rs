@@ -15,3 +15,5 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod proto;
+#[cfg(test)]
+mod scratch;

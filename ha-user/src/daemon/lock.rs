@@ -182,13 +182,7 @@ pub fn netns_id() -> u64 {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::scratch::Dir;
 
     #[test]
     fn a_second_controller_sharing_any_part_of_the_data_path_is_refused() {

@@ -148,13 +148,7 @@ fn all_in(dir: &Path, netns: u64) -> io::Result<Vec<(String, PathBuf)>> {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::scratch::Dir;
 
     fn net(text: &str) -> Ipv4Net {
         text.parse().expect("prefix")

@@ -91,17 +91,11 @@ pub fn create(pin_dir: &Path) -> Result<(), DatapathError> {
 
 #[cfg(test)]
 mod tests {
-    use std::{ffi::CString, path::PathBuf};
+    use std::ffi::CString;
 
     use super::*;
 
-    struct Dir(PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::scratch::Dir;
 
     fn chown(path: &Path, uid: u32) -> bool {
         let c_path = CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
