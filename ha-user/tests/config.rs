@@ -599,6 +599,28 @@ fn load_within(path: &Path) -> Option<(Result<Config, String>, Result<PathBuf, S
     rx.recv_timeout(std::time::Duration::from_secs(5)).ok()
 }
 
+/// What is wrong with how `load` and `control_socket_of` treat `path`: each must
+/// return at once with an error that `refused` accepts (one saying `says`).
+fn refusals(path: &Path, says: &str, refused: impl Fn(&str) -> bool) -> Vec<String> {
+    let Some((config, socket)) = load_within(path) else {
+        return vec![format!("{}: blocked for 5 s", path.display())];
+    };
+    let mut failures = Vec::new();
+    for (what, result) in [
+        ("load", config.map(|_| ())),
+        ("control_socket_of", socket.map(|_| ())),
+    ] {
+        match result {
+            Err(err) if refused(&err) => {}
+            other => failures.push(format!(
+                "{what}({}): expected an error saying `{says}`, got {other:?}",
+                path.display()
+            )),
+        }
+    }
+    failures
+}
+
 /// A configuration path that is a FIFO or a device is refused at once, naming what
 /// it is, by `load` (run, check-config, SIGHUP) and `control_socket_of` (the CLI):
 /// never read (a FIFO blocks its reader until a writer comes; `/dev/urandom` never
@@ -620,24 +642,10 @@ fn a_fifo_or_a_device_is_refused_without_blocking() {
     ];
     let mut failures = Vec::new();
     for (path, says) in cases {
-        match load_within(path) {
-            None => failures.push(format!("{}: blocked for 5 s", path.display())),
-            Some((config, socket)) => {
-                for (what, result) in [
-                    ("load", config.map(|_| ())),
-                    ("control_socket_of", socket.map(|_| ())),
-                ] {
-                    match result {
-                        Err(err)
-                            if err.contains(says) && err.contains(&path.display().to_string()) => {}
-                        other => failures.push(format!(
-                            "{what}({}): expected an error saying `{says}`, got {other:?}",
-                            path.display()
-                        )),
-                    }
-                }
-            }
-        }
+        let named = path.display().to_string();
+        failures.extend(refusals(path, says, |err| {
+            err.contains(says) && err.contains(&named)
+        }));
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -657,23 +665,7 @@ fn a_file_of_proc_or_sys_is_refused_without_being_read() {
             eprintln!("SKIPPED (part): {} does not exist here", path.display());
             continue;
         }
-        match load_within(path) {
-            None => failures.push(format!("{}: blocked for 5 s", path.display())),
-            Some((config, socket)) => {
-                for (what, result) in [
-                    ("load", config.map(|_| ())),
-                    ("control_socket_of", socket.map(|_| ())),
-                ] {
-                    match result {
-                        Err(err) if err.contains(says) => {}
-                        other => failures.push(format!(
-                            "{what}({}): expected an error saying `{says}`, got {other:?}",
-                            path.display()
-                        )),
-                    }
-                }
-            }
-        }
+        failures.extend(refusals(path, says, |err| err.contains(says)));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -88,19 +88,22 @@ async fn raw(path: &Path, line: &str) -> String {
     answer
 }
 
-#[tokio::test]
-async fn requests_are_answered_typed_and_refusals_have_a_kind() {
-    let socket = Socket::new("answer");
-    let _alive = start(&socket, EventBus::default());
-    let report: ChangeReport = Connection::open(&socket.path)
-        .await
-        .expect("connect")
+/// Asks the server at `path` to drain host3 now, the request the stub answers.
+async fn drain_host3(path: &Path) -> Result<ChangeReport, ControlError> {
+    Connection::open(path)
+        .await?
         .ask(Request::Drain {
             host: "host3".into(),
             now: true,
         })
         .await
-        .expect("answer");
+}
+
+#[tokio::test]
+async fn requests_are_answered_typed_and_refusals_have_a_kind() {
+    let socket = Socket::new("answer");
+    let _alive = start(&socket, EventBus::default());
+    let report = drain_host3(&socket.path).await.expect("answer");
     assert_eq!(report.result.to_string(), "host3 drained");
     let err = Connection::open(&socket.path)
         .await
@@ -332,16 +335,7 @@ async fn idle_and_half_sent_connections_neither_last_nor_hold_up_a_request() {
         idle.push(UnixStream::connect(&socket.path).await.expect("connect"));
     }
     let started = std::time::Instant::now();
-    let asked = async {
-        Connection::open(&socket.path)
-            .await?
-            .ask::<ChangeReport>(Request::Drain {
-                host: "host3".into(),
-                now: true,
-            })
-            .await
-    };
-    tokio::time::timeout(Duration::from_secs(2), asked)
+    tokio::time::timeout(Duration::from_secs(2), drain_host3(&socket.path))
         .await
         .expect("answered within 2 s behind 200 idle connections")
         .expect("answer");
@@ -481,13 +475,7 @@ async fn an_oversized_request_is_refused_and_the_server_goes_on() {
         panic!("an oversized request was accepted: {answer}");
     };
     assert_eq!(kind, ErrorKind::BadRequest, "{message}");
-    let report: ChangeReport = Connection::open(&socket.path)
-        .await
-        .expect("connect")
-        .ask(Request::Drain {
-            host: "host3".into(),
-            now: true,
-        })
+    let report = drain_host3(&socket.path)
         .await
         .expect("the next request is answered");
     assert!(report.changes.is_empty());
