@@ -5,13 +5,9 @@
 //! before it is used; a sticky directory (`/tmp`) is fine, since only a file's owner
 //! may unlink or rename it there.
 
-use std::{
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-/// The sticky bit: in a sticky directory only a file's owner may unlink or rename it.
-const STICKY: u32 = 0o1000;
+use crate::kernel::datapath::pin_dir;
 
 /// A directory that may not hold one of the controller's files, and why.
 #[derive(Debug, thiserror::Error)]
@@ -21,28 +17,12 @@ pub struct UnsafeDir {
     pub why: String,
 }
 
-/// Why `dir` may not hold the controller's files, if not: another user owns it, or
-/// others may write into it without the sticky bit. A directory that does not exist
-/// is fine (the controller makes it, mode 0700); one that cannot be read is left to
-/// the call that uses it, which says why.
+/// Why `dir` may not hold the controller's files, if not, judged like a directory
+/// above the pin directory ([`pin_dir::unsafe_because`]). A directory that does not
+/// exist is fine (the controller makes it, mode 0700); one that cannot be read is
+/// left to the call that uses it, which says why.
 fn unsafe_because(dir: &Path) -> Option<String> {
-    let meta = std::fs::metadata(dir).ok()?;
-    if !meta.is_dir() {
-        return Some("is not a directory".to_owned());
-    }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me && meta.uid() != 0 {
-        return Some(format!("is owned by uid {}", meta.uid()));
-    }
-    let mode = meta.mode();
-    if mode & 0o022 != 0 && mode & STICKY == 0 {
-        return Some(format!(
-            "is writable by other users (mode {:o})",
-            mode & 0o7777
-        ));
-    }
-    None
+    pin_dir::unsafe_because(dir, false).ok().flatten()
 }
 
 /// Refuses the directories above `file` (its own and every one up to `/`) when one

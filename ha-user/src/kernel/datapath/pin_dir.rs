@@ -17,8 +17,13 @@ use super::DatapathError;
 /// The sticky bit: in a sticky directory only a file's owner may unlink or rename it.
 const STICKY: u32 = 0o1000;
 
-/// Why `path` (the pin directory if `own`, else one above it) is not safe, if not.
-fn unsafe_because(path: &Path, own: bool) -> io::Result<Option<String>> {
+/// Why `path` may not hold root's files, if not: another user owns it, or others may
+/// write into it. `own`: the directory that holds them (the pin directory: no symlink,
+/// no write bit for others even with the sticky bit); else one above it (a symlink
+/// is followed; a sticky directory is fine, only a file's owner may unlink or rename
+/// there). The daemon's socket and state directories are judged by it too
+/// (`daemon::dirs`).
+pub fn unsafe_because(path: &Path, own: bool) -> io::Result<Option<String>> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
