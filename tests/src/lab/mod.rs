@@ -534,7 +534,11 @@ impl Lab {
         let mut parsed = BTreeMap::new();
         for route in routes {
             let dst = route["dst"].as_str().context("route without dst")?;
-            let prefix: Ipv4Net = dst.parse().with_context(|| format!("route to {dst}"))?;
+            // `ip` writes a host route's destination without its `/32`.
+            let prefix: Ipv4Net = match dst.parse::<Ipv4Addr>() {
+                Ok(host) => Ipv4Net::from(host),
+                Err(_) => dst.parse().with_context(|| format!("route to {dst}"))?,
+            };
             let gateway = route["gateway"]
                 .as_str()
                 .with_context(|| format!("route to {dst} has no gateway: {route}"))?;
