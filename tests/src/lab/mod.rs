@@ -690,6 +690,11 @@ impl Lab {
             .signal(signal)
     }
 
+    /// The process id of `host`'s web server, if one runs.
+    pub fn web_pid(&self, host: &str) -> Option<u32> {
+        self.web.get(host).map(Proc::pid)
+    }
+
     /// SIGKILLs the web server of `host`.
     pub fn kill_web(&mut self, host: &str) -> anyhow::Result<()> {
         let mut proc = self
