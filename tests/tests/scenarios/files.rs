@@ -108,6 +108,9 @@ fn refused_naming(lab: &mut Lab, file: &Path, what: &str) {
     );
 }
 
+/// How one case breaks the state file at the path it is given.
+type Breaks<'a> = Box<dyn Fn(&Path) + 'a>;
+
 /// A state file corrupted, truncated, or a symlink to another file: `run` refuses,
 /// naming it, and the symlink's target stays byte for byte. A symlink put at the
 /// path under a running controller is replaced by the next save, not written
@@ -155,7 +158,7 @@ fn a_broken_state_file_is_refused_and_a_symlink_never_written_through() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     lab.kill_controller().expect("SIGKILL");
 
-    let cases: [(&str, Box<dyn Fn(&Path)>); 3] = [
+    let cases: [(&str, Breaks); 3] = [
         (
             "corrupted",
             Box::new(|path: &Path| {
