@@ -6,22 +6,19 @@
 //! fast path). Run one at a time (`--test-threads=1`, as `cargo xtask test` does).
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::TcpStream,
     os::unix::{fs::MetadataExt as _, net::UnixStream},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
     time::{Duration, Instant},
 };
 
 use ha_tests::{
-    lab::{Lab, Node, XdpMode, ns},
+    lab::{Lab, Node, XdpMode, limits, ns},
     root::require_root,
 };
-use ha_user::{
-    model::Health,
-    proto::{Reply, Status},
-};
+use ha_user::{model::Health, proto::Status};
 
 mod common;
 
@@ -36,56 +33,18 @@ const METRICS: &str = "192.168.1.1:9120";
 
 /// Raises this process's descriptor limit so the test can hold the connections.
 fn raise_own_limit(to: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: to,
-        rlim_max: to,
-    };
-    // SAFETY: a valid rlimit value; setrlimit has no memory preconditions.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(
-        rc,
-        0,
-        "raising RLIMIT_NOFILE: {}",
-        std::io::Error::last_os_error()
-    );
+    limits::raise_own_limit(to).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Sets the controller's descriptor limit (soft and hard) with prlimit(1).
 fn limit_descriptors(pid: u32, nofile: u64) {
-    let output = Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={nofile}:{nofile}"),
-        ])
-        .output()
-        .expect("running prlimit");
-    assert!(
-        output.status.success(),
-        "prlimit: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    limits::limit_descriptors(pid, nofile).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// `status` on a raw connection, with its round trip; an error if no answer came
 /// within `timeout`.
 fn timed_status(socket: &Path, timeout: Duration) -> Result<(Status, Duration), String> {
-    let started = Instant::now();
-    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"{\"protocol\":1,\"request\":{\"command\":\"status\"}}\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("no answer within {timeout:?}: {e}"))?;
-    match Reply::<Status>::decode(&line) {
-        Ok(Reply::Ok(status)) => Ok((status, started.elapsed())),
-        other => Err(format!("not a status: {other:?} ({line:?})")),
-    }
+    limits::timed_status(socket, timeout).map_err(|e| format!("{e:#}"))
 }
 
 /// A metrics scrape from the LAN client, answered within `timeout`.

@@ -28,7 +28,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use controller::{RequestError, SavedState, Steering, decide_request, steering_of};
 
@@ -55,7 +55,8 @@ pub struct Options {
 }
 
 /// Runs the controller until `shutdown` resolves, then detaches the fast path
-/// (traffic follows the kernel routes, which point at the current owners).
+/// (traffic follows the kernel routes, which point at the current owners). Pins
+/// removed by hand while it runs stop it the same way, with an error naming them.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let events = events::EventBus::default();
     let boot::Booted {
@@ -101,7 +102,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     });
     events.started();
 
-    let controller = controller.run(inputs, shutdown).await;
+    let (controller, ended) = controller.run(inputs, shutdown).await;
+    if let controller::Ended::PinsRemoved(missing) = &ended {
+        error!(
+            "{missing} while running: stopping (the fast path is detached, the kernel routes stay)"
+        );
+    }
     let _ = stop_checks.send(true);
     let controller::Controller {
         config,
@@ -130,7 +136,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         removed = removed.len(),
         "detached; traffic follows the kernel routes"
     );
-    Ok(())
+    match ended {
+        controller::Ended::Shutdown => Ok(()),
+        controller::Ended::PinsRemoved(missing) => Err(anyhow::anyhow!(
+            "stopped: {missing} while running; without its pins the fast path cannot be \
+             kept nor adopted by a restart. Traffic follows the kernel routes, which point \
+             at the current owners; start `ha-user run` again"
+        )),
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM: the shutdown of `ha-user run`.

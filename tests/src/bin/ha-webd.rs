@@ -6,8 +6,15 @@
 //! it.
 //!
 //! ```text
-//! ha-webd --name host1 [--http 0.0.0.0:80] [--udp 0.0.0.0:9000]
+//! ha-webd --name host1 [--http 0.0.0.0:80] [--udp 0.0.0.0:9000] [--delay-ms N]
+//!         [--fault status:CODE|hang]
 //! ```
+//!
+//! `--fault` names a failure the server suffers while it is switched on, without
+//! the server stopping (its port keeps accepting): SIGUSR1 switches it on, SIGUSR2
+//! off. `status:CODE` answers every request with that status instead of 200 (a
+//! misconfigured server); `hang` accepts connections and reads their requests but
+//! never answers (workers stuck).
 //!
 //! Prints `ready ...` on stderr once both sockets are bound.
 
@@ -17,6 +24,7 @@ use std::{
     net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -44,6 +52,57 @@ struct Args {
     /// Answer every HTTP request this many milliseconds late (a slow server).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// The failure SIGUSR1 switches on (SIGUSR2 off): `status:CODE` or `hang`.
+    #[arg(long, value_parser = parse_fault)]
+    fault: Option<Fault>,
+}
+
+/// A failure of the HTTP server while switched on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Every request answered with this status.
+    Status(u16),
+    /// Requests read, never answered.
+    Hang,
+}
+
+fn parse_fault(text: &str) -> Result<Fault, String> {
+    if text == "hang" {
+        return Ok(Fault::Hang);
+    }
+    text.strip_prefix("status:")
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|code| (100..=599).contains(code))
+        .map(Fault::Status)
+        .ok_or_else(|| format!("{text:?}: expected status:CODE (100-599) or hang"))
+}
+
+/// Whether the configured fault is on (SIGUSR1) or off (SIGUSR2).
+static FAULTY: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn fault_on(_: libc::c_int) {
+    FAULTY.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn fault_off(_: libc::c_int) {
+    FAULTY.store(false, Ordering::SeqCst);
+}
+
+/// SIGUSR1 and SIGUSR2 switch the fault on and off.
+fn install_fault_signals() -> anyhow::Result<()> {
+    for (signal, handler) in [
+        (libc::SIGUSR1, fault_on as extern "C" fn(libc::c_int)),
+        (libc::SIGUSR2, fault_off as extern "C" fn(libc::c_int)),
+    ] {
+        // SAFETY: the handlers only store into an atomic, which is signal-safe.
+        let old = unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+        anyhow::ensure!(
+            old != libc::SIG_ERR,
+            "installing the handler of signal {signal}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -62,7 +121,11 @@ fn run() -> anyhow::Result<()> {
         http,
         udp,
         delay_ms,
+        fault,
     } = Args::parse();
+    if fault.is_some() {
+        install_fault_signals()?;
+    }
     let listener = TcpListener::bind(http).with_context(|| format!("binding {http}"))?;
     let socket = UdpSocket::bind(udp).with_context(|| format!("binding {udp}"))?;
     set_pktinfo(&socket).context("IP_PKTINFO")?;
@@ -83,6 +146,17 @@ fn run() -> anyhow::Result<()> {
         keep: head(""),
         close: head("Connection: close\r\n"),
         delay: Duration::from_millis(delay_ms),
+        fault,
+        failed: fault.and_then(|fault| match fault {
+            Fault::Status(code) => Some(
+                format!(
+                    "HTTP/1.1 {code} Fault\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}\n",
+                    name.len() + 1
+                )
+                .into_bytes(),
+            ),
+            Fault::Hang => None,
+        }),
     }));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -99,6 +173,10 @@ struct Responses {
     close: Vec<u8>,
     /// How long each request waits for its answer.
     delay: Duration,
+    /// What SIGUSR1 switches on.
+    fault: Option<Fault>,
+    /// The response of a `status:CODE` fault (the connection closes after it).
+    failed: Option<Vec<u8>>,
 }
 
 /// Answers every request of the connection with 200 until the client closes, asks to
@@ -119,6 +197,25 @@ fn answer_http(mut stream: TcpStream, responses: &Responses) {
             }
             continue;
         };
+        if FAULTY.load(Ordering::SeqCst) {
+            match responses.fault {
+                Some(Fault::Hang) => {
+                    // Read (and drop) whatever comes until the client gives up.
+                    received.clear();
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => continue,
+                    }
+                }
+                Some(Fault::Status(_)) => {
+                    if let Some(failed) = &responses.failed {
+                        let _ = stream.write_all(failed);
+                    }
+                    return;
+                }
+                None => {}
+            }
+        }
         let keep_alive = wants_keep_alive(&received[..end]);
         received.drain(..end);
         let response = if keep_alive {
@@ -290,6 +387,15 @@ mod tests {
         assert!(!keep("GET / HTTP/1.1\r\nconnection: TE, Close\r\n\r\n"));
         assert!(!keep("GET / HTTP/1.0\r\nHost: a\r\n\r\n"));
         assert!(keep("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn faults_parse() {
+        assert_eq!(parse_fault("hang"), Ok(Fault::Hang));
+        assert_eq!(parse_fault("status:503"), Ok(Fault::Status(503)));
+        assert!(parse_fault("status:99").is_err());
+        assert!(parse_fault("status:").is_err());
+        assert!(parse_fault("slow").is_err());
     }
 
     #[test]

@@ -46,6 +46,7 @@ mod controller;
 pub mod conversation;
 mod datapath;
 mod faults;
+pub mod limits;
 pub mod ns;
 pub mod population;
 mod process;
@@ -678,6 +679,20 @@ impl Lab {
         proc.wait_for_line("ready", Duration::from_secs(5))?;
         self.web.insert(host.to_owned(), proc);
         Ok(())
+    }
+
+    /// Sends `signal` to the web server of `host` (SIGUSR1 and SIGUSR2 switch a
+    /// `--fault` on and off).
+    pub fn signal_web(&mut self, host: &str, signal: i32) -> anyhow::Result<()> {
+        self.web
+            .get_mut(host)
+            .with_context(|| format!("no web server runs on {host:?}"))?
+            .signal(signal)
+    }
+
+    /// The process id of `host`'s web server, if one runs.
+    pub fn web_pid(&self, host: &str) -> Option<u32> {
+        self.web.get(host).map(Proc::pid)
     }
 
     /// SIGKILLs the web server of `host`.

@@ -46,7 +46,7 @@ use crate::{
     health::{CheckEvent, HealthChecker, HealthEvent},
     kernel::{
         conntrack::keeper,
-        datapath::Maps,
+        datapath::{self, Maps},
         forwarding::{Assessment, Facts},
         lan::LanEvent,
         neigh::{self, NeighEvent},
@@ -111,6 +111,19 @@ pub struct Controller {
     pub(super) affinity: Affinity,
 }
 
+/// How often the loop checks that its map pins are still there.
+const PIN_CHECK: Duration = Duration::from_millis(250);
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Asked to stop (Ctrl-C, SIGTERM).
+    Shutdown,
+    /// Its pins were removed from under it (what is missing): nothing it writes
+    /// reaches a map anyone else can find, and a restart would not find them.
+    PinsRemoved(String),
+}
+
 /// The channels the loop listens on.
 pub struct Inputs {
     /// Host health and VIP verdicts.
@@ -125,13 +138,16 @@ pub struct Inputs {
 }
 
 impl Controller {
-    /// Runs until `shutdown` resolves.
+    /// Runs until `shutdown` resolves, or until its pins are found removed (checked
+    /// every [`PIN_CHECK`], between events: no change is left half applied).
     pub async fn run(
         mut self,
         mut inputs: Inputs,
         shutdown: impl Future<Output = ()>,
-    ) -> Controller {
+    ) -> (Controller, Ended) {
         tokio::pin!(shutdown);
+        let mut pin_check = tokio::time::interval(PIN_CHECK);
+        pin_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         self.health.set_lan(&self.lan.name);
         self.metrics.set_probes(self.health.outcomes());
         loop {
@@ -143,7 +159,12 @@ impl Controller {
                 self.route_retry,
             );
             tokio::select! {
-                () = &mut shutdown => return self,
+                () = &mut shutdown => return (self, Ended::Shutdown),
+                _ = pin_check.tick() => {
+                    if let Some(missing) = datapath::missing_pins(&self.config.pin_dir) {
+                        return (self, Ended::PinsRemoved(missing));
+                    }
+                }
                 Some(event) = inputs.health.recv() => match event {
                     CheckEvent::Host(event) => self.on_health(event).await,
                     CheckEvent::Vip(event) => self.on_vip(event).await,

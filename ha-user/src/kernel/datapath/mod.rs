@@ -500,6 +500,29 @@ pub fn remove_link_pins(pin_dir: &Path, iface: &str) -> Result<Vec<PathBuf>, Dat
     Ok(removed)
 }
 
+/// What is missing of the maps a running controller pinned under `pin_dir`: the
+/// directory itself, or the first map pin gone (someone removed them by hand).
+/// `None` while all are there.
+pub fn missing_pins(pin_dir: &Path) -> Option<String> {
+    if std::fs::symlink_metadata(pin_dir).is_err() {
+        return Some(format!(
+            "the pin directory {} was removed",
+            pin_dir.display()
+        ));
+    }
+    PINNED_MAPS
+        .iter()
+        .map(|name| pin_dir.join(name))
+        .find(|path| std::fs::symlink_metadata(path).is_err())
+        .map(|path| {
+            format!(
+                "the pin {} in the pin directory {} was removed",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                pin_dir.display()
+            )
+        })
+}
+
 /// Removes everything `ha` pinned under `pin_dir`: the links (which detaches the
 /// program) and the maps. Returns what it removed.
 pub fn detach_all(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
