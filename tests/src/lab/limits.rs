@@ -1,6 +1,7 @@
 //! Descriptor limits and timed requests for the suites that abuse a live controller
 //! (`hardening.rs`, `scenarios/`): the controller's limit lowered with prlimit(1),
-//! the test's own raised so it can hold thousands of connections, and a `status`
+//! the test's own raised so it can hold thousands of connections, a process put
+//! ahead of every normal one (as if it had a machine of its own), and a `status`
 //! whose round trip is measured.
 
 use std::{
@@ -46,6 +47,30 @@ pub fn limit_descriptors(pid: u32, nofile: u64) -> anyhow::Result<()> {
         "prlimit --pid {pid}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    Ok(())
+}
+
+/// Puts every thread of process `pid` under `SCHED_FIFO` at priority 1, so that
+/// no normal process delays it when it wakes (threads it starts later inherit the
+/// policy). The lab's web servers share the router's CPUs; under this policy a
+/// test that loads those CPUs sees them answer as machines of their own would.
+pub fn realtime(pid: u32) -> anyhow::Result<()> {
+    let tasks = format!("/proc/{pid}/task");
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+        let name = task.with_context(|| format!("reading {tasks}"))?.file_name();
+        let tid: libc::pid_t = name
+            .to_str()
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("a task {name:?} in {tasks}"))?;
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: a valid sched_param; sched_setscheduler has no memory preconditions.
+        let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) };
+        ensure!(
+            rc == 0,
+            "SCHED_FIFO for task {tid} of process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     Ok(())
 }
 
