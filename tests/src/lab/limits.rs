@@ -57,7 +57,9 @@ pub fn limit_descriptors(pid: u32, nofile: u64) -> anyhow::Result<()> {
 pub fn realtime(pid: u32) -> anyhow::Result<()> {
     let tasks = format!("/proc/{pid}/task");
     for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
-        let name = task.with_context(|| format!("reading {tasks}"))?.file_name();
+        let name = task
+            .with_context(|| format!("reading {tasks}"))?
+            .file_name();
         let tid: libc::pid_t = name
             .to_str()
             .and_then(|n| n.parse().ok())
