@@ -5,6 +5,7 @@
 mod bench;
 mod bpffs;
 mod ctx;
+mod dist;
 mod exec;
 mod fuzz;
 mod guest;
@@ -60,6 +61,10 @@ enum Command {
     /// cargo-fuzz if missing): each target for --seconds from its seeds in
     /// fuzz/corpus/; prints executions and coverage per target, fails on a finding.
     Fuzz(fuzz::Args),
+    /// The Debian package target/dist/ha_<version>_amd64.deb (dpkg-deb): the release
+    /// ha-user, its systemd unit, an example /etc/ha/ha.toml, man pages and
+    /// completions; `--check` lists it and runs `systemd-analyze verify` on the unit.
+    Dist(dist::Args),
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
@@ -95,5 +100,6 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Lab(args) => lab::run(&ctx, args).map(|()| ExitCode::SUCCESS),
         Command::Guest(args) => guest::run(&ctx, &args),
         Command::Fuzz(args) => fuzz::run(&ctx, &args),
+        Command::Dist(args) => dist::run(&ctx, &args).map(|()| ExitCode::SUCCESS),
     }
 }

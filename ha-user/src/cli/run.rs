@@ -24,6 +24,11 @@ pub struct Args {
     /// changes but does not bring these back.
     #[arg(long)]
     pub reset: bool,
+    /// On SIGTERM, leave the pinned fast path attached and the routes in place for
+    /// the next controller to adopt (a restart or an upgrade; the systemd unit uses
+    /// it). Without it SIGTERM detaches; Ctrl-C (SIGINT) always detaches.
+    #[arg(long)]
+    pub handover: bool,
 }
 
 /// `config`: `Some` when given with --config (it must exist); `None` for the
@@ -34,6 +39,7 @@ pub async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
         xdp_mode,
         log_packets,
         reset,
+        handover,
     } = args;
     let options = Options {
         config: config.map(Path::to_owned),
@@ -42,5 +48,5 @@ pub async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
         log_packets,
         reset,
     };
-    daemon::run(options, daemon::terminated()?).await
+    daemon::run(options, daemon::terminated(handover)?).await
 }

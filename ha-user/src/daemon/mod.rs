@@ -16,6 +16,7 @@ pub mod dirs;
 pub mod events;
 pub mod lock;
 pub mod metrics;
+pub mod notify;
 pub mod rollback;
 pub mod route_record;
 pub mod server;
@@ -54,10 +55,21 @@ pub struct Options {
     pub reset: bool,
 }
 
+/// What the daemon leaves behind when it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Detach the fast path and remove its pins: traffic follows the kernel routes.
+    Detach,
+    /// Leave the pinned fast path attached and the routes in place, for the next
+    /// controller to adopt (a restart or an upgrade).
+    Handover,
+}
+
 /// Runs the controller until `shutdown` resolves, then detaches the fast path
-/// (traffic follows the kernel routes, which point at the current owners). Pins
-/// removed by hand while it runs stop it the same way, with an error naming them.
-pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// (traffic follows the kernel routes, which point at the current owners) or, for
+/// [`Stop::Handover`], leaves it attached and pinned for the next controller. Pins
+/// removed by hand while it runs stop it with a detach, and an error naming them.
+pub async fn run(options: Options, shutdown: impl Future<Output = Stop>) -> anyhow::Result<()> {
     let events = events::EventBus::default();
     let boot::Booted {
         controller,
@@ -93,7 +105,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         hosts = controller.config.hosts.len(),
         prefixes = controller.config.prefixes.len(),
         socket = %controller.config.control_socket.display(),
-        "steering; SIGHUP reloads the configuration, Ctrl-C or SIGTERM detaches and exits"
+        "steering; SIGHUP reloads the configuration, Ctrl-C or SIGTERM stops"
     );
     events.publish(Event::Serving {
         socket: controller.config.control_socket.clone(),
@@ -101,13 +113,22 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         prefixes: controller.config.prefixes.len(),
     });
     events.started();
+    notify::ready();
 
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let _ = stop_tx.send(shutdown.await);
+    };
     let (controller, ended) = controller.run(inputs, shutdown).await;
     if let controller::Ended::PinsRemoved(missing) = &ended {
         error!(
             "{missing} while running: stopping (the fast path is detached, the kernel routes stay)"
         );
     }
+    // `shutdown` sent its answer if it resolved; a controller that ended on its own
+    // (pins removed) dropped it unanswered, and that stop detaches.
+    let stop = stop_rx.await.unwrap_or(Stop::Detach);
+    notify::stopping();
     let _ = stop_checks.send(true);
     let controller::Controller {
         config,
@@ -116,13 +137,20 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         ..
     } = controller;
     health.stop().await;
-    let removed = datapath::detach_all(&config.pin_dir)?;
-    datapath::learn::detach_filter(&lan.name)?;
+    let removed = match stop {
+        Stop::Detach => {
+            let removed = datapath::detach_all(&config.pin_dir)?;
+            datapath::learn::detach_filter(&lan.name)?;
+            removed
+        }
+        Stop::Handover => Vec::new(),
+    };
     // No new connections; the subscribers read what is left, then their streams end.
     server.abort();
     let _ = std::fs::remove_file(&config.control_socket);
     events.publish(Event::Shutdown {
         removed_pins: removed.len(),
+        handover: stop == Stop::Handover,
     });
     events.close();
     if tokio::time::timeout(LAST_EVENTS, subscribers.recv())
@@ -132,10 +160,16 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         warn!("an event subscriber did not read the last events within {LAST_EVENTS:?}");
     }
     drop(lock);
-    info!(
-        removed = removed.len(),
-        "detached; traffic follows the kernel routes"
-    );
+    match stop {
+        Stop::Detach => info!(
+            removed = removed.len(),
+            "detached; traffic follows the kernel routes"
+        ),
+        Stop::Handover => info!(
+            pin_dir = %config.pin_dir.display(),
+            "stopped; the fast path stays attached and pinned for the next controller"
+        ),
+    }
     match ended {
         controller::Ended::Shutdown => Ok(()),
         controller::Ended::PinsRemoved(missing) => Err(anyhow::anyhow!(
@@ -146,13 +180,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM: the shutdown of `ha-user run`.
-pub fn terminated() -> anyhow::Result<impl Future<Output = ()>> {
+/// Resolves on Ctrl-C (SIGINT), which always detaches, or SIGTERM, which hands the
+/// fast path over when `handover` (`run --handover`) and detaches otherwise.
+pub fn terminated(handover: bool) -> anyhow::Result<impl Future<Output = Stop>> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     Ok(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => Stop::Detach,
+            _ = term.recv() => if handover { Stop::Handover } else { Stop::Detach },
         }
     })
 }

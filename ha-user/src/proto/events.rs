@@ -209,8 +209,10 @@ pub enum Event {
         remaining: u64,
         drained_ms: u64,
     },
-    /// The fast path is detached (traffic follows the kernel routes); the stream ends.
-    Shutdown { removed_pins: usize },
+    /// The controller stopped; the stream ends. `handover`: the fast path stays
+    /// attached and pinned for the next controller (`run --handover`, SIGTERM); else
+    /// it is detached and traffic follows the kernel routes.
+    Shutdown { removed_pins: usize, handover: bool },
 }
 
 /// How a graceful drain ended.
@@ -497,7 +499,11 @@ impl fmt::Display for Event {
                 f,
                 "drain-finished {host}: {outcome} ({remaining} moved) after {drained_ms} ms"
             ),
-            Event::Shutdown { removed_pins } => {
+            Event::Shutdown { handover: true, .. } => write!(
+                f,
+                "shutdown: the fast path stays attached and pinned for the next controller"
+            ),
+            Event::Shutdown { removed_pins, .. } => {
                 write!(
                     f,
                     "shutdown: {removed_pins} pins removed, the fast path is detached"

@@ -50,6 +50,10 @@ const SUITES: &[GuestSuite] = &[
         tests: None,
     },
     GuestSuite {
+        pattern: "package",
+        tests: None,
+    },
+    GuestSuite {
         pattern: "faults",
         tests: None,
     },
