@@ -1,5 +1,5 @@
-//! `cargo xtask test`: the source rules (`rules/`), unit tests, the root suites of
-//! `ha-tests` one by one, clippy for the host crates and the eBPF crates, rustfmt. Every step runs even when an earlier one
+//! `cargo xtask test`: the source rules (`rules/`), unit tests, the package
+//! (`dist --check`), the root suites of `ha-tests` one by one, clippy for the host crates and the eBPF crates, rustfmt. Every step runs even when an earlier one
 //! failed; a table and one summary line close the run.
 
 use std::{
@@ -11,6 +11,7 @@ use anyhow::bail;
 
 use crate::{
     ctx::{Ctx, is_root},
+    dist,
     exec::{self, Tally},
     guest, rules,
     steps::{Outcome, Step, Totals, conclude, root_suites, step},
@@ -108,6 +109,20 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
         &mut test_lib,
         false,
     ));
+
+    // The package, built and checked like a release; the package suite runs its
+    // maintainer scripts from the staged tree, so it comes before the root suites.
+    println!("\nxtask: == package: cargo xtask dist --check");
+    let start = Instant::now();
+    let outcome = match dist::run(ctx, &dist::Args::checked()) {
+        Ok(()) => Outcome::Ok,
+        Err(err) => {
+            println!("{err:#}");
+            totals.failed += 1;
+            Outcome::Failed("see above".into())
+        }
+    };
+    steps.push(step("package (dist --check)", outcome, start));
 
     if suites.is_empty() {
         let why = "no suite found in tests/tests".to_owned();
