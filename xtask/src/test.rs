@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the source rules (`rules/`), unit tests, the package
-//! (`dist --check`), the root suites of `ha-tests` one by one, clippy for the host crates and the eBPF crates, rustfmt. Every step runs even when an earlier one
+//! (`dist --check --dev`), the root suites of `ha-tests` one by one, clippy for the host crates and the eBPF crates, rustfmt. Every step runs even when an earlier one
 //! failed; a table and one summary line close the run.
 
 use std::{
@@ -110,11 +110,12 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
         false,
     ));
 
-    // The package, built and checked like a release; the package suite runs its
-    // maintainer scripts from the staged tree, so it comes before the root suites.
-    println!("\nxtask: == package: cargo xtask dist --check");
+    // The package, from the dev-profile binary (no release build) and checked; the
+    // package suite runs its maintainer scripts from the staged tree, so it comes
+    // before the root suites.
+    println!("\nxtask: == package: cargo xtask dist --check --dev");
     let start = Instant::now();
-    let outcome = match dist::run(ctx, &dist::Args::checked()) {
+    let outcome = match dist::run(ctx, &dist::Args::for_tests()) {
         Ok(()) => Outcome::Ok,
         Err(err) => {
             println!("{err:#}");
@@ -122,7 +123,7 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
             Outcome::Failed("see above".into())
         }
     };
-    steps.push(step("package (dist --check)", outcome, start));
+    steps.push(step("package (dist --check --dev)", outcome, start));
 
     if suites.is_empty() {
         let why = "no suite found in tests/tests".to_owned();

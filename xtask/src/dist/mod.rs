@@ -25,14 +25,19 @@ pub struct Args {
     /// The package version (default: ha-user's crate version).
     #[arg(long)]
     version: Option<String>,
+    /// Package the dev-profile binary instead of a release build: the same files and
+    /// scripts, unoptimized (what `cargo xtask test` checks, without a release build).
+    #[arg(long)]
+    dev: bool,
 }
 
 impl Args {
-    /// What `cargo xtask test` builds: the crate's version, checked.
-    pub fn checked() -> Self {
+    /// What `cargo xtask test` builds: the crate's version, from the dev profile, checked.
+    pub fn for_tests() -> Self {
         Self {
             check: true,
             version: None,
+            dev: true,
         }
     }
 }
@@ -68,18 +73,15 @@ pub const SUBCOMMANDS: &[&str] = &[
 
 pub fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
     let mut build = ctx.cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "ha-user",
-        "--bin",
-        "ha-user",
-        "--bin",
-        "ha-user-docs",
-    ]);
+    build.arg("build");
+    if !args.dev {
+        build.arg("--release");
+    }
+    build.args(["-p", "ha-user", "--bin", "ha-user", "--bin", "ha-user-docs"]);
     exec::run_checked(&mut build)?;
-    let release = ctx.target_dir().join("release");
+    let release = ctx
+        .target_dir()
+        .join(if args.dev { "debug" } else { "release" });
     let version = match &args.version {
         Some(version) => version.clone(),
         None => crate_version(&ctx.root.join("ha-user/Cargo.toml"))?,

@@ -24,6 +24,7 @@ use serde_json::Value;
 use super::{prepare, qemu};
 use crate::{
     ctx::{Ctx, is_root},
+    dist,
     exec::{self, Tally},
     steps::{Outcome, Step, Totals, conclude, root_suites, step},
 };
@@ -55,6 +56,10 @@ const SUITES: &[GuestSuite] = &[
     },
     GuestSuite {
         pattern: "faults",
+        tests: None,
+    },
+    GuestSuite {
+        pattern: "scenarios",
         tests: None,
     },
 ];
@@ -103,6 +108,21 @@ pub fn run(ctx: &Ctx, kernel: &str, long: bool, setup_time: Duration) -> anyhow:
             missing.push(suite.pattern);
         }
         targets.extend(matched.into_iter().map(|target| (target, suite.tests)));
+    }
+
+    // The package suite runs the staged package's maintainer scripts (target/dist,
+    // shared with the guest like the test binaries), as the host run stages it.
+    let start = Instant::now();
+    match dist::run(ctx, &dist::Args::for_tests()) {
+        Ok(()) => steps.push(step("package (dist --check --dev)", Outcome::Ok, start)),
+        Err(err) => {
+            totals.failed += 1;
+            steps.push(step(
+                "package (dist --check --dev)",
+                Outcome::Failed(format!("{err:#}")),
+                start,
+            ));
+        }
     }
 
     let start = Instant::now();
