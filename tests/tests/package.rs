@@ -6,12 +6,13 @@
 //! path's counters rise through the restart and the kernel's forwarding does not
 //! take over. Then Ctrl-C (SIGINT) detaches even with `--handover`.
 //!
-//! Installing the `.deb` itself with dpkg and systemd waits for the Debian guest
-//! (`cargo xtask guest`): this machine's init is not systemd.
+//! Installing the `.deb` with dpkg and upgrading it under systemd needs systemd as
+//! init: that test runs in the Debian guest (`cargo xtask test --kernel debian-6.1`)
+//! and is skipped, saying so, elsewhere.
 
 use std::{
     net::SocketAddrV4,
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -60,6 +61,80 @@ fn link_ids(pin_dir: &Path) -> Vec<(String, u64)> {
     }
     ids.sort();
     ids
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The package tree `cargo xtask dist` staged (`target/dist/ha_<version>_<arch>/`;
+/// `cargo xtask test` stages it before the root suites).
+fn staged_package() -> PathBuf {
+    let dist = workspace().join("target/dist");
+    let stage = std::fs::read_dir(&dist).ok().and_then(|entries| {
+        entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("ha_"))
+        })
+    });
+    stage.unwrap_or_else(|| {
+        panic!(
+            "no staged package under {}: run `cargo xtask dist` first",
+            dist.display()
+        )
+    })
+}
+
+/// Runs `program ARGS`, panicking with its output unless it succeeds; its stdout.
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds `ha_<version>_amd64.deb` under `out` from a copy of the staged tree with
+/// `version` in its control file: two of them make an upgrade.
+fn deb_of_version(stage: &Path, version: &str, out: &Path) -> PathBuf {
+    let tree = out.join(format!("ha_{version}"));
+    let _ = std::fs::remove_dir_all(&tree);
+    run_ok(
+        "cp",
+        &["-a", &stage.to_string_lossy(), &tree.to_string_lossy()],
+    );
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).expect("the staged control file");
+    let text: String = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("Version:") {
+                format!("Version: {version}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&control, text).expect("writing the control file");
+    let deb = out.join(format!("ha_{version}_amd64.deb"));
+    run_ok(
+        "dpkg-deb",
+        &[
+            "--root-owner-group",
+            "--build",
+            &tree.to_string_lossy(),
+            &deb.to_string_lossy(),
+        ],
+    );
+    deb
 }
 
 fn shutdown_handover(lab: &Lab) -> Option<bool> {
@@ -187,21 +262,8 @@ fn maintainer_scripts_hand_over_then_remove_and_purge() {
     if !require_root("maintainer_scripts_hand_over_then_remove_and_purge") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dist = root.join("target/dist");
-    let stage = std::fs::read_dir(&dist).ok().and_then(|entries| {
-        entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("ha_"))
-        })
-    });
-    let Some(stage) = stage else {
-        panic!(
-            "no staged package under {}: run `cargo xtask dist` first",
-            dist.display()
-        );
-    };
+    let root = workspace();
+    let stage = staged_package();
     let out = Command::new("unshare")
         .args(["--mount", "--net", "--fork", "sh"])
         .arg(root.join("tests/scripts/maintainer-sequence.sh"))
@@ -236,4 +298,134 @@ fn maintainer_scripts_hand_over_then_remove_and_purge() {
     assert_eq!(value("POSTRM_EXIT"), "0");
     assert_eq!(value("ROUTES_PURGE"), "", "purge left routes");
     assert_eq!(value("LEFT_PURGE"), "", "purge left files");
+}
+
+/// The package upgraded under systemd, as `apt install ./ha_<N+1>.deb` upgrades it on
+/// a router: version N installed with dpkg, the lab's configuration as
+/// /etc/ha/ha.toml, `systemctl start ha`, a stream through the fast path, then
+/// version N+1 installed over it (prerm upgrade, postinst's `systemctl restart`).
+/// Not a datagram is lost, the XDP link ids stay, the fast path carries the stream
+/// through the restart and the kernel's forwarding does not take over; the unit is
+/// active on N+1 and /etc/ha/ha.toml is the user's. The lab's router is a network
+/// namespace, so a drop-in puts the unit in it (`NetworkNamespacePath=`) and lets it
+/// write the lab's directory; nothing else of the unit changes.
+///
+/// Needs systemd as init: it runs in the Debian guest (`cargo xtask test --kernel
+/// debian-6.1`) and is skipped, saying so, on a machine whose init is not systemd.
+#[test]
+fn upgrade_under_systemd_loses_nothing() {
+    if !require_root("upgrade_under_systemd_loses_nothing") {
+        return;
+    }
+    if !Path::new("/run/systemd/system").is_dir() {
+        eprintln!(
+            "skipping upgrade_under_systemd_loses_nothing: this machine's init is not \
+             systemd (run it in the guest: cargo xtask test --kernel debian-6.1)"
+        );
+        return;
+    }
+    let stage = staged_package();
+    let mut spec = common::spec("ha-upg-", XdpMode::Native);
+    spec.start_controller = false;
+    let mut lab = common::build(spec);
+    let debs = lab.dir().join("debs");
+    std::fs::create_dir_all(&debs).expect("the lab's deb directory");
+    let old = deb_of_version(&stage, "0.0.1", &debs);
+    let new = deb_of_version(&stage, "0.0.2", &debs);
+
+    run_ok("dpkg", &["-i", &old.to_string_lossy()]);
+    let config = std::fs::read_to_string(lab.config_path()).expect("the lab's configuration");
+    std::fs::write("/etc/ha/ha.toml", &config).expect("writing /etc/ha/ha.toml");
+    let dropin = Path::new("/run/systemd/system/ha.service.d");
+    std::fs::create_dir_all(dropin).expect("the drop-in directory");
+    std::fs::write(
+        dropin.join("lab.conf"),
+        format!(
+            "[Service]\nNetworkNamespacePath={}\nPrivateTmp=no\nReadWritePaths={}\n",
+            ha_tests::lab::ns::path(&lab.ns(Node::Router)).display(),
+            lab.dir().display()
+        ),
+    )
+    .expect("writing the drop-in");
+    run_ok("systemctl", &["daemon-reload"]);
+    // Type=notify: `start` returns once the controller said READY=1.
+    let started = Instant::now();
+    run_ok("systemctl", &["start", "ha.service"]);
+    eprintln!("systemctl start: ready after {:?}", started.elapsed());
+    lab.wait_steady(Duration::from_secs(10) * time_scale())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let links = link_ids(lab.pin_dir());
+    assert_eq!(
+        links.len(),
+        2,
+        "one pinned XDP link per interface: {links:?}"
+    );
+
+    let scale = u64::from(time_scale());
+    let target = SocketAddrV4::new(vip(net(P64)), lab.spec().udp_port);
+    let stream = lab
+        .stream(
+            Node::LanClient,
+            target,
+            1000 / scale,
+            Duration::from_millis(6000 * scale),
+        )
+        .expect("ha-stream");
+    std::thread::sleep(Duration::from_millis(500 * scale));
+    let fwd_before = lab.forwarded_datagrams().expect("ForwDatagrams");
+    let before = lab.xdp_counters().expect("counters");
+    let upgrade = Instant::now();
+    run_ok("dpkg", &["-i", &new.to_string_lossy()]);
+    eprintln!("dpkg -i (upgrade): {:?}", upgrade.elapsed());
+    let report = stream.wait().expect("ha-stream");
+    eprintln!("stream: {}", report.summary());
+    let moved = lab.xdp_counters().expect("counters").since(&before);
+    let forwarded = lab.forwarded_datagrams().expect("ForwDatagrams") - fwd_before;
+    eprintln!("through the upgrade: data path {moved}; kernel forwarded {forwarded}");
+
+    let version = run_ok("dpkg-query", &["-W", "-f", "${Version}", "ha"]);
+    let active = Command::new("systemctl")
+        .args(["is-active", "--quiet", "ha.service"])
+        .status()
+        .expect("systemctl is-active");
+    let kept_config = std::fs::read_to_string("/etc/ha/ha.toml").unwrap_or_default();
+    let links_after = link_ids(lab.pin_dir());
+    let journal = Command::new("journalctl")
+        .args(["-u", "ha.service", "--no-pager", "-n", "40"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|e| format!("(journalctl: {e})"));
+
+    // Clean up before asserting: stop (a handover), detach in the router's namespace,
+    // purge the package, remove the drop-in.
+    let _ = Command::new("systemctl")
+        .args(["stop", "ha.service"])
+        .status();
+    let ha_user = lab.spec().bins.ha_user.to_string_lossy().into_owned();
+    let config_path = lab.config_path().to_string_lossy().into_owned();
+    let _ = lab.exec(
+        Node::Router,
+        &[&ha_user, "--config", &config_path, "detach"],
+    );
+    let _ = std::fs::remove_dir_all(dropin);
+    let _ = Command::new("dpkg").args(["--purge", "ha"]).status();
+    let _ = Command::new("systemctl").arg("daemon-reload").status();
+
+    assert_eq!(version, "0.0.2", "the upgrade did not install N+1");
+    assert!(
+        active.success(),
+        "ha.service is not active after the upgrade:\n{journal}"
+    );
+    assert_eq!(kept_config, config, "the upgrade changed /etc/ha/ha.toml");
+    assert_eq!(report.lost, 0, "lost: {:?}\n{journal}", report.lost_ranges);
+    assert_eq!(links_after, links, "the upgrade replaced the XDP links");
+    // The stream's last 5.5 s at 1000/s, all steered (XDP_TX from the LAN).
+    assert!(
+        moved.get(Counter::Tx) >= 5000 / scale,
+        "the fast path should carry the stream through the upgrade: {moved}"
+    );
+    assert!(
+        forwarded < 5500 / scale / 20,
+        "the kernel forwarded {forwarded} datagrams: it took over from the fast path"
+    );
 }
