@@ -95,6 +95,25 @@ pub(crate) fn step(name: &str, outcome: Outcome, start: Instant) -> Step {
     }
 }
 
+/// Runs a step that is a call rather than a command: its error is printed and
+/// counted as a failure, and the table says "see above".
+pub(crate) fn run_step(
+    totals: &mut Totals,
+    name: &str,
+    call: impl FnOnce() -> anyhow::Result<()>,
+) -> Step {
+    let start = Instant::now();
+    let outcome = match call() {
+        Ok(()) => Outcome::Ok,
+        Err(err) => {
+            println!("{err:#}");
+            totals.failed += 1;
+            Outcome::Failed("see above".into())
+        }
+    };
+    step(name, outcome, start)
+}
+
 /// Prints the table and the summary line a run ends with; fails if any step failed.
 pub(crate) fn conclude(steps: &[Step], totals: &Totals) -> ExitCode {
     print_table(steps);

@@ -14,7 +14,7 @@ use crate::{
     dist,
     exec::{self, Tally},
     guest, rules,
-    steps::{Outcome, Step, Totals, conclude, root_suites, step},
+    steps::{Outcome, Step, Totals, conclude, root_suites, run_step, step},
 };
 
 /// The crates built for bpfel-unknown-none: the production programs and the
@@ -73,16 +73,9 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
 
     // Quick and independent of the build: first.
     println!("\nxtask: == source rules: xtask/src/rules/");
-    let start = Instant::now();
-    let outcome = match rules::check(&ctx.root) {
-        Ok(()) => Outcome::Ok,
-        Err(err) => {
-            println!("{err:#}");
-            totals.failed += 1;
-            Outcome::Failed("see above".into())
-        }
-    };
-    steps.push(step("source rules", outcome, start));
+    steps.push(run_step(&mut totals, "source rules", || {
+        rules::check(&ctx.root)
+    }));
 
     // The eBPF crates' binaries only build for bpfel-unknown-none: the eBPF clippy
     // step checks them. ha-tests holds the root suites, run one by one below. ha-fuzz
@@ -114,16 +107,11 @@ pub fn run(ctx: &Ctx, args: &Args, setup_time: Duration) -> anyhow::Result<ExitC
     // package suite runs its maintainer scripts from the staged tree, so it comes
     // before the root suites.
     println!("\nxtask: == package: cargo xtask dist --check --dev");
-    let start = Instant::now();
-    let outcome = match dist::run(ctx, &dist::Args::for_tests()) {
-        Ok(()) => Outcome::Ok,
-        Err(err) => {
-            println!("{err:#}");
-            totals.failed += 1;
-            Outcome::Failed("see above".into())
-        }
-    };
-    steps.push(step("package (dist --check --dev)", outcome, start));
+    steps.push(run_step(
+        &mut totals,
+        "package (dist --check --dev)",
+        || dist::run(ctx, &dist::Args::for_tests()),
+    ));
 
     if suites.is_empty() {
         let why = "no suite found in tests/tests".to_owned();

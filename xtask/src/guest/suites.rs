@@ -26,7 +26,7 @@ use crate::{
     ctx::{Ctx, is_root},
     dist,
     exec::{self, Tally},
-    steps::{Outcome, Step, Totals, conclude, root_suites, step},
+    steps::{Outcome, Step, Totals, conclude, root_suites, run_step, step},
 };
 
 /// What runs in the guest: adding a suite is one line. `pattern` names a test target
@@ -112,18 +112,11 @@ pub fn run(ctx: &Ctx, kernel: &str, long: bool, setup_time: Duration) -> anyhow:
 
     // The package suite runs the staged package's maintainer scripts (target/dist,
     // shared with the guest like the test binaries), as the host run stages it.
-    let start = Instant::now();
-    match dist::run(ctx, &dist::Args::for_tests()) {
-        Ok(()) => steps.push(step("package (dist --check --dev)", Outcome::Ok, start)),
-        Err(err) => {
-            totals.failed += 1;
-            steps.push(step(
-                "package (dist --check --dev)",
-                Outcome::Failed(format!("{err:#}")),
-                start,
-            ));
-        }
-    }
+    steps.push(run_step(
+        &mut totals,
+        "package (dist --check --dev)",
+        || dist::run(ctx, &dist::Args::for_tests()),
+    ));
 
     let start = Instant::now();
     let built = build_all(ctx, &targets);
